@@ -1,0 +1,1 @@
+"""slimformer.latency_lut"""
