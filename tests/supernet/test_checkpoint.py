@@ -12,7 +12,7 @@ from tests.conftest import randomize_
 def test_round_trip_with_arch_logits(tiny_space, tmp_path):
     sup = randomize_(Supernet(tiny_space))
     logits = {arch_key(3, 1): torch.tensor([0.1, 0.7, -0.2])}
-    path = save_supernet(tmp_path / "ck.pt", sup, arch_logits=logits, meta={"epochs": 3})
+    path = save_supernet(tmp_path / "last.pt", sup, arch_logits=logits, meta={"epochs": 3})
     ck = load_supernet(path, space=tiny_space)
     assert ck.space == tiny_space and ck.meta == {"epochs": 3}
     assert torch.equal(ck.arch_logits["s3.b1"], logits["s3.b1"]) and parse_arch_key("s3.b1") == (3, 1)
