@@ -1,1 +1,15 @@
-"""slimformer.pruning"""
+"""Taylor-importance pruning: score channel groups, reorder the supernet, reallocate under a budget."""
+from __future__ import annotations
+
+from ._importance import BlockImportance, Importance, taylor_importance
+from ._mckp import Infeasible, solve_greedy, solve_milp
+from ._realloc import STRATEGIES, Allocation, Problem, allocate, block_options, build_problem, expand, option_value
+from ._reorder import (BlockPermutation, permutations, permute_importance, reorder_by_importance,
+                       reorder_supernet)
+
+__all__ = [
+    "BlockImportance", "Importance", "taylor_importance",
+    "Infeasible", "solve_greedy", "solve_milp",
+    "STRATEGIES", "Allocation", "Problem", "allocate", "block_options", "build_problem", "expand", "option_value",
+    "BlockPermutation", "permutations", "permute_importance", "reorder_by_importance", "reorder_supernet",
+]
