@@ -1,0 +1,284 @@
+"""The iPhone 12 estimate: a non-negative per-op cost model fitted on published end-to-end latencies.
+
+Nobody released EfficientFormer's iPhone 12 table, and we cannot reach an iPhone from here. What is
+public are end-to-end latencies of well-known classifiers (``data/published_iphone12_latency.csv``,
+copied from the papers and README figures; two series, v1 and v2, which are two devices in effect).
+Each row names a timm model that builds the architecture, so its op features
+(:func:`~._features.model_features`) are known exactly. The cost model is linear and non-negative:
+
+    latency = overhead + launch * ops + sum_k cost_k * work_k
+
+with work in dense FLOPs (convolutions, linear layers and attention matmuls: one price, since a linear
+layer is a 1x1 convolution to the Neural Engine, and a free matmul would invite a search to exploit it),
+depthwise-conv FLOPs (memory-bound, priced apart), norm elements (LayerNorm/GroupNorm; BatchNorm after a
+conv or linear is folded), other elementwise elements (activations, adds, pooling, softmax) and layout
+elements (transposes, gathers, concatenations). The terms were chosen for what the op kinds do on the
+device, not by searching for the lowest leave-one-out error.
+It is fitted to minimise the absolute *relative* error with :func:`scipy.optimize.nnls` (reweighted
+iteratively, so one odd row cannot dominate), and checked by leaving each model out in turn. Each op
+of the search space is then priced from its own features (``build_op(key)``): its table entry is the
+model without the overhead, which becomes the table's overhead.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Callable
+
+import numpy as np
+from scipy.optimize import nnls
+from scipy.stats import spearmanr
+
+from .._errors import SlimformerError
+from ._features import model_features, op_features
+
+SERIES = {"v1": "iphone-lut", "v2": "iphone12-ios16"}
+SERIES_DEVICE = {
+    "v1": "iPhone 12, CoreML (EfficientFormer paper series, coreml-performance app)",
+    "v2": "iPhone 12, CoreML, iOS 16 (EfficientFormerV2 paper series, Xcode 14 performance tool)",
+}
+G, M = 1e9, 1e6
+# (name, unit, feature -> value): the cost model's columns after the overhead
+TERMS: tuple[tuple[str, str, Callable[[dict], float]], ...] = (
+    ("launch", "ms per op", lambda f: f["n_ops"]),
+    ("dense", "ms per GFLOP", lambda f: (f["conv_flops"] + f["linear_flops"] + f["attn_flops"]) / G),
+    ("dwconv", "ms per GFLOP", lambda f: f["dwconv_flops"] / G),
+    ("norm", "ms per M elements", lambda f: f["norm_elems"] / M),
+    ("elementwise", "ms per M elements",
+     lambda f: (f["act_elems"] + f["elt_elems"] + f["pool_elems"] + f["softmax_elems"]) / M),
+    ("layout", "ms per M elements", lambda f: f["layout_elems"] / M),
+)
+
+
+def design_row(f: dict[str, float]) -> np.ndarray:
+    """The cost model's work vector of one module's features (no overhead column)."""
+    return np.array([fn(f) for _, _, fn in TERMS], dtype=float)
+
+
+# --------------------------------------------------------------------------- the published data
+@dataclass(frozen=True)
+class PublishedRow:
+    model: str
+    timm_name: str
+    input: int | None  # None: not stated in the source
+    series: str
+    ms: float
+    confidence: str
+
+
+def published_rows(series: str) -> list[PublishedRow]:
+    """Rows of one series from the copy of the data shipped in the package."""
+    if series not in SERIES:
+        raise SlimformerError(f"unknown series {series!r}: use one of {', '.join(SERIES)}")
+    text = resources.files("slimformer.latency_lut").joinpath("data/published_iphone12_latency.csv").read_text()
+    rows = []
+    for r in csv.DictReader(io.StringIO(text)):
+        if r["series"] != series:
+            continue
+        rows.append(PublishedRow(r["model"], r["timm_name"], None if r["input"] == "?" else int(r["input"]),
+                                 r["series"], float(r["iphone12_ms"]), r["confidence"]))
+    return rows
+
+
+def timm_features(row: PublishedRow) -> tuple[dict[str, float], int, str | None]:
+    """(features, input side, note) of the timm model a row names, built without weights (no hub access)."""
+    import timm
+
+    model = timm.create_model(row.timm_name, pretrained=False)
+    note = None
+    if row.input is None:
+        size = tuple(model.pretrained_cfg["input_size"])
+        note = f"{row.timm_name}: input size not stated in the source; used timm's default {size[-1]} px"
+    else:
+        size = (3, row.input, row.input)
+    return model_features(model, size), size[-1], note
+
+
+# --------------------------------------------------------------------------- fitting
+def fit_nonneg(X: np.ndarray, y: np.ndarray, *, iters: int = 50, floor: float = 0.02) -> np.ndarray:
+    """Non-negative coefficients of ``[1, X]`` minimising the sum of absolute relative errors.
+
+    Relative error: each row is divided by its latency. Absolute, not squared: iteratively reweighted
+    NNLS (weights ``1/sqrt(max(|r|, floor))``), which converges to the least-absolute-deviation fit."""
+    A = np.hstack([np.ones((len(y), 1)), X]) / y[:, None]
+    scale = np.maximum(A.max(axis=0), 1e-12)  # conditioning only; NNLS is scale-invariant per column
+    A = A / scale
+    w, _ = nnls(A, np.ones(len(y)))
+    for _ in range(iters):
+        s = 1.0 / np.sqrt(np.maximum(np.abs(A @ w - 1.0), floor))
+        w, _ = nnls(A * s[:, None], s)
+    return w / scale
+
+
+def leave_one_out(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Prediction of every row by a model fitted on all the other rows."""
+    out = np.empty(len(y))
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        w = fit_nonneg(X[keep], y[keep])
+        out[i] = w[0] + X[i] @ w[1:]
+    return out
+
+
+@dataclass
+class IphoneFit:
+    """The fitted cost model of one series and its leave-one-model-out error."""
+
+    series: str
+    overhead_ms: float
+    costs: dict[str, float]  # term -> cost in its unit
+    rows: list[PublishedRow]
+    fitted_ms: list[float]
+    loo_ms: list[float]
+    notes: list[str] = field(default_factory=list)
+
+    def work_ms(self, features: dict[str, float]) -> float:
+        """Cost of one op (or a whole model without the overhead) from its features."""
+        return float(design_row(features) @ np.array([self.costs[n] for n, _, _ in TERMS]))
+
+    def error(self) -> dict[str, Any]:
+        y = np.array([r.ms for r in self.rows])
+        loo = np.array(self.loo_ms)
+        e = np.abs(loo - y) / y * 100
+        ins = np.abs(np.array(self.fitted_ms) - y) / y * 100
+        worst = int(np.argmax(e))
+        return {
+            "method": "leave-one-model-out",
+            "series": self.series,
+            "n_models": len(y),
+            "median_abs_pct": round(float(np.median(e)), 2),
+            "worst_abs_pct": round(float(e[worst]), 2),
+            "worst_model": self.rows[worst].model,
+            "spearman_rho": round(float(spearmanr(loo, y).statistic), 4),
+            "in_sample_median_abs_pct": round(float(np.median(ins)), 2),
+            "cost_model": {"overhead_ms": round(self.overhead_ms, 6),
+                           **{f"{n} ({u})": round(self.costs[n], 8) for n, u, _ in TERMS}},
+            "per_model": [{"model": r.model, "timm_name": r.timm_name, "published_ms": r.ms,
+                           "fit_ms": round(f, 4), "loo_ms": round(p, 4)}
+                          for r, f, p in zip(self.rows, self.fitted_ms, self.loo_ms)],
+            "notes": list(self.notes),
+        }
+
+
+def fit_series(series: str, *, progress: bool = False) -> IphoneFit:
+    """Fit the cost model on one published series (builds each named timm model, without weights)."""
+    rows = published_rows(series)
+    feats, notes = [], []
+    it = rows
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(rows, desc=f"features of the {series} models", unit="model")
+    for r in it:
+        f, _, note = timm_features(r)
+        feats.append(f)
+        if note:
+            notes.append(note)
+    X = np.array([design_row(f) for f in feats])
+    y = np.array([r.ms for r in rows])
+    w = fit_nonneg(X, y)
+    fitted = w[0] + X @ w[1:]
+    loo = leave_one_out(X, y)
+    notes.append("fit: non-negative least absolute relative error (iteratively reweighted scipy nnls)")
+    return IphoneFit(series, float(w[0]), {n: float(c) for (n, _, _), c in zip(TERMS, w[1:])}, rows,
+                     [float(v) for v in fitted], [float(v) for v in loo], notes)
+
+
+def op_costs(fit: IphoneFit, keys: list[str], *, progress: bool = False) -> dict[str, float]:
+    """Estimated ms of every op key, from the features of ``build_op(key)``."""
+    from ._ops import build_op
+
+    it = keys
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(keys, desc=f"pricing ops ({fit.series})", unit="op")
+    out = {}
+    for k in it:
+        m, x = build_op(k)
+        out[k] = fit.work_ms(op_features(m, x))
+    return out
+
+
+# --------------------------------------------------------------------------- the shipped tables
+PRESET_ROWS = {"l1": "efficientformer_l1", "l3": "efficientformer_l3", "l7": "efficientformer_l7"}
+
+
+def preset_predictions(table, fit: IphoneFit) -> dict[str, dict[str, float | None]]:
+    """Predicted ms of the L1/L3/L7 presets from the table's op entries, beside what was published."""
+    from ..supernet import get_arch
+
+    published = {r.timm_name: r.ms for r in fit.rows}
+    out = {}
+    for name, timm_name in PRESET_ROWS.items():
+        cfg = get_arch(name)
+        if not table.space.contains(cfg):
+            continue
+        out[name] = {"predicted_ms": round(table.predict(cfg), 4), "published_ms": published.get(timm_name)}
+    return out
+
+
+def estimate_table(series: str, *, space=None, fit: IphoneFit | None = None, progress: bool = False):
+    """The estimated iPhone 12 table of ``series`` (v1 -> ``iphone-lut``, v2 -> ``iphone12-ios16``) for ``space``."""
+    import datetime as _dt
+
+    import scipy
+    import timm
+    import torch
+
+    from ..supernet import SearchSpace
+    from ._keys import space_ops
+    from ._table import LatencyTable
+
+    space = space or SearchSpace()
+    fit = fit or fit_series(series, progress=progress)
+    costs = op_costs(fit, space_ops(space), progress=progress)
+    entries = {k: {"median_ms": round(v, 6), "spread_ms": 0.0, "count": 0} for k, v in costs.items()}
+    err = fit.error()
+    table = LatencyTable(
+        name=SERIES[series], kind="estimated", device=SERIES_DEVICE[series], backend="coreml (estimated)",
+        space=space, entries=entries, overhead_ms=round(fit.overhead_ms, 6), correction=None, error=err,
+        threads=None, batch=1, cpu=None, date=_dt.date.today().isoformat(),
+        runtime={"torch": torch.__version__, "timm": timm.__version__, "scipy": scipy.__version__},
+        meta={"estimate": (f"ESTIMATE, not a measurement: a non-negative per-op cost model fitted on "
+                           f"{err['n_models']} published end-to-end iPhone 12 latencies (series {series}); "
+                           f"leave-one-model-out error: median {err['median_abs_pct']}%, worst "
+                           f"{err['worst_abs_pct']}% ({err['worst_model']}), Spearman rho {err['spearman_rho']}"),
+              "source": "slimformer/latency_lut/data/published_iphone12_latency.csv"})
+    table.meta["presets"] = preset_predictions(table, fit)
+    return table
+
+
+def write_shipped_tables(out_dir=None, *, progress: bool = True) -> list:
+    """Regenerate ``tables/iphone-lut.json`` and ``tables/iphone12-ios16.json`` (what the package ships)."""
+    from pathlib import Path
+
+    out = Path(out_dir) if out_dir is not None else Path(__file__).parent / "tables"
+    paths = []
+    for series, name in SERIES.items():
+        table = estimate_table(series, progress=progress)
+        paths.append(table.save(out / f"{name}.json"))
+    return paths
+
+
+def format_fit(fit: IphoneFit, presets: dict | None = None) -> str:
+    """A readable report of one series' fit: costs, per-model published vs leave-one-out, error figures."""
+    e = fit.error()
+    lines = [f"series {fit.series} -> {SERIES[fit.series]}: {e['n_models']} models",
+             f"  cost model: overhead {fit.overhead_ms:.3f} ms; "
+             + "; ".join(f"{n} {fit.costs[n]:.4g} {u}" for n, u, _ in TERMS),
+             f"  {'model':28s} {'published':>9s} {'fit':>7s} {'LOO':>7s} {'LOO err':>8s}"]
+    for p in e["per_model"]:
+        lines.append(f"  {p['model']:28s} {p['published_ms']:9.2f} {p['fit_ms']:7.2f} {p['loo_ms']:7.2f} "
+                     f"{(p['loo_ms'] - p['published_ms']) / p['published_ms'] * 100:+7.1f}%")
+    lines.append(f"  leave-one-model-out |error|: median {e['median_abs_pct']:.1f}%, worst {e['worst_abs_pct']:.1f}% "
+                 f"({e['worst_model']}); Spearman rho {e['spearman_rho']:.3f}; in-sample median "
+                 f"{e['in_sample_median_abs_pct']:.1f}%")
+    for n in e["notes"]:
+        lines.append(f"  note: {n}")
+    for name, p in (presets or {}).items():
+        pub = f"{p['published_ms']:.2f} ms published" if p.get("published_ms") is not None else "not published"
+        lines.append(f"  preset {name.upper()}: predicted {p['predicted_ms']:.2f} ms from the table ({pub})")
+    return "\n".join(lines)
