@@ -1,0 +1,251 @@
+"""``LatencyTable``: per-op latencies of one device, the file format, and fast prediction.
+
+A table is one JSON file (schema ``slimformer.lut/1``)::
+
+    {"schema": "slimformer.lut/1", "name": "cpu-ort", "kind": "measured", "device": "cpu-ort",
+     "backend": "onnxruntime", "runtime": {"onnxruntime": "1.31.1", ...}, "threads": 1, "batch": 1,
+     "cpu": "...", "date": "...", "space": {...}, "space_hash": "...", "overhead_ms": 0.01,
+     "correction": {"scale": 1.02, "offset_ms": 0.1, ...} | null, "error": {...} | null,
+     "entries": {"mb4d-r56-c48-mlp192": {"median_ms": 0.41, "spread_ms": 0.01, "count": 25}, ...}}
+
+``predict(cfg)`` = sum of the entries of ``arch_ops(cfg)`` + ``overhead_ms``, then (by default) the fitted
+correction ``scale * x + offset_ms``. Entries hold the op's latency with the per-call overhead removed,
+so that a sum of many ops carries the overhead once. Prediction caches per-block costs keyed by plain
+numbers, so a search can ask for well over 100 000 predictions a second.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .._errors import ConfigError, SlimformerError
+from .._io import atomic_write_json, read_json
+from ..supernet import ArchConfig, BlockConfig, SearchSpace
+from ._keys import arch_ops, ds_key, flat_key, head_key, mb3d_keys, mb4d_key, stem_key
+
+SCHEMA = "slimformer.lut/1"
+TABLE_KINDS = ("measured", "imported", "estimated")
+
+
+def _num(x: Any, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        raise ValueError(f"{what} must be a finite number, got {x!r}")
+    return float(x)
+
+
+def _entry(key: str, e: Any) -> dict[str, Any]:
+    if isinstance(e, (int, float)) and not isinstance(e, bool):
+        e = {"median_ms": e}
+    if not isinstance(e, dict) or "median_ms" not in e:
+        raise ValueError(f"entry {key!r} must be an object with 'median_ms'")
+    out = dict(e)
+    out["median_ms"] = _num(e["median_ms"], f"entry {key!r} median_ms")
+    if out["median_ms"] < 0:
+        raise ValueError(f"entry {key!r} has a negative latency")
+    out["spread_ms"] = _num(e.get("spread_ms", 0.0), f"entry {key!r} spread_ms")
+    out["count"] = int(_num(e.get("count", 0), f"entry {key!r} count"))
+    return out
+
+
+class LatencyTable:
+    """Latencies of every op of a search space on one device (see the module docstring)."""
+
+    def __init__(self, *, name: str, kind: str, device: str, backend: str, space: SearchSpace,
+                 entries: dict[str, Any], overhead_ms: float = 0.0, correction: dict | None = None,
+                 error: dict | None = None, threads: int | None = None, batch: int = 1, cpu: str | None = None,
+                 runtime: dict | None = None, date: str | None = None, meta: dict | None = None,
+                 path: str | Path | None = None):
+        if kind not in TABLE_KINDS:
+            raise ValueError(f"table kind must be one of {', '.join(TABLE_KINDS)}, got {kind!r}")
+        self.name, self.kind, self.device, self.backend = str(name), kind, str(device), str(backend)
+        self.space = space
+        self.entries = {str(k): _entry(str(k), v) for k, v in entries.items()}
+        self.overhead_ms = _num(overhead_ms, "overhead_ms")
+        if correction is not None:
+            correction = dict(correction)
+            correction["scale"] = _num(correction.get("scale"), "correction scale")
+            correction["offset_ms"] = _num(correction.get("offset_ms", 0.0), "correction offset_ms")
+        self.correction = correction
+        self.error = dict(error) if error is not None else None
+        self.threads, self.batch, self.cpu = threads, int(batch), cpu
+        self.runtime = dict(runtime or {})
+        self.date = date
+        self.meta = dict(meta or {})
+        self.path = Path(path) if path is not None else None
+        self._ms = {k: e["median_ms"] for k, e in self.entries.items()}
+        self._cache: dict[tuple, float] = {}
+
+    @classmethod
+    def from_entries(cls, entries: dict[str, Any], **kw) -> "LatencyTable":
+        """A table in memory: ``entries`` maps op keys to ms (or entry dicts); other keywords as the constructor."""
+        return cls(entries=entries, **kw)
+
+    # ----------------------------------------------------------------- identity
+    @property
+    def space_hash(self) -> str:
+        return self.space.hash
+
+    @property
+    def hash(self) -> str:
+        """Content hash of what predictions depend on (entries, overhead, correction, device, space)."""
+        blob = json.dumps({"device": self.device, "backend": self.backend, "kind": self.kind,
+                           "threads": self.threads, "batch": self.batch, "space": self.space_hash,
+                           "overhead_ms": self.overhead_ms, "correction": self.correction,
+                           "entries": sorted(self._ms.items())}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return (f"LatencyTable({self.name!r}, kind={self.kind!r}, device={self.device!r}, "
+                f"backend={self.backend!r}, {len(self.entries)} entries, space={self.space.name!r})")
+
+    # ----------------------------------------------------------------- lookups
+    def ms(self, key: str) -> float:
+        """The latency of one op key (overhead removed); a missing key is one clear error."""
+        try:
+            return self._ms[key]
+        except KeyError:
+            raise SlimformerError(
+                f"latency table {self.name!r} has no entry for op {key!r}: it was built for search space "
+                f"{self.space.name!r} (hash {self.space_hash}); is the architecture in that space?") from None
+
+    def breakdown(self, cfg: ArchConfig) -> list[tuple[str, float]]:
+        """``(op key, ms)`` for every op of ``cfg`` in network order (overhead and correction not included)."""
+        return [(k, self.ms(k)) for k in arch_ops(cfg)]
+
+    def _cached(self, ck: tuple, make_key) -> float:
+        v = self._cache.get(ck)
+        if v is None:
+            v = self._cache[ck] = sum(self.ms(k) for k in make_key())
+        return v
+
+    def block_ms(self, block: BlockConfig, *, stage: int, width: int) -> float:
+        """One block of that kind and dims in ``stage`` of this table's space (skip = 0; no flatten)."""
+        res = self.space.img_size // (4 * 2 ** stage)
+        if block.kind == "mb4d":
+            return self._cached(("4", res, width, block.mlp_ratio), lambda: (mb4d_key(res, width, block.hidden(width)),))
+        if block.kind == "mb3d":
+            b = block
+            return self._cached(("3", res, width, b.mlp_ratio, b.heads, b.qk_dim, b.v_dim),
+                                lambda: mb3d_keys(res * res, width, b))
+        return 0.0
+
+    def raw_ms(self, cfg: ArchConfig) -> float:
+        """Sum of the entries of ``cfg`` plus the overhead (no correction). Mirrors :func:`arch_ops`."""
+        get, cached = self._cache.get, self._cached
+        st = cfg.stages
+        img = cfg.img_size
+        w = st[0].width
+        ck = ("s", img, cfg.in_chans, cfg.stem_width, w)
+        total = get(ck)
+        if total is None:
+            total = cached(ck, lambda: (stem_key(img, cfg.in_chans, cfg.stem_width, w),))
+        tokens, last, prev = False, len(st) - 1, w
+        for si in range(len(st)):
+            s = st[si]
+            w = s.width
+            res = img // (4 << si)
+            flat = False
+            if si:
+                ck = ("d", res, prev, w, tokens)
+                v = get(ck)
+                total += v if v is not None else cached(ck, lambda: (ds_key(res * 2, prev, w, tokens),))
+                if tokens:
+                    total += self._flat(res, w)
+                    flat = True
+            for b in s.blocks:
+                k = b.kind
+                if k == "mb4d":
+                    ck = ("4", res, w, b.mlp_ratio)
+                elif k == "mb3d":
+                    if not flat:
+                        total += self._flat(res, w)
+                        flat = True
+                    ck = ("3", res, w, b.mlp_ratio, b.heads, b.qk_dim, b.v_dim)
+                else:
+                    continue
+                v = get(ck)
+                total += v if v is not None else self.block_ms_at(b, res, w, ck)
+            if si == last and not flat:
+                total += self._flat(res, w)
+                flat = True
+            tokens, prev = flat, w
+        ck = ("h", res, w, cfg.num_classes, cfg.distillation)
+        v = get(ck)
+        total += v if v is not None else cached(ck, lambda: (head_key(res * res, w, cfg.num_classes,
+                                                                         cfg.distillation),))
+        return total + self.overhead_ms
+
+    def block_ms_at(self, b: BlockConfig, res: int, w: int, ck: tuple) -> float:
+        if b.kind == "mb4d":
+            return self._cached(ck, lambda: (mb4d_key(res, w, b.hidden(w)),))
+        return self._cached(ck, lambda: mb3d_keys(res * res, w, b))
+
+    def _flat(self, res: int, w: int) -> float:
+        ck = ("f", res, w)
+        v = self._cache.get(ck)
+        return v if v is not None else self._cached(ck, lambda: (flat_key(res * res, w),))
+
+    def correct(self, raw_ms: float) -> float:
+        c = self.correction
+        return raw_ms if c is None else c["scale"] * raw_ms + c["offset_ms"]
+
+    def predict(self, cfg: ArchConfig, *, corrected: bool = True) -> float:
+        """Predicted latency of ``cfg`` in ms: entries + overhead, then the correction if asked and present."""
+        raw = self.raw_ms(cfg)
+        return self.correct(raw) if corrected else raw
+
+    # ----------------------------------------------------------------- files
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "schema": SCHEMA, "name": self.name, "kind": self.kind, "device": self.device,
+            "backend": self.backend, "runtime": self.runtime, "threads": self.threads, "batch": self.batch,
+            "cpu": self.cpu, "date": self.date, "space": self.space.to_dict(), "space_hash": self.space_hash,
+            "overhead_ms": self.overhead_ms, "correction": self.correction, "error": self.error,
+        }
+        d.update({k: v for k, v in self.meta.items() if k not in d and k != "entries"})
+        d["entries"] = self.entries
+        return d
+
+    def save(self, path: str | Path) -> Path:
+        """Write the table atomically (a kill never leaves a torn file)."""
+        self.path = atomic_write_json(path, self.to_dict())
+        return self.path
+
+    @classmethod
+    def from_dict(cls, d: Any, *, source: str = "latency table", path: str | Path | None = None) -> "LatencyTable":
+        if not isinstance(d, dict) or "schema" not in d:
+            raise SlimformerError(f"{source} is not a slimformer latency table (no 'schema': {SCHEMA!r})")
+        schema = d["schema"]
+        if schema != SCHEMA:
+            what = ("a latency table of another version" if str(schema).startswith("slimformer.lut/")
+                    else "not a latency table")
+            raise SlimformerError(f"{source} is {what}: schema {schema!r}, this slimformer reads {SCHEMA!r}")
+        if d.get("complete") is False:
+            raise SlimformerError(f"{source} is an unfinished build; resume it with `slimformer lut build`")
+        try:
+            missing = [k for k in ("name", "kind", "device", "backend", "space", "entries") if k not in d]
+            if missing:
+                raise ValueError(f"missing {', '.join(missing)}")
+            if not isinstance(d["entries"], dict) or not d["entries"]:
+                raise ValueError("'entries' must be a non-empty object")
+            space = SearchSpace.from_dict(d["space"])
+            if d.get("space_hash") not in (None, space.hash):
+                raise ValueError(f"space_hash {d['space_hash']!r} does not match its space ({space.hash})")
+            known = {"schema", "name", "kind", "device", "backend", "runtime", "threads", "batch", "cpu", "date",
+                     "space", "space_hash", "overhead_ms", "correction", "error", "entries"}
+            return cls(name=d["name"], kind=d["kind"], device=d["device"], backend=d["backend"], space=space,
+                       entries=d["entries"], overhead_ms=d.get("overhead_ms", 0.0), correction=d.get("correction"),
+                       error=d.get("error"), threads=d.get("threads"), batch=d.get("batch", 1), cpu=d.get("cpu"),
+                       runtime=d.get("runtime"), date=d.get("date"),
+                       meta={k: v for k, v in d.items() if k not in known}, path=path)
+        except (ValueError, TypeError, AttributeError, ConfigError) as e:
+            raise SlimformerError(f"{source} is malformed: {e}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatencyTable":
+        """Read a table; a missing, truncated, malformed or foreign file is one clear :class:`SlimformerError`."""
+        path = Path(path)
+        return cls.from_dict(read_json(path, "latency table"), source=f"latency table {path}", path=path)
