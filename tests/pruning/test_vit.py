@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from slimformer._errors import SlimformerError
+from slimformer.pruning import create_vit, mask_vit, prune_vit, vit_allocate, vit_importance
+from slimformer.pruning._vit import PrunedAttention
+
+
+@pytest.fixture(scope="module")
+def deit():
+    torch.manual_seed(0)
+    model = create_vit("timm:deit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=10)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 10, (4,), generator=g)) for _ in range(2)]
+    return model, vit_importance(model, batches)
+
+
+@pytest.mark.parametrize("frac", [0.5, 0.8])
+def test_deit_tiny_pruned_to_parameter_budget(deit, frac):
+    model, imp = deit
+    n0 = sum(p.numel() for p in model.parameters())
+    choices, info = vit_allocate(model, imp, budget_params=frac)
+    assert info["params_before"] == n0
+    pruned = prune_vit(copy.deepcopy(model), imp, choices)
+    n1 = sum(p.numel() for p in pruned.parameters())
+    assert n1 == info["params_after"] <= frac * n0
+    assert n1 > 0.9 * frac * n0  # it uses the budget rather than pruning everything
+    assert all(isinstance(b.attn, PrunedAttention) for b in pruned.blocks)
+    x = torch.randn(2, 3, 32, 32)
+    masked = mask_vit(copy.deepcopy(model), imp, choices)
+    with torch.no_grad():
+        out = pruned(x)
+        assert out.shape == (2, 10)
+        torch.testing.assert_close(out, masked(x), rtol=1e-4, atol=1e-5)
+        for b in pruned.blocks:
+            b.attn.fused_attn = False
+        torch.testing.assert_close(pruned(x), out, rtol=1e-4, atol=1e-5)
+
+
+def test_deit_budget_errors(deit):
+    model, imp = deit
+    with pytest.raises(SlimformerError, match="infeasible"):
+        vit_allocate(model, imp, budget_params=1000)
+    with pytest.raises(SlimformerError, match="cannot build"):
+        create_vit("timm:no_such_model_xyz")
+    with pytest.raises(SlimformerError, match="not a plain timm ViT|not a timm ViT"):
+        create_vit("timm:resnet18")
+
+
+def test_deit_weights_file_round_trip(deit, tmp_path):
+    model, _ = deit
+    p = tmp_path / "w.pth"
+    torch.save(model.state_dict(), p)
+    again = create_vit("timm:deit_tiny_patch16_224", weights=p, img_size=32, patch_size=8, num_classes=10)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x))
+    (tmp_path / "bad.pth").write_bytes(b"junk")
+    with pytest.raises(SlimformerError, match="not a readable"):
+        create_vit("timm:deit_tiny_patch16_224", weights=tmp_path / "bad.pth")
