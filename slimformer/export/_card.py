@@ -1,0 +1,124 @@
+"""The model card: one JSON beside an exported model saying what it is and how fast it is.
+
+Fields: the config, params, MACs, preprocessing (image size, mean/std), class names, predicted latency
+per latency table whose space contains the config, latency measured here (onnxruntime, batch 1, one
+thread, median), accuracy when the run recorded one, what was folded, and parity figures.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from .. import __version__
+from ..supernet import ArchConfig, count_macs, count_params
+
+CARD_FORMAT = "slimformer.card/1"
+FOLDING = {
+    "batchnorm": "folded into the preceding conv: stem conv1/conv2, every downsample conv, MB4D fc1 and fc2",
+    "layer_scale": "MB4D ls2 folded into fc2 (after its BN); MB3D ls1 into attention proj, ls2 into mlp.fc2; "
+                   "MB4D ls1 kept as one per-channel multiply of (pool(x) - x), which has no layer to fold into",
+    "attention": "bias gather precomputed as a constant (heads, N, N); qk scale folded into the query rows of qkv",
+    "heads": "classifier and distillation heads averaged into one Linear (exact in eval)",
+    "not_folded": "LayerNorm (input-dependent statistics)",
+}
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    """ImageNet names (timm ships them) for 1000 classes, else ``class 0``, ``class 1``..."""
+    if num_classes == 1000:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        return [info.index_to_description(i).split(",")[0].strip() for i in range(1000)]
+    return [f"class {i}" for i in range(num_classes)]
+
+
+def predicted_latency(cfg: ArchConfig, *, lut_dir: str | Path | None = None) -> dict[str, Any]:
+    """{table name: {ms, kind, device, backend, hash}} for every table whose space contains ``cfg``."""
+    try:
+        from ..latency_lut import get_table, list_tables
+    except ImportError:  # the latency-table package is not available in this build
+        return {}
+    out: dict[str, Any] = {}
+    try:
+        names = list(list_tables(lut_dir))
+    except Exception:
+        return {}
+    for item in names:
+        name = item if isinstance(item, str) else getattr(item, "name", str(item))
+        try:
+            table = get_table(name, lut_dir=lut_dir)
+            if table.space.check(cfg):
+                continue
+            out[table.name] = {"ms": round(float(table.predict(cfg)), 4), "kind": table.kind,
+                               "device": table.device, "backend": table.backend, "hash": table.hash}
+        except Exception as e:  # one broken table must not stop an export
+            out[str(name)] = {"error": f"{type(e).__name__}: {e}"}
+    return out
+
+
+def accuracy_from_run(run_info: dict, run_dir: Path | None) -> dict | None:
+    """Top-1 recorded by a search/fine-tune run (arch.json fields or metrics.json), if any."""
+    keys = ("top1", "val_top1", "accuracy", "acc1", "val_acc")
+    sources: list[tuple[str, dict]] = [("arch.json", run_info)]
+    if run_dir is not None:
+        for name in ("metrics.json", "finetune_metrics.json", "eval.json"):
+            p = run_dir / name
+            if p.is_file():
+                try:
+                    sources.append((name, json.loads(p.read_text())))
+                except (OSError, json.JSONDecodeError):
+                    continue
+    for where, d in reversed(sources):  # metrics files win over the search's estimate
+        if not isinstance(d, dict):
+            continue
+        for k in keys:
+            v = d.get(k)
+            if isinstance(v, (int, float)):
+                return {"top1": float(v), "source": f"{where}:{k}"}
+    return None
+
+
+def build_card(src, *, files: dict[str, str], parity: dict[str, float], measured: dict | None,
+               extra: dict | None = None, class_names: list[str] | None = None,
+               lut_dir: str | Path | None = None, accuracy: dict | None = None) -> dict[str, Any]:
+    cfg: ArchConfig = src.model.arch
+    names = class_names or default_class_names(cfg.num_classes)
+    if len(names) != cfg.num_classes:
+        names = default_class_names(cfg.num_classes)
+    from ._measure import host_description
+
+    card: dict[str, Any] = {
+        "format": CARD_FORMAT,
+        "name": cfg.name or "slimformer-subnet",
+        "summary": cfg.summary(),
+        "arch": cfg.to_dict(),
+        "params": count_params(cfg),
+        "macs": count_macs(cfg),
+        "preprocess": {"img_size": cfg.img_size, "in_chans": cfg.in_chans, "mean": list(IMAGENET_DEFAULT_MEAN),
+                       "std": list(IMAGENET_DEFAULT_STD), "resize": "shorter side to img_size / 0.875, "
+                       "center crop img_size", "crop_pct": 0.875, "interpolation": "bicubic"},
+        "num_classes": cfg.num_classes,
+        "class_names": names,
+        "predicted_latency_ms": predicted_latency(cfg, lut_dir=lut_dir),
+        "measured_latency_ms": None,
+        "accuracy": accuracy or accuracy_from_run(src.run_info, src.run_dir),
+        "files": files,
+        "parity_max_abs_diff": parity,
+        "folding": FOLDING,
+        "source": src.origin,
+        "search": {k: src.run_info[k] for k in ("predicted_ms", "device", "table_hash", "table_kind", "strategy",
+                                                  "seed", "score") if k in src.run_info} or None,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "slimformer_version": __version__,
+    }
+    if measured is not None:
+        card["measured_latency_ms"] = {**measured, "host": host_description(),
+                                       "note": "onnxruntime CPU, batch 1, 1 thread, median over repeats"}
+    if extra:
+        card.update(extra)
+    return card

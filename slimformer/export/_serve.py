@@ -1,0 +1,145 @@
+"""``slimformer serve``: a small FastAPI page that classifies an uploaded photo with an exported ONNX model.
+
+Preprocessing and class names come from the model card beside the ONNX file (``card.json``): image
+size, crop, mean/std. Uploads over ``max_bytes`` get HTTP 413, anything that is not a readable image
+HTTP 400, both with a sentence saying why; the page shows the top-5 classes and the inference time.
+"""
+from __future__ import annotations
+
+import io
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._errors import SlimformerError
+from ._card import default_class_names
+from ._load import find_card
+from ._measure import ort_session
+
+MAX_BYTES = 8 * 1024 * 1024
+
+
+class Classifier:
+    """The ONNX session plus the card's preprocessing; ``predict(bytes) -> dict``."""
+
+    def __init__(self, model_path: str | Path, *, threads: int = 1):
+        p = Path(model_path)
+        if not p.is_file():
+            raise SlimformerError(f"model file not found: {p}")
+        if p.suffix != ".onnx":
+            raise SlimformerError(f"serve needs an ONNX file (slimformer export --format onnx), got {p.name}")
+        try:
+            self.session = ort_session(p, threads=threads)
+        except Exception as e:
+            raise SlimformerError(f"{p} is not a loadable ONNX model ({type(e).__name__})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        card = find_card(p) or {}
+        pre = card.get("preprocess", {})
+        shape = self.session.get_inputs()[0].shape
+        self.img_size = int(pre.get("img_size") or (shape[-1] if isinstance(shape[-1], int) else 224))
+        self.crop_pct = float(pre.get("crop_pct", 0.875))
+        self.mean = np.asarray(pre.get("mean", (0.485, 0.456, 0.406)), np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(pre.get("std", (0.229, 0.224, 0.225)), np.float32).reshape(3, 1, 1)
+        n = int(self.session.get_outputs()[0].shape[-1])
+        names = card.get("class_names")
+        self.class_names = names if isinstance(names, list) and len(names) == n else default_class_names(n)
+        self.name = card.get("name") or p.stem
+        self.card = card
+        self.path = p
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            img = Image.open(io.BytesIO(data))
+            img.load()
+            img = img.convert("RGB")
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise ValueError(f"the upload is not a readable image ({type(e).__name__})") from None
+        scale = int(round(self.img_size / self.crop_pct))
+        w, h = img.size
+        if w <= h:
+            size = (scale, max(1, round(h * scale / w)))
+        else:
+            size = (max(1, round(w * scale / h)), scale)
+        img = img.resize(size, Image.Resampling.BICUBIC)
+        left, top = (size[0] - self.img_size) // 2, (size[1] - self.img_size) // 2
+        img = img.crop((left, top, left + self.img_size, top + self.img_size))
+        a = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        return ((a - self.mean) / self.std)[None].astype(np.float32)
+
+    def predict(self, data: bytes, k: int = 5) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        x = self.preprocess(data)
+        t1 = time.perf_counter()
+        logits = self.session.run(None, {self.input_name: x})[0][0].astype(np.float64)
+        t2 = time.perf_counter()
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        top = np.argsort(-p)[: min(k, len(p))]
+        return {"top5": [{"index": int(i), "label": self.class_names[int(i)], "probability": float(p[i])}
+                         for i in top],
+                "inference_ms": (t2 - t1) * 1e3, "preprocess_ms": (t1 - t0) * 1e3, "model": self.name}
+
+
+def _page(clf: Classifier) -> str:
+    html = resources.files("slimformer.export").joinpath("static/index.html").read_text(encoding="utf-8")
+    import html as _html
+
+    info = (f"{clf.name}: {clf.card.get('summary', '')} - {len(clf.class_names)} classes, "
+            f"{clf.img_size}px input")
+    return html.replace("__MODEL_INFO__", _html.escape(info))
+
+
+def create_app(model_path: str | Path, *, max_bytes: int = MAX_BYTES, threads: int = 1):
+    """The FastAPI app: ``GET /`` the page, ``POST /predict`` (multipart ``file``), ``GET /card``."""
+    from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    clf = Classifier(model_path, threads=threads)
+    app = FastAPI(title="slimformer demo", docs_url=None, redoc_url=None)
+    app.state.classifier = clf
+    too_big = f"the upload is larger than the {max_bytes / 2 ** 20:g} MB limit"
+
+    @app.middleware("http")
+    async def cap_size(request: Request, call_next):  # refuse before parsing when the length is declared
+        length = request.headers.get("content-length")
+        if request.method == "POST" and length and length.isdigit() and int(length) > max_bytes + 65536:
+            return JSONResponse({"detail": too_big}, status_code=413)
+        return await call_next(request)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return _page(clf)
+
+    @app.get("/card")
+    def card() -> dict:
+        return {k: v for k, v in clf.card.items() if k != "class_names"}
+
+    @app.post("/predict")
+    async def predict(file: UploadFile | None = File(None)) -> dict:
+        if file is None:
+            raise HTTPException(400, "no file uploaded: send the image as the multipart field 'file'")
+        data = await file.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise HTTPException(413, too_big)
+        if not data:
+            raise HTTPException(400, "the upload is empty")
+        try:
+            return clf.predict(data)
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+
+    return app
+
+
+def serve(model_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, max_bytes: int = MAX_BYTES,
+          threads: int = 1) -> None:
+    import uvicorn
+
+    app = create_app(model_path, max_bytes=max_bytes, threads=threads)
+    print(f"serving {model_path} on http://{host}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
