@@ -4,3 +4,40 @@ from __future__ import annotations
 
 def register(lut_sub) -> None:
     """Add ``bundle`` and ``import`` to the ``lut`` subparsers (called from ``_lut.register``)."""
+    p = lut_sub.add_parser("bundle", help="write every op of a space as a model file + a standalone runner, "
+                                          "to measure a device this machine cannot reach")
+    p.add_argument("--format", choices=("onnx", "coreml"), default="onnx",
+                   help="onnx (runner needs numpy + onnxruntime) or coreml (.mlpackage; needs coremltools)")
+    p.add_argument("-o", "--out", required=True, help="bundle folder (resumes a partial bundle there)")
+    p.add_argument("--space", default="default", help="space name (default, tiny) or JSON file")
+    p.set_defaults(func=_bundle)
+
+    p = lut_sub.add_parser("import", help="turn a bundle runner's results JSON into a latency table")
+    p.add_argument("results", help="results JSON written by run_bundle.py")
+    p.add_argument("--name", required=True, help="table name, e.g. pixel7-ort")
+    p.add_argument("--lut-dir", default=None, help="table folder (default ~/.cache/slimformer/luts)")
+    p.add_argument("--bundle", default=None, help="also check the results come from this bundle folder")
+    p.add_argument("--space", default=None, help="also check the results cover this space")
+    p.set_defaults(func=_import)
+
+
+def _bundle(args) -> int:
+    from ..latency_lut._bundle import write_bundle
+    from ..supernet import get_space
+
+    manifest = write_bundle(args.out, space=get_space(args.space), fmt=args.format)
+    print(f"wrote bundle {manifest.parent} ({args.format}, space {args.space!r})")
+    print(f"on the device: python {manifest.parent / 'run_bundle.py'}   (writes results.json there)")
+    print(f"then here:     slimformer lut import {manifest.parent / 'results.json'} --name DEVICE-NAME")
+    return 0
+
+
+def _import(args) -> int:
+    from ..latency_lut._bundle import import_results
+    from ..supernet import get_space
+
+    space = get_space(args.space) if args.space else None
+    table = import_results(args.results, name=args.name, lut_dir=args.lut_dir, bundle=args.bundle, space=space)
+    print(f"imported {len(table.entries)} ops as table {table.name!r} (kind imported, per-call overhead "
+          f"{table.overhead_ms:.4f} ms): {table.path}")
+    return 0

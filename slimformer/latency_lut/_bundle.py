@@ -1,0 +1,191 @@
+"""Tables for devices we cannot reach: a bundle of every op as a model file, and importing its results.
+
+``write_bundle(dir, space=..., fmt="onnx"|"coreml")`` writes::
+
+    DIR/manifest.json      the space, every op key with its model file and input shapes, a no-op model
+    DIR/models/<key>.onnx  (or .mlpackage) one model per op of the space, built by ``build_op``
+    DIR/run_bundle.py      a standalone runner (numpy + onnxruntime, or coremltools on macOS)
+
+Copy the folder to the device, run ``python run_bundle.py``, bring back ``results.json`` and
+``import_results`` turns it into a table of kind ``imported`` (entries with the per-call overhead
+removed; the overhead becomes the table's). The bundle resumes: files already written are kept.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .._errors import ConfigError, SlimformerError
+from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from ..supernet import SearchSpace
+from ._keys import space_ops
+from ._runner import BUNDLE_SCHEMA, RESULTS_SCHEMA, manifest_id
+
+FORMATS = ("onnx", "coreml")
+COREML_HINT = "pip install 'slimformer[coreml]' (or: pip install coremltools)"
+
+
+def _inputs(example) -> list[dict[str, Any]]:
+    return [{"name": f"x{i}", "shape": list(t.shape)} for i, t in enumerate(example)]
+
+
+def _noop_onnx() -> bytes:
+    """A model that only copies a 1x1 tensor: what one call costs the runtime itself."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x0", TensorProto.FLOAT, [1, 1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x0"], ["y"])], "noop", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _coreml():
+    try:
+        import coremltools as ct
+    except ImportError:
+        raise SlimformerError(f"CoreML bundles need coremltools, which is not installed: {COREML_HINT}") from None
+    return ct
+
+
+def _save_coreml(ct, module, example, path: Path) -> None:
+    import torch
+
+    with torch.no_grad():
+        traced = torch.jit.trace(module.eval(), tuple(example))
+    ml = ct.convert(traced, inputs=[ct.TensorType(name=i["name"], shape=tuple(i["shape"])) for i in _inputs(example)],
+                    convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        ml.save(str(tmp / path.name))
+        os.replace(tmp / path.name, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: str = "onnx",
+                 progress: bool = True) -> Path:
+    """Write the bundle for ``space`` into ``out_dir``; returns the manifest path. Resumes a partial bundle."""
+    import torch
+
+    from .. import __version__
+    from ._ops import build_op
+
+    if fmt not in FORMATS:
+        raise SlimformerError(f"unknown bundle format {fmt!r}: choose {' or '.join(FORMATS)}")
+    ct = _coreml() if fmt == "coreml" else None
+    space = space or SearchSpace()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SlimformerError(f"bundle output {out} exists and is not a folder")
+    old = out / "manifest.json"
+    if old.is_file():
+        prev = read_json(old, "bundle manifest")
+        if isinstance(prev, dict) and (prev.get("space_hash") != space.hash or prev.get("format") != fmt):
+            raise SlimformerError(f"{out} already holds a bundle of another space or format; choose another folder")
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    ext = ".onnx" if fmt == "onnx" else ".mlpackage"
+    keys = space_ops(space)
+    ops = []
+    it = keys
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(keys, desc=f"bundle ({fmt})", unit="op")
+    if fmt == "onnx":
+        from ._measure import export_onnx
+    for key in it:
+        module, example = build_op(key)
+        rel = f"models/{key}{ext}"
+        path = out / rel
+        if not path.exists():
+            if fmt == "onnx":
+                atomic_write_bytes(path, export_onnx(module, example))
+            else:
+                _save_coreml(ct, module, example, path)
+        ops.append({"key": key, "file": rel, "inputs": _inputs(example)})
+    noop_rel = f"models/_noop{ext}"
+    if not (out / noop_rel).exists():
+        if fmt == "onnx":
+            atomic_write_bytes(out / noop_rel, _noop_onnx())
+        else:
+            _save_coreml(ct, torch.nn.Identity(), (torch.zeros(1, 1),), out / noop_rel)
+    atomic_write_text(out / "run_bundle.py", (Path(__file__).parent / "_runner.py").read_text(encoding="utf-8"))
+    manifest = {"schema": BUNDLE_SCHEMA, "format": fmt, "space": space.to_dict(), "space_hash": space.hash,
+                "batch": 1, "slimformer": __version__, "torch": torch.__version__,
+                "noop": {"file": noop_rel, "inputs": [{"name": "x0", "shape": [1, 1]}]}, "ops": ops}
+    return atomic_write_json(out / "manifest.json", manifest)
+
+
+def read_manifest(bundle: str | Path) -> dict[str, Any]:
+    p = Path(bundle)
+    p = p / "manifest.json" if p.is_dir() else p
+    m = read_json(p, "bundle manifest")
+    if not isinstance(m, dict) or m.get("schema") != BUNDLE_SCHEMA:
+        raise SlimformerError(f"{p} is not a slimformer bundle manifest (schema {BUNDLE_SCHEMA!r})")
+    return m
+
+
+def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path | None = None,
+                   bundle: str | Path | None = None, space: SearchSpace | None = None):
+    """Turn a runner's results JSON into a saved table of kind ``imported``; returns the table.
+
+    Checks, each failing with one clear error: the file is complete results of a bundle, its space is
+    intact (and is ``space`` if given), it comes from ``bundle`` if given, and it measured exactly the
+    ops of its space."""
+    from ._registry import table_path
+    from ._table import LatencyTable
+
+    src = f"results file {results_path}"
+    r = read_json(results_path, "results file")
+    if not isinstance(r, dict) or r.get("schema") != RESULTS_SCHEMA:
+        raise SlimformerError(f"{src} is not the output of a bundle's run_bundle.py (schema {RESULTS_SCHEMA!r})")
+    try:
+        entries, ov = r["entries"], r["overhead"]
+        if not r.get("complete"):
+            total = f" of {len(read_manifest(bundle)['ops'])}" if bundle else ""
+            raise SlimformerError(f"{src} is incomplete ({len(entries)}{total} ops measured): run "
+                                  f"run_bundle.py again to finish it (it resumes)")
+        rspace = SearchSpace.from_dict(r["space"])
+        if rspace.hash != r["space_hash"]:
+            raise SlimformerError(f"{src} is damaged: its space does not match its space hash")
+        if space is not None and space.hash != rspace.hash:
+            raise SlimformerError(f"{src} was measured for space {rspace.name!r} (hash {rspace.hash}), "
+                                  f"not {space.name!r} (hash {space.hash})")
+        if bundle is not None and manifest_id(read_manifest(bundle)) != r["manifest_id"]:
+            raise SlimformerError(f"{src} does not come from the bundle in {bundle} (manifest id differs)")
+        expected, got = set(space_ops(rspace)), set(entries)
+        if expected != got:
+            missing, extra = sorted(expected - got), sorted(got - expected)
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} op(s) of space {rspace.name!r} missing (e.g. {missing[0]})")
+            if extra:
+                parts.append(f"{len(extra)} op(s) not in the space (e.g. {extra[0]})")
+            raise SlimformerError(f"{src} does not match its space: {'; '.join(parts)}")
+        overhead = float(ov["median_ms"])
+        table = LatencyTable(
+            name=name, kind="imported", device=name, backend="onnxruntime" if r["format"] == "onnx" else "coreml",
+            space=rspace, overhead_ms=overhead, correction=None, error=None,
+            entries={k: {"median_ms": max(float(e["median_ms"]) - overhead, 0.0), "spread_ms": float(e["spread_ms"]),
+                         "count": int(e["count"])} for k, e in entries.items()},
+            threads=r["settings"].get("threads"), batch=int(r.get("batch", 1)),
+            cpu=r["platform"].get("processor") or r["platform"].get("machine"), runtime=r.get("runtime"),
+            date=(r.get("finished") or r.get("started") or "")[:10] or None,
+            meta={"host": r.get("device"), "platform": r.get("platform"), "settings": r.get("settings"),
+                  "manifest_id": r["manifest_id"], "overhead_spread_ms": ov.get("spread_ms")})
+    except ConfigError as e:
+        raise SlimformerError(f"{src} is malformed: its space is invalid ({e})") from None
+    except SlimformerError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise SlimformerError(f"{src} is malformed ({e.__class__.__name__}: {e})") from None
+    table.save(table_path(name, lut_dir))
+    return table
+

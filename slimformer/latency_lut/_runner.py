@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Measure every op model of a slimformer latency bundle on this device and write a results JSON.
+
+This file is copied verbatim into every bundle as ``run_bundle.py``; it imports nothing from slimformer.
+Needs only numpy plus onnxruntime (ONNX bundles), or coremltools on macOS (CoreML bundles).
+
+    python run_bundle.py                      # the bundle in this script's folder -> results.json
+    python run_bundle.py BUNDLE_DIR -o results.json --warmup 10 --repeats 50 --threads 1
+
+For each op: load the model, run it ``warmup`` times, then time ``repeats`` single calls; record the
+median, the spread (interquartile range) and the count. A measurement whose spread exceeds ``--noise``
+times its median is taken again (up to ``--retries`` times) and the attempt with the lowest median is kept.
+The per-call overhead of the runtime is measured on the bundle's no-op model the same way. The results
+file is rewritten atomically after every op, so a killed run resumes where it stopped (``--fresh`` to start
+over). Bring the results back and run ``slimformer lut import results.json --name MY-DEVICE``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+RESULTS_SCHEMA = "slimformer.lut-results/1"
+BUNDLE_SCHEMA = "slimformer.lut-bundle/1"
+
+
+def fail(msg: str) -> None:
+    print(f"run_bundle: error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def write_json(path: str, obj) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=d)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def manifest_id(manifest: dict) -> str:
+    """Content id of a manifest (what ``slimformer lut import`` checks results against)."""
+    blob = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------------ backends
+def onnx_loader(threads: int):
+    import numpy as np
+    import onnxruntime as ort
+
+    def load(path: str, inputs: list):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in inputs}
+        run = sess.run
+        return lambda: run(None, feeds)
+
+    info = {"runtime": "onnxruntime", "onnxruntime": ort.__version__, "numpy": np.__version__,
+            "providers": ["CPUExecutionProvider"]}
+    return load, info
+
+
+def coreml_loader(compute_units: str):
+    import numpy as np
+    try:
+        import coremltools as ct
+    except ImportError:
+        fail("this is a CoreML bundle: install coremltools (pip install coremltools) and run it on macOS")
+    if sys.platform != "darwin":
+        fail("CoreML models run only on macOS (coremltools cannot execute them on this system)")
+    units = getattr(ct.ComputeUnit, compute_units)
+
+    def load(path: str, inputs: list):
+        model = ct.models.MLModel(path, compute_units=units)
+        rng = np.random.default_rng(0)
+        feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in inputs}
+        predict = model.predict
+        return lambda: predict(feeds)
+
+    return load, {"runtime": "coremltools", "coremltools": ct.__version__, "compute_units": compute_units}
+
+
+# ------------------------------------------------------------------------------------------------ timing
+def measure(fn, warmup: int, repeats: int, noise: float, retries: int) -> dict:
+    for _ in range(warmup):
+        fn()
+    best = None
+    for attempt in range(retries + 1):
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter_ns()
+            fn()
+            ts.append((time.perf_counter_ns() - t0) / 1e6)
+        ts.sort()
+        n = len(ts)
+        med = ts[n // 2] if n % 2 else (ts[n // 2 - 1] + ts[n // 2]) / 2
+        spread = ts[(3 * n) // 4] - ts[n // 4]
+        cur = {"median_ms": med, "spread_ms": spread, "count": n, "attempts": attempt + 1}
+        if best is None or cur["median_ms"] < best["median_ms"]:
+            best = cur
+        if spread <= noise * med:
+            break
+    best["attempts"] = attempt + 1
+    return best
+
+
+def main(argv=None) -> int:
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser(description="Measure a slimformer latency bundle on this device.")
+    ap.add_argument("bundle", nargs="?", default=here, help="bundle folder (default: this script's folder)")
+    ap.add_argument("-o", "--output", default=None, help="results JSON (default: BUNDLE/results.json)")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads (onnxruntime)")
+    ap.add_argument("--noise", type=float, default=0.1, help="re-measure when IQR > noise * median")
+    ap.add_argument("--retries", type=int, default=2)
+    ap.add_argument("--compute-units", default="ALL", help="CoreML compute units: ALL, CPU_AND_NE, CPU_ONLY...")
+    ap.add_argument("--device-name", default=None, help="a name for this device (default: the host's)")
+    ap.add_argument("--fresh", action="store_true", help="ignore earlier results in the output file")
+    args = ap.parse_args(argv)
+    if args.warmup < 0 or args.repeats < 1 or args.threads < 1 or args.retries < 0:
+        fail("--warmup >= 0, --repeats >= 1, --threads >= 1 and --retries >= 0, please")
+
+    man_path = os.path.join(args.bundle, "manifest.json")
+    try:
+        with open(man_path) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        fail(f"no readable bundle manifest at {man_path} ({e.__class__.__name__})")
+    if not isinstance(manifest, dict) or manifest.get("schema") != BUNDLE_SCHEMA:
+        fail(f"{man_path} is not a slimformer bundle manifest (schema {BUNDLE_SCHEMA!r})")
+    fmt = manifest["format"]
+    load, info = onnx_loader(args.threads) if fmt == "onnx" else coreml_loader(args.compute_units)
+    out = args.output or os.path.join(args.bundle, "results.json")
+    mid = manifest_id(manifest)
+
+    settings = {"warmup": args.warmup, "repeats": args.repeats, "threads": args.threads, "noise": args.noise,
+                "retries": args.retries, "compute_units": args.compute_units if fmt == "coreml" else None}
+    results = None
+    if os.path.isfile(out) and not args.fresh:
+        try:
+            with open(out) as f:
+                results = json.load(f)
+        except (OSError, ValueError):
+            results = None
+        if not isinstance(results, dict) or results.get("manifest_id") != mid or results.get("settings") != settings:
+            results = None  # another bundle or other settings: start over
+    if results is None:
+        results = {
+            "schema": RESULTS_SCHEMA, "manifest_id": mid, "format": fmt, "space": manifest["space"],
+            "space_hash": manifest["space_hash"], "batch": manifest.get("batch", 1),
+            "device": args.device_name or platform.node() or "unknown",
+            "platform": {"system": platform.platform(), "machine": platform.machine(),
+                         "processor": platform.processor(), "python": platform.python_version()},
+            "runtime": info, "settings": settings,
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "complete": False, "overhead": None, "entries": {},
+        }
+
+    todo = [op for op in manifest["ops"] if op["key"] not in results["entries"]]
+    total = len(manifest["ops"])
+    if results["overhead"] is None:
+        noop = manifest["noop"]
+        results["overhead"] = measure(load(os.path.join(args.bundle, noop["file"]), noop["inputs"]),
+                                      args.warmup, args.repeats, args.noise, args.retries)
+        write_json(out, results)
+    t_start = time.time()
+    for i, op in enumerate(todo):
+        fn = load(os.path.join(args.bundle, op["file"]), op["inputs"])
+        results["entries"][op["key"]] = measure(fn, args.warmup, args.repeats, args.noise, args.retries)
+        write_json(out, results)
+        done = total - len(todo) + i + 1
+        el = time.time() - t_start
+        eta = el / (i + 1) * (len(todo) - i - 1)
+        print(f"\r[{done}/{total}] {op['key']:<40s} {results['entries'][op['key']]['median_ms']:8.3f} ms"
+              f"  eta {eta:5.0f}s", end="", file=sys.stderr, flush=True)
+    results["complete"] = True
+    results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    write_json(out, results)
+    print(f"\nmeasured {total} ops (per-call overhead {results['overhead']['median_ms']:.4f} ms); wrote {out}",
+          file=sys.stderr)
+    print(f"next: slimformer lut import {out} --name NAME", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
