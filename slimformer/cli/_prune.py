@@ -1,6 +1,75 @@
-"""CLI for the prune command group (see slimformer.prune)."""
+"""``slimformer prune``: Taylor pruning and per-block reallocation (see slimformer.pruning)."""
 from __future__ import annotations
+
+from .._errors import SlimformerError
 
 
 def register(sub) -> None:
-    """Add this group's subcommands to the top-level subparsers."""
+    p = sub.add_parser(
+        "prune", help="reallocate heads, Q/K, V and FFN channels by Taylor importance under a budget",
+        description="Either a searched subnet of a supernet under a latency budget (--supernet, --arch, --device, "
+                    "--budget-ms) or a timm ViT/DeiT under a parameter budget (--model timm:NAME, --budget-params).")
+    p.add_argument("--supernet", help="supernet checkpoint (file or training run dir)")
+    p.add_argument("--arch", help="searched config: arch.json of a search run, a preset or an ArchConfig JSON")
+    p.add_argument("--device", help="latency table name or path (see `slimformer lut list`)")
+    p.add_argument("--budget-ms", type=float, help="latency budget in ms on --device's table")
+    p.add_argument("--lut-dir", default=None, help="folder of user latency tables")
+    p.add_argument("--model", help="timm:NAME of a ViT/DeiT to prune instead of a supernet")
+    p.add_argument("--weights", default=None, help="local weights file for --model (no hub downloads)")
+    p.add_argument("--budget-params", type=float,
+                   help="parameter budget for --model: a count, or a fraction of the model's when <= 1")
+    p.add_argument("--img-size", type=int, default=None, help="input size for --model (default: the model's)")
+    p.add_argument("--data", default="builtin", help="builtin or an ImageFolder path (default builtin)")
+    p.add_argument("--batches", type=int, default=8, help="batches to accumulate importance over (default 8)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--eval-batches", type=int, default=4, help="validation batches for top-1 (0: skip)")
+    p.add_argument("--strategy", default="milp", choices=("milp", "greedy", "uniform"),
+                   help="reallocation solver (default milp, exact)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="root of run directories (default runs/)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="reuse the importance scores of an interrupted prune run and write into it")
+    p.set_defaults(func=_prune)
+
+
+def _prune(args) -> int:
+    from ..pruning import prune_supernet, summary_line
+
+    if args.batches < 1:
+        raise SlimformerError("--batches must be at least 1")
+    if args.model:
+        if args.supernet or args.arch:
+            raise SlimformerError("give either --model or --supernet/--arch, not both")
+        if args.budget_params is None or args.budget_params <= 0:
+            raise SlimformerError("--model needs a positive --budget-params (a count, or a fraction <= 1)")
+        if args.strategy == "uniform":
+            raise SlimformerError("--model supports the milp and greedy strategies")
+        from ..pruning._vit_run import prune_timm
+
+        s = prune_timm(model=args.model, weights=args.weights, budget_params=args.budget_params, data=args.data,
+                       batches=args.batches, batch_size=args.batch_size, img_size=args.img_size,
+                       strategy=args.strategy, seed=args.seed, run_root=args.out)
+        print(f"pruned {args.model}: {s['params_before']:,} -> {s['params_after']:,} params "
+              f"(budget {s['params_budget']:,}), importance kept {s['importance_kept']:.1%}")
+        print(s["verdict"])
+        print(f"run directory: {s['run_dir']}")
+        return 0
+    missing = [f"--{n.replace('_', '-')}" for n in ("supernet", "arch", "device", "budget_ms")
+               if getattr(args, n) is None]
+    if missing:
+        raise SlimformerError(f"prune needs {', '.join(missing)} (or --model timm:NAME --budget-params N)")
+    if args.budget_ms <= 0:
+        raise SlimformerError("--budget-ms must be positive")
+    if args.resume is not None:
+        from pathlib import Path
+
+        if not (Path(args.resume) / "importance.json").is_file():
+            raise SlimformerError(f"--resume {args.resume}: not a prune run directory with importance.json")
+    s = prune_supernet(supernet=args.supernet, arch=args.arch, device=args.device, budget_ms=args.budget_ms,
+                       data=args.data, batches=args.batches, batch_size=args.batch_size, strategy=args.strategy,
+                       eval_batches=args.eval_batches or 0, seed=args.seed, run_root=args.out,
+                       run_dir=args.resume, lut_dir=args.lut_dir)
+    print(summary_line(s))
+    print(s["verdict"])
+    print(f"run directory: {s['run_dir']}")
+    return 0

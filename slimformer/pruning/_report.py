@@ -41,9 +41,13 @@ def rows_markdown(rows: list[dict[str, Any]]) -> str:
     out = [head, "|" + "---|" * 11]
     for r in rows:
         out.append(f"| {r['block']} | {r['kind']} | {r['width']} | {r['heads'] or '-'} | {r['Q'] or '-'} | "
-                   f"{r['K'] or '-'} | {r['V'] or '-'} | {r['FFN']} | {r['Q/C']:.2f} | {r['V/C']:.2f} | "
+                   f"{r['K'] or '-'} | {r['V'] or '-'} | {r['FFN']} | {_r(r, 'Q/C')} | {_r(r, 'V/C')} | "
                    f"{r['FFN/C']:.2f} |")
     return "\n".join(out)
+
+
+def _r(row: dict[str, Any], key: str) -> str:
+    return f"{row[key]:.2f}" if row["kind"] == "mb3d" or key == "FFN/C" else "-"
 
 
 def pattern_verdict(rows: list[dict[str, Any]]) -> str:

@@ -62,3 +62,24 @@ def test_deit_weights_file_round_trip(deit, tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"junk")
     with pytest.raises(SlimformerError, match="not a readable"):
         create_vit("timm:deit_tiny_patch16_224", weights=tmp_path / "bad.pth")
+
+
+def test_prune_timm_run_dir_and_reload(tmp_path):
+    from types import SimpleNamespace
+
+    from slimformer.pruning._vit_run import load_pruned_vit, prune_timm
+
+    g = torch.Generator().manual_seed(1)
+    data = SimpleNamespace(train=[(torch.randn(2, 3, 32, 32, generator=g), torch.zeros(2, dtype=torch.long))] * 2,
+                           num_classes=5)  # 5 classes != 1000: the model's own predictions are the targets
+    s = prune_timm(model="timm:deit_tiny_patch16_224", budget_params=0.6, data=data, batches=2, img_size=32,
+                   run_root=tmp_path, progress=False)
+    assert s["params_after"] <= 0.6 * s["params_before"]
+    run = tmp_path / s["run_dir"].split("/")[-1]
+    for f in ("pruned.pt", "importance.json", "choices.json", "channels.csv", "channels.png", "report.md"):
+        assert (run / f).is_file(), f
+    assert "own predictions" in (run / "report.md").read_text()
+    model = load_pruned_vit(run / "pruned.pt")
+    assert sum(p.numel() for p in model.parameters()) == s["params_after"]
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 1000)
