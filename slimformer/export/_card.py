@@ -49,9 +49,12 @@ def predicted_latency(cfg: ArchConfig, *, lut_dir: str | Path | None = None) -> 
     except Exception:
         return {}
     for item in names:
-        name = item if isinstance(item, str) else getattr(item, "name", str(item))
+        if isinstance(item, dict):  # list_tables gives {name, kind, device, backend, path, source}
+            name, ref = item.get("name"), item.get("path") or item.get("name")
+        else:
+            name = ref = item if isinstance(item, str) else getattr(item, "name", str(item))
         try:
-            table = get_table(name, lut_dir=lut_dir)
+            table = get_table(str(ref), lut_dir=lut_dir)
             if table.space.check(cfg):
                 continue
             out[table.name] = {"ms": round(float(table.predict(cfg)), 4), "kind": table.kind,

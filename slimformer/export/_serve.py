@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile  # module level: FastAPI reads the
+from fastapi.responses import HTMLResponse, JSONResponse               # string annotations from here
 
 from .._errors import SlimformerError
 from ._card import default_class_names
@@ -96,9 +98,6 @@ def _page(clf: Classifier) -> str:
 
 def create_app(model_path: str | Path, *, max_bytes: int = MAX_BYTES, threads: int = 1):
     """The FastAPI app: ``GET /`` the page, ``POST /predict`` (multipart ``file``), ``GET /card``."""
-    from fastapi import FastAPI, File, HTTPException, Request, UploadFile
-    from fastapi.responses import HTMLResponse, JSONResponse
-
     clf = Classifier(model_path, threads=threads)
     app = FastAPI(title="slimformer demo", docs_url=None, redoc_url=None)
     app.state.classifier = clf

@@ -30,3 +30,15 @@ def search_run(tmp_path_factory):
     (d / "metrics.json").write_text(json.dumps({"top1": 0.42}))
     torch.save(sup.extract_subnet(cfg).state_dict(), d / "subnet.pt")
     return d
+
+
+@pytest.fixture(scope="module")
+def tiny_lut_dir(tmp_path_factory):
+    """A user latency-table folder holding one table of the tiny space: every op costs 0.01 ms."""
+    from slimformer.latency_lut import LatencyTable, space_ops
+
+    d = tmp_path_factory.mktemp("luts")
+    space = get_space("tiny")
+    LatencyTable(name="tiny-test", kind="measured", device="test-device", backend="onnxruntime", space=space,
+                 entries={k: 0.01 for k in space_ops(space)}, overhead_ms=0.5).save(d / "tiny-test.json")
+    return d

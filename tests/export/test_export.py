@@ -137,3 +137,16 @@ def test_cli_export_and_errors(search_run, tmp_path, capsys):
     assert main(["export", str(search_run / "arch.json"), "--weights", str(tmp_path / "bad.pt"),
                  "-o", str(tmp_path / "s")]) == 2
     assert "not a readable" in capsys.readouterr().err
+
+
+def test_card_predicts_with_tables_whose_space_matches(search_run, tiny_lut_dir, tmp_path):
+    from slimformer.latency_lut import arch_ops, get_table
+
+    src = resolve_source(search_run)
+    card = export_model(src, tmp_path, formats=("onnx",), measure=False, lut_dir=tiny_lut_dir)
+    pred = card["predicted_latency_ms"]
+    expected = get_table("tiny-test", lut_dir=tiny_lut_dir).predict(src.model.arch)
+    assert pred["tiny-test"]["ms"] == pytest.approx(expected, abs=1e-3)
+    assert pred["tiny-test"]["ms"] == pytest.approx(0.5 + 0.01 * len(arch_ops(src.model.arch)), abs=1e-3)
+    assert pred["tiny-test"]["device"] == "test-device"
+    assert "iphone-lut" not in pred  # the shipped tables are for the default space
