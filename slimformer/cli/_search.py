@@ -1,6 +1,67 @@
-"""CLI for the search command group (see slimformer.search)."""
+"""``slimformer search``: the subnet that fits a latency budget on a device (see :mod:`slimformer.search`)."""
 from __future__ import annotations
+
+import json
+import sys
 
 
 def register(sub) -> None:
-    """Add this group's subcommands to the top-level subparsers."""
+    p = sub.add_parser(
+        "search", help="find the best subnet under a latency budget on a device (the main job)",
+        description="Search the subnet that fits --budget-ms on --device. Without --supernet it runs in seconds "
+                    "on the default space with a training-free score (MACs); with a trained supernet it is "
+                    "accuracy-driven (inherited weights, BN recalibrated).")
+    p.add_argument("--budget-ms", type=float, required=True, help="latency budget in milliseconds")
+    p.add_argument("--device", default="iphone-lut",
+                   help="latency table name (see `slimformer lut list`) or table JSON file (default: iphone-lut)")
+    p.add_argument("--build", action="store_true",
+                   help="build the table first if this machine has none (cpu-ort, cpu-torch)")
+    p.add_argument("--lut-dir", default=None, help="folder of user tables (default: the cache folder)")
+    p.add_argument("--supernet", default=None, help="trained supernet checkpoint (file or training run dir)")
+    p.add_argument("--strategy", choices=("slim", "optuna"), default=None,
+                   help="slim: EfficientFormer's latency-driven slimming (default with alpha or without a "
+                        "supernet); optuna: TPE/NSGA-II (default for a supernet without alpha)")
+    p.add_argument("--fast", action="store_true", help="slim: rank actions by alpha alone, no evaluation")
+    p.add_argument("--sampler", choices=("tpe", "nsga2"), default="tpe", help="optuna sampler (default tpe)")
+    p.add_argument("--objectives", choices=("constrained", "pareto"), default="constrained",
+                   help="optuna: maximise the score under the budget constraint, or score vs latency "
+                        "(Pareto front reported)")
+    p.add_argument("--trials", type=int, default=60, help="optuna: finished trials the study should hold")
+    p.add_argument("--storage", default=None,
+                   help="optuna storage URL (default: SQLite study.db in the run dir; share one URL between "
+                        "workers, e.g. postgresql://user@host/db across machines)")
+    p.add_argument("--study-name", default=None, help="optuna study name (default slimformer-search)")
+    p.add_argument("--resume", action="store_true", help="continue the study (with --out of the earlier run "
+                   "or the same --storage/--study-name); also how extra workers join a shared study")
+    p.add_argument("--proxy", choices=("macs", "params"), default="macs",
+                   help="training-free score used without a supernet (default macs)")
+    p.add_argument("--data", default="builtin", help="validation/recalibration data: builtin or an ImageFolder")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--recal-batches", type=int, default=4, help="train batches for BN recalibration")
+    p.add_argument("--val-batches", type=int, default=4, help="validation batches per evaluation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="run directory (default: a new runs/search-<time>)")
+    p.add_argument("--runs-root", default="runs", help="where new run directories go (default runs/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print arch.json instead of the summary table")
+    p.set_defaults(func=_search)
+
+
+def _search(args) -> int:
+    from ..search import format_table, resolve_table, search, summary_rows
+
+    table = resolve_table(args.device, lut_dir=args.lut_dir, build=args.build, progress=not args.no_progress)
+    r = search(budget_ms=args.budget_ms, table=table, supernet=args.supernet, strategy=args.strategy,
+               fast=args.fast, sampler=args.sampler, mode=args.objectives, trials=args.trials, proxy=args.proxy,
+               data=args.data, batch_size=args.batch_size, recal_batches=args.recal_batches,
+               val_batches=args.val_batches, seed=args.seed, storage=args.storage, study_name=args.study_name,
+               resume=args.resume, out=args.out, runs_root=args.runs_root, progress=not args.no_progress and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(r.arch_json(), indent=2))
+        return 0
+    print(format_table(summary_rows(r)))
+    for note in r.notes:
+        print(f"note: {note}")
+    print(f"wrote {r.run_dir}/arch.json, report.md, report.html"
+          + (", subnet.pt" if r.subnet_state is not None else ""))
+    return 0

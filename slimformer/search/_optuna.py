@@ -1,0 +1,204 @@
+"""Search with optuna: TPE or NSGA-II over the space, the budget as a constraint or a second objective.
+
+A trial chooses the stem width, each stage's width, for every block position "block" or "skip" and an
+MLP ratio, one global index where the MB3D tail starts, and the attention dims of positions that may
+hold MB3D. ``mode="constrained"`` maximises the score with ``predicted_ms - budget <= 0`` handed to the
+sampler's ``constraints_func`` (optuna's constraint API; infeasible trials are not evaluated).
+``mode="pareto"`` optimises (score, latency) as two objectives and reports the Pareto front; the answer
+is the best trial under the budget. Studies live in an optuna storage (SQLite in the run directory by
+default): several processes may share one storage URL and ``resume`` continues a study.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
+from .._errors import SlimformerError
+from ..supernet import SKIP, ArchConfig, SearchSpace, StageConfig, mb3d, mb4d
+from ._scorers import Scorer
+
+SAMPLERS = ("tpe", "nsga2")
+MODES = ("constrained", "pareto")
+
+
+def _mb3d_positions(space: SearchSpace) -> list[tuple[int, int]]:
+    return [(si, p) for si in space.mb3d_stages for p in range(space.depths[si])]
+
+
+def config_from_params(space: SearchSpace, params: dict[str, Any]) -> ArchConfig:
+    """The subnet a set of trial parameters describes (a stage with every position skipped keeps position 1)."""
+    tail = _mb3d_positions(space)
+    start = int(params["mb3d_from"])
+    in_tail = set(tail[start:])
+    stages = []
+    for si in range(4):
+        blocks = []
+        for p in range(space.depths[si]):
+            on = params[f"s{si}.b{p}"] == "block" or (p == space.depths[si] - 1 and not any(
+                params[f"s{si}.b{q}"] == "block" for q in range(p)))
+            if not on:
+                blocks.append(SKIP)
+                continue
+            r = float(params[f"s{si}.b{p}.mlp"])
+            if (si, p) in in_tail:
+                blocks.append(mb3d(params[f"s{si}.b{p}.heads"], params[f"s{si}.b{p}.qk"], params[f"s{si}.b{p}.v"], r))
+            else:
+                blocks.append(mb4d(r))
+        stages.append(StageConfig(int(params[f"s{si}.width"]), tuple(blocks)))
+    return ArchConfig(stem_width=int(params["stem"]), stages=tuple(stages), img_size=space.img_size,
+                      in_chans=space.in_chans, num_classes=space.num_classes, distillation=space.distillation)
+
+
+def suggest_config(trial: optuna.Trial, space: SearchSpace) -> ArchConfig:
+    params: dict[str, Any] = {"stem": trial.suggest_categorical("stem", list(space.stem_widths))}
+    tail = _mb3d_positions(space)
+    params["mb3d_from"] = trial.suggest_int("mb3d_from", 0, len(tail))
+    for si in range(4):
+        params[f"s{si}.width"] = trial.suggest_categorical(f"s{si}.width", list(space.stage_widths[si]))
+        for p in range(space.depths[si]):
+            k = f"s{si}.b{p}"
+            params[k] = trial.suggest_categorical(k, ["block", "skip"])
+            params[k + ".mlp"] = trial.suggest_categorical(k + ".mlp", list(space.mlp_ratios))
+            if (si, p) in tail:
+                params[k + ".heads"] = trial.suggest_categorical(k + ".heads", list(space.heads))
+                params[k + ".qk"] = trial.suggest_categorical(k + ".qk", list(space.qk_dims))
+                params[k + ".v"] = trial.suggest_categorical(k + ".v", list(space.v_dims))
+    return config_from_params(space, params)
+
+
+def params_of(space: SearchSpace, cfg: ArchConfig) -> dict[str, Any]:
+    """Trial parameters describing ``cfg`` (for ``enqueue_trial``: warm-starting a study)."""
+    tail = _mb3d_positions(space)
+    first = cfg.first_mb3d()
+    params: dict[str, Any] = {"stem": cfg.stem_width,
+                              "mb3d_from": tail.index(first) if first in tail else len(tail)}
+    big = space.largest_mb3d()
+    for si in range(4):
+        params[f"s{si}.width"] = cfg.stages[si].width
+        for p in range(space.depths[si]):
+            b, k = cfg.block(si, p), f"s{si}.b{p}"
+            params[k] = "skip" if b.kind == "skip" else "block"
+            params[k + ".mlp"] = b.mlp_ratio if b.kind != "skip" else space.mlp_ratios[0]
+            if (si, p) in tail:
+                m = b if b.kind == "mb3d" else big
+                params[k + ".heads"], params[k + ".qk"], params[k + ".v"] = m.heads, m.qk_dim, m.v_dim
+    return params
+
+
+# optuna >= 5 records constraints on the trial (``Trial.set_constraint``); older versions take a
+# ``constraints_func`` on the sampler. Both are optuna's constraint API; use whichever this optuna has.
+_TRIAL_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")
+
+
+def _constraint(trial: optuna.trial.FrozenTrial) -> list[float]:
+    return list(trial.user_attrs.get("constraint", [float("inf")]))
+
+
+def make_sampler(name: str, *, seed: int, constrained: bool):
+    cf = _constraint if constrained and not _TRIAL_CONSTRAINTS else None
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constraints_func=cf, multivariate=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=cf, population_size=20)
+    raise SlimformerError(f"unknown sampler {name!r}: choose from {', '.join(SAMPLERS)}")
+
+
+def make_storage(url: str):
+    """An optuna storage for ``url``. SQLite: wait for the lock (several processes may share the file) and
+    use WAL with ``synchronous=NORMAL``: optuna commits every parameter, and the default fsync per commit
+    makes a trial of the default space cost about a second; WAL stays safe for processes on one machine
+    (use PostgreSQL/MySQL URLs for workers on several machines)."""
+    if not url.startswith("sqlite"):
+        return url
+    from sqlalchemy import event
+
+    def _pragmas(dbapi_conn, _record):
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}},
+                                         skip_compatibility_check=False)
+    event.listen(storage.engine, "connect", _pragmas)
+    storage.engine.dispose()  # connections opened during set-up reconnect with the pragmas
+    return storage
+
+
+def run_study(*, space: SearchSpace, predict: Callable[[ArchConfig], float], scorer: Scorer, budget_ms: float,
+              trials: int, sampler: str = "tpe", mode: str = "constrained", seed: int = 0,
+              storage: str | None = None, study_name: str = "slimformer-search", resume: bool = False,
+              identity: dict[str, Any] | None = None, warm_start: list[ArchConfig] = (),
+              on_trial: Callable[[], None] | None = None) -> tuple[ArchConfig, list[dict], list[dict] | None]:
+    """Run (or continue) a study until it holds ``trials`` finished trials; returns (best, trace, pareto)."""
+    if mode not in MODES:
+        raise SlimformerError(f"unknown objective mode {mode!r}: choose from {', '.join(MODES)}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    constrained = mode == "constrained"
+    directions = ["maximize"] if constrained else ["maximize", "minimize"]
+    st = make_storage(storage) if storage else None
+    try:
+        study = optuna.create_study(study_name=study_name, storage=st, directions=directions,
+                                    sampler=make_sampler(sampler, seed=seed, constrained=constrained),
+                                    load_if_exists=resume)
+    except optuna.exceptions.DuplicatedStudyError:
+        raise SlimformerError(f"study {study_name!r} already exists in {storage}: add --resume to continue it "
+                              "or choose another --study-name") from None
+    ident = dict(identity or {}, budget_ms=budget_ms, mode=mode, score=scorer.name)
+    _check_identity(study, ident, study_name)
+    if not study.trials:
+        for cfg in warm_start:
+            study.enqueue_trial(params_of(space, cfg), skip_if_exists=True)
+
+    def objective(trial: optuna.Trial):
+        cfg = suggest_config(trial, space)
+        ms = predict(cfg)
+        trial.set_user_attr("predicted_ms", ms)
+        trial.set_user_attr("arch", cfg.to_dict())
+        trial.set_user_attr("constraint", [ms - budget_ms])
+        if constrained and _TRIAL_CONSTRAINTS:
+            trial.set_constraint("latency_ms_over_budget", ms - budget_ms)
+        if constrained and ms > budget_ms and not scorer.cheap:
+            trial.set_user_attr("evaluated", False)
+            return 0.0
+        value = scorer(cfg)
+        return value if constrained else (value, ms)
+
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    callbacks = [MaxTrialsCallback(trials, states=(TrialState.COMPLETE,))]
+    if on_trial:
+        callbacks.append(lambda s, t: on_trial())
+    if done < trials:
+        study.optimize(objective, n_trials=trials - done, callbacks=callbacks, gc_after_trial=False)
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    trace = [{"trial": t.number, "predicted_ms": t.user_attrs.get("predicted_ms"), "score": t.values[0],
+              "feasible": t.user_attrs.get("predicted_ms", float("inf")) <= budget_ms,
+              "evaluated": t.user_attrs.get("evaluated", True), "params": t.params} for t in complete]
+    feasible = [t for t in complete if t.user_attrs.get("predicted_ms", float("inf")) <= budget_ms
+                and t.user_attrs.get("evaluated", True)]
+    if not feasible:
+        raise SlimformerError(f"none of the {len(complete)} trials fits {budget_ms:g} ms: run more trials "
+                              "(--trials) or raise the budget")
+    best = max(feasible, key=lambda t: (t.values[0], -t.number))
+    pareto = None
+    if not constrained:
+        pareto = sorted(({"trial": t.number, "score": t.values[0], "predicted_ms": t.values[1]}
+                         for t in study.best_trials), key=lambda r: r["predicted_ms"])
+    return ArchConfig.from_dict(best.user_attrs["arch"]), trace, pareto
+
+
+def _check_identity(study: optuna.Study, ident: dict[str, Any], name: str) -> None:
+    old = study.user_attrs.get("identity")
+    if old is None:
+        study.set_user_attr("identity", ident)
+        return
+    diff = [k for k in sorted(set(old) | set(ident)) if old.get(k) != ident.get(k)]
+    if diff:
+        k = diff[0]
+        raise SlimformerError(f"study {name!r} was run with {k}={old.get(k)!r}, not {ident.get(k)!r}: "
+                              "resume it with the same budget, table and supernet, or use another --study-name")
