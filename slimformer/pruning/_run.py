@@ -177,6 +177,12 @@ def _report(s, allocations, errors, rows, verdict, problem) -> str:
         lines.append(f"| {k} | infeasible: {e} | - |")
     lines += ["", "## Channels kept per block", "", "![channels](channels.png)", "", rows_markdown(rows), "",
               "## Pattern", "", verdict, ""]
+    cfg = problem.cfg
+    single = sorted({si + 1 for si, _, b in cfg.iter_blocks() if b.kind == "mb3d" and cfg.tokens(si) == 1})
+    if single:
+        lines += [f"Note: attention in stage(s) {', '.join(map(str, single))} sees a single token at "
+                  f"{cfg.img_size} px, where the softmax is constant: Q/K get no gradient and score zero by "
+                  "construction, so the pattern says nothing there.", ""]
     return "\n".join(lines)
 
 
