@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from slimformer._errors import SlimformerError
+from slimformer.cli import main
+from slimformer.latency_lut import get_table, space_ops
+from slimformer.latency_lut._bundle import import_results, read_manifest, write_bundle
+
+
+@pytest.fixture(scope="module")
+def measured_bundle(tmp_path_factory):
+    """The tiny space's ONNX bundle, measured by its own runner in a subprocess (few repeats)."""
+    from slimformer.supernet import get_space
+
+    d = tmp_path_factory.mktemp("bundle")
+    manifest = write_bundle(d / "b", space=get_space("tiny"), fmt="onnx", progress=False)
+    out = subprocess.run([sys.executable, str(d / "b" / "run_bundle.py"), "--warmup", "1", "--repeats", "3",
+                          "--device-name", "test-device"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return manifest.parent, d / "b" / "results.json"
+
+
+def test_bundle_holds_every_op_a_manifest_and_a_standalone_runner(measured_bundle):
+    b, _ = measured_bundle
+    m = read_manifest(b)
+    from slimformer.supernet import get_space
+
+    assert [op["key"] for op in m["ops"]] == space_ops(get_space("tiny"))
+    assert all((b / op["file"]).is_file() for op in m["ops"]) and (b / m["noop"]["file"]).is_file()
+    runner = (b / "run_bundle.py").read_text()
+    assert "slimformer" not in "".join(l for l in runner.splitlines() if l.startswith(("import", "from")))
+
+
+def test_round_trip_gives_a_usable_imported_table(measured_bundle, tmp_path, capsys):
+    b, results = measured_bundle
+    r = json.loads(results.read_text())
+    assert r["complete"] and r["device"] == "test-device" and r["overhead"]["median_ms"] > 0
+    assert main(["lut", "import", str(results), "--name", "tinydev", "--lut-dir", str(tmp_path),
+                 "--bundle", str(b), "--space", "tiny"]) == 0
+    assert "tinydev" in capsys.readouterr().out
+    t = get_table("tinydev", lut_dir=tmp_path)
+    assert t.kind == "imported" and t.backend == "onnxruntime" and t.space.name == "tiny"
+    assert t.overhead_ms == pytest.approx(r["overhead"]["median_ms"])
+    key = next(iter(r["entries"]))
+    assert t.entries[key]["median_ms"] == pytest.approx(max(r["entries"][key]["median_ms"] - t.overhead_ms, 0))
+    sp = t.space
+    assert 0 < t.predict(sp.smallest()) < t.predict(sp.largest())
+
+
+def test_runner_resumes_and_refuses_a_foreign_folder(measured_bundle, tmp_path):
+    b, results = measured_bundle
+    before = json.loads(results.read_text())
+    out = subprocess.run([sys.executable, str(b / "run_bundle.py"), "--warmup", "1", "--repeats", "3"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    assert json.loads(results.read_text())["entries"] == before["entries"]  # nothing left to measure
+    bad = subprocess.run([sys.executable, str(b / "run_bundle.py"), str(tmp_path)], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "manifest" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _variant(results, tmp_path, edit) -> str:
+    r = json.loads(results.read_text())
+    edit(r)
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(r))
+    return str(p)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r["entries"].pop(next(iter(r["entries"]))), "missing"),
+    (lambda r: r["entries"].__setitem__("mb4d-r8-c999-mlp9", {"median_ms": 1, "spread_ms": 0, "count": 3}),
+     "not in the space"),
+    (lambda r: r.__setitem__("complete", False), "incomplete"),
+    (lambda r: r["space"].__setitem__("depths", [1, 1, 1, 1]), "damaged"),
+    (lambda r: r.__setitem__("manifest_id", "0" * 16), "another bundle|does not come from"),
+    (lambda r: r.__setitem__("schema", "something/1"), "not the output"),
+    (lambda r: r.pop("overhead"), "malformed"),
+])
+def test_mismatched_results_give_one_clear_error(measured_bundle, tmp_path, capsys, edit, message):
+    b, results = measured_bundle
+    p = _variant(results, tmp_path, edit)
+    with pytest.raises(SlimformerError, match=message):
+        import_results(p, name="x", lut_dir=tmp_path, bundle=b)
+    assert main(["lut", "import", p, "--name", "x", "--lut-dir", str(tmp_path), "--bundle", str(b)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err
+
+
+def test_results_of_another_space_are_refused(measured_bundle, tmp_path):
+    from slimformer.supernet import SearchSpace
+
+    _, results = measured_bundle
+    with pytest.raises(SlimformerError, match="measured for space"):
+        import_results(results, name="x", lut_dir=tmp_path, space=SearchSpace())
+
+
+def test_coreml_without_coremltools_is_one_clear_error(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    try:
+        import coremltools  # noqa: F401
+        pytest.skip("coremltools is installed here")
+    except ImportError:
+        pass
+    assert main(["lut", "bundle", "--format", "coreml", "-o", str(tmp_path / "c"), "--space", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "coremltools" in err and "pip install" in err and err.count("\n") == 1

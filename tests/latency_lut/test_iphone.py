@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from slimformer.latency_lut import build_op, get_table, space_ops
+from slimformer.latency_lut._features import FEATURES, add_features, op_features
+from slimformer.latency_lut._iphone import (SERIES, TERMS, design_row, fit_nonneg, leave_one_out, published_rows,
+                                            timm_features)
+from slimformer.supernet import SearchSpace, get_arch
+
+
+# --------------------------------------------------------------------------- features
+def test_conv_and_linear_flops_match_the_hand_count():
+    conv = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+    f = op_features(conv, torch.zeros(1, 8, 32, 32))
+    assert f["conv_flops"] == 2 * (16 * 16 * 16) * 8 * 9
+    assert f["n_conv"] == 1 and f["n_ops"] == 1 and f["dwconv_flops"] == 0
+
+    lin = nn.Linear(24, 40)
+    f = op_features(lin, torch.zeros(1, 49, 24))
+    assert f["linear_flops"] == 2 * 49 * 24 * 40
+    assert f["attn_flops"] == 0 and f["n_linear"] == 1
+
+
+def test_depthwise_norm_activation_softmax_and_folding():
+    dw = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.GELU())
+    f = op_features(dw, torch.zeros(1, 16, 8, 8))
+    assert f["dwconv_flops"] == 2 * 16 * 8 * 8 * 9 and f["conv_flops"] == 0
+    assert f["norm_elems"] == 0 and f["elt_elems"] == 0  # the BN after the conv is folded
+    assert f["act_elems"] == 16 * 8 * 8
+
+    class Attn(nn.Module):
+        def forward(self, q, k):
+            return (q @ k.transpose(-2, -1)).softmax(-1)
+
+    q = torch.zeros(1, 2, 10, 4)
+    f = op_features(Attn(), (q, q))
+    assert f["attn_flops"] == 2 * 2 * 10 * 10 * 4 and f["linear_flops"] == 0
+    assert f["softmax_elems"] == 2 * 10 * 10
+    assert f["n_layout"] == 1  # the transpose is data movement on a device
+
+    ln = nn.LayerNorm(12)
+    f = op_features(ln, torch.zeros(1, 5, 12))
+    assert f["norm_elems"] == 60 and f["n_norm"] == 1
+
+
+def test_ops_on_parameters_alone_are_constant_folded():
+    class Biased(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(4, 4))
+
+        def forward(self, x):
+            return x + (self.w.t() * 2).sum()  # the parameter arithmetic is folded by converters
+
+    f = op_features(Biased(), torch.zeros(1, 4))
+    assert f["n_ops"] == 1 and f["n_layout"] == 0
+
+
+def test_block_features_sum_to_the_network_features():
+    """The per-op features of L1's keys add up to the features of the whole L1 network (same model)."""
+    from slimformer.latency_lut import arch_ops
+    from slimformer.supernet import EfficientFormerNet
+
+    cfg = get_arch("l1")
+    whole = op_features(EfficientFormerNet(cfg), torch.zeros(1, 3, 224, 224))
+    parts = add_features(*(op_features(*build_op(k)) for k in arch_ops(cfg)))
+    for k in ("conv_flops", "linear_flops", "attn_flops", "norm_elems", "softmax_elems"):
+        assert parts[k] == pytest.approx(whole[k], rel=1e-6), k
+    assert parts["n_ops"] == pytest.approx(whole["n_ops"], rel=0.05)
+
+
+def test_timm_calibration_model_features():
+    rows = {r.timm_name: r for r in published_rows("v1")}
+    f, side, note = timm_features(rows["resnet50"])
+    assert side == 224 and note is None
+    assert f["conv_flops"] + f["linear_flops"] == pytest.approx(2 * 4.09e9, rel=0.02)  # ResNet-50: 4.1 GMACs
+    _, side, note = timm_features(rows["efficientnet_b3"])  # input not stated: timm's default, said so
+    assert note and str(side) in note
+
+
+# --------------------------------------------------------------------------- the fit
+def test_fit_is_non_negative_and_recovers_a_non_negative_truth():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 5, size=(18, len(TERMS)))
+    truth = np.array([0.4, 0.01, 0.2, 0.0, 1.5, 0.0, 0.3])[: len(TERMS) + 1]
+    y = truth[0] + X @ truth[1:]
+    w = fit_nonneg(X, y)
+    assert (w >= 0).all()
+    assert np.allclose(w[0] + X @ w[1:], y, rtol=1e-3)
+    loo = leave_one_out(X, y)
+    assert np.allclose(loo, y, rtol=1e-2)
+    # data that a negative cost would fit better still gets non-negative costs
+    w = fit_nonneg(X, 5.0 - X[:, 0] + X[:, 1] + 10)
+    assert (w >= 0).all()
+
+
+def test_published_data_is_read_from_the_package_and_series_stay_apart():
+    v1, v2 = published_rows("v1"), published_rows("v2")
+    assert len(v1) == 18 and {r.series for r in v1} == {"v1"}
+    assert {r.series for r in v2} == {"v2"}
+    assert next(r.ms for r in v1 if r.timm_name == "efficientformer_l1") == 1.6
+    from slimformer._errors import SlimformerError
+
+    with pytest.raises(SlimformerError, match="unknown series"):
+        published_rows("v3")
+
+
+# --------------------------------------------------------------------------- the shipped tables
+@pytest.mark.parametrize("series", sorted(SERIES))
+def test_shipped_tables_cover_the_default_space_and_carry_their_error(series):
+    name = SERIES[series]
+    t = get_table(name)
+    space = SearchSpace()
+    assert t.kind == "estimated" and t.space_hash == space.hash
+    assert set(space_ops(space)) <= set(t.entries)
+    assert all(e["median_ms"] >= 0 for e in t.entries.values()) and t.overhead_ms >= 0
+    e = t.error
+    assert e["method"] == "leave-one-model-out" and e["series"] == series
+    assert e["n_models"] == len(published_rows(series))
+    assert 0 <= e["median_abs_pct"] <= e["worst_abs_pct"] and -1 <= e["spearman_rho"] <= 1
+    assert "ESTIMATE" in t.meta["estimate"]
+    l1, l3, l7 = (t.predict(get_arch(p)) for p in ("l1", "l3", "l7"))
+    assert 0 < l1 < l3 < l7
+    assert t.meta["presets"]["l1"]["predicted_ms"] == pytest.approx(l1, abs=1e-3)
+    # wider / deeper costs more, and a random subnet lies between the smallest and the largest
+    assert t.predict(space.smallest()) < t.predict(space.sample(3)) < t.predict(space.largest())
+    cfg = get_arch("l1")
+    assert t.predict(cfg.with_width(2, 320)) > l1
+
+
+def test_table_entries_are_the_cost_model_applied_to_each_op():
+    t = get_table("iphone-lut")
+    costs = t.error["cost_model"]
+    w = np.array([costs[f"{n} ({u})"] for n, u, _ in TERMS])
+    for key in ("mb4d-r56-c48-mlp192", "mb3d.attn-t49-h8-qk32-v128", "stem-r224-i3-s24-c48"):
+        assert t.entries[key]["median_ms"] == pytest.approx(design_row(op_features(*build_op(key))) @ w, abs=2e-6)
+    assert set(FEATURES) >= {"n_ops", "conv_flops", "layout_elems"}
