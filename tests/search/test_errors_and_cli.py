@@ -1,0 +1,90 @@
+"""Error cases (one line, no traceback) and the README's main command on a fresh install."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from slimformer._errors import SlimformerError
+from slimformer.cli import main
+from slimformer.search import search
+from slimformer.supernet import Supernet, get_arch, get_space, save_supernet
+
+from .conftest import make_table
+
+
+def test_budget_below_the_fastest_subnet_names_the_minimum(tiny_table):
+    lo = tiny_table.predict(tiny_table.space.smallest())
+    with pytest.raises(SlimformerError, match=f"{lo:.3f} ms"):
+        search(budget_ms=lo * 0.9, table=tiny_table)
+    with pytest.raises(SlimformerError, match="positive"):
+        search(budget_ms=-1, table=tiny_table)
+
+
+def test_budget_above_the_largest_returns_it(tiny_table):
+    hi = tiny_table.predict(tiny_table.space.largest())
+    r = search(budget_ms=hi * 2, table=tiny_table)
+    assert r.arch.key() == tiny_table.space.largest().key()
+    assert any("above the largest subnet" in n for n in r.notes)
+
+
+def test_checkpoint_from_another_space(tmp_path, tiny_space):
+    other = get_space("tiny").__class__(**{**get_space("tiny").__dict__, "depths": (2, 2, 2, 3)})
+    ck = save_supernet(tmp_path / "other.pt", Supernet(other))
+    with pytest.raises(SlimformerError, match="another space"):
+        search(budget_ms=1.0, table=make_table(tiny_space), supernet=ck)
+
+
+def test_fast_needs_alpha(tmp_path, tiny_space, tiny_table, tiny_loaders):
+    ck = save_supernet(tmp_path / "noalpha.pt", Supernet(tiny_space))
+    with pytest.raises(SlimformerError, match="alpha"):
+        search(budget_ms=1.0, table=tiny_table, supernet=ck, fast=True, loaders=tiny_loaders)
+
+
+def test_supernet_without_alpha_defaults_to_optuna_accuracy(tmp_path, tiny_space, tiny_table, tiny_loaders):
+    ck = save_supernet(tmp_path / "noalpha.pt", Supernet(tiny_space))
+    lo, hi = tiny_table.predict(tiny_space.smallest()), tiny_table.predict(tiny_space.largest())
+    r = search(budget_ms=(lo + hi) / 2, table=tiny_table, supernet=ck, trials=6, loaders=tiny_loaders)
+    assert r.strategy == "optuna" and r.accuracy_driven and r.predicted_ms <= (lo + hi) / 2
+    assert r.subnet_state is not None
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["search", "--budget-ms", "1", "--device", "no-such-table"], "available: "),
+    (["search", "--budget-ms", "0.01", "--device", "iphone-lut"], "fastest subnet"),
+    (["search", "--budget-ms", "1", "--device", "cpu-ort", "--lut-dir", "/nonexistent-dir"], "--build"),
+])
+def test_cli_errors_are_one_line(capsys, tmp_path, argv, needle):
+    assert main(argv + ["--runs-root", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()  # no empty run directory is left behind
+
+
+def test_cli_checkpoint_from_another_space(capsys, tmp_path, tiny_space):
+    ck = save_supernet(tmp_path / "tiny.pt", Supernet(tiny_space))
+    assert main(["search", "--budget-ms", "1.6", "--device", "iphone-lut", "--supernet", str(ck)]) == 2
+    err = capsys.readouterr().err
+    assert "another space" in err and err.count("\n") == 1
+
+
+def test_main_job_on_a_fresh_install(capsys, tmp_path):
+    """The README's `slimformer search --budget-ms 1.6 --device iphone-lut`: no supernet, default space."""
+    out = tmp_path / "run"
+    assert main(["search", "--budget-ms", "1.6", "--device", "iphone-lut", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "NOT accuracy" in text and "slimformer train" in text and "typical error" in text
+    data = json.loads((out / "arch.json").read_text())
+    assert data["predicted_ms"] <= 1.6 and data["table_kind"] == "estimated" and data["strategy"] == "slim"
+    assert data["space"] == "default" and data["accuracy_driven"] is False
+    assert get_arch(out / "arch.json").key() == get_space("default").validate(get_arch(out / "arch.json")).key()
+    for f in ("trace.jsonl", "search.png", "breakdown.png", "breakdown.json", "report.md", "report.html"):
+        assert (out / f).stat().st_size > 0, f
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "src='search.png'" not in html
+    ops = json.loads((out / "breakdown.json").read_text())["ops"]
+    assert ops and all(o["ms"] >= 0 for o in ops)
+    # deterministic: the same command again writes the same arch.json
+    assert main(["search", "--budget-ms", "1.6", "--device", "iphone-lut", "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "arch.json").read_bytes() == (out / "arch.json").read_bytes()
