@@ -1,0 +1,189 @@
+"""MILP vs greedy vs uniform reallocation: importance kept, predicted and measured latency, accuracy.
+
+A small EfficientFormer space at 64 px (MB3D in stages 3 and 4, so attention sees 16 and 4 tokens),
+a supernet trained briefly on the built-in data (sandwich rule), Taylor importance over N batches,
+reordering, then for each budget the three strategies; each pruned subnet is extracted, BN-recalibrated,
+fine-tuned for a few steps on the built-in data and evaluated. The latency table is measured here
+(onnxruntime, 1 thread) for exactly the ops the candidates need; measured latency is the extracted
+model end to end (median). On a shared machine the timings are noisy: read them as such.
+
+    python benchmarks/reallocation.py [--train-steps 300] [--finetune-steps 100] [--budgets 0.35 0.6]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from slimformer.latency_lut import LatencyTable, arch_ops, build_op, measure_module, measure_overhead
+from slimformer.pruning import (allocate, block_options, build_problem, expand, reorder_by_importance,
+                                taylor_importance)
+from slimformer.supernet import ArchConfig, SearchSpace, StageConfig, Supernet, mb3d, mb4d, recalibrate_bn
+from slimformer.train._builtin import BuiltinShapes
+
+SPACE = SearchSpace(stage_widths=((16, 32), (32, 48), (48, 64, 80), (64, 96, 128)), depths=(2, 2, 3, 3),
+                    stem_widths=(8, 16), mb3d_stages=(2, 3), mlp_ratios=(1.0, 2.0, 3.0, 4.0), heads=(1, 2, 4),
+                    qk_dims=(8, 16, 32), v_dims=(8, 16, 32), img_size=64, num_classes=10, distillation=True,
+                    name="bench64")
+# the "searched" stage-level config: widths, positions and kinds are kept; block dims are reallocated
+SEARCHED = ArchConfig(stem_width=16, stages=(
+    StageConfig(32, (mb4d(4.0), mb4d(4.0))), StageConfig(48, (mb4d(4.0), mb4d(4.0))),
+    StageConfig(80, (mb4d(4.0), mb3d(4, 32, 32, 4.0))), StageConfig(128, (mb3d(4, 32, 32, 4.0),) * 3)),
+    img_size=64, num_classes=10, distillation=True, name="searched")
+
+
+def loaders(batch: int, n_train: int, n_val: int):
+    tr = BuiltinShapes(img_size=SPACE.img_size, length=n_train, split="train")
+    va = BuiltinShapes(img_size=SPACE.img_size, length=n_val, split="val")
+    return (DataLoader(tr, batch_size=batch, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(0)),
+            DataLoader(va, batch_size=256))
+
+
+def cycle(loader):
+    while True:
+        yield from loader
+
+
+def opt_for(model, lr, steps):
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    opt = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=0.05)
+    sched, _ = create_scheduler_v2(opt, "cosine", num_epochs=steps, warmup_epochs=min(20, steps // 10),
+                                   warmup_lr=lr * 0.01)
+    return opt, sched
+
+
+def train_supernet(sn: Supernet, train, steps: int, seed: int = 0) -> None:
+    """Sandwich rule: largest + smallest-by-sampling + 2 random subnets per step, summed losses."""
+    rng = random.Random(seed)
+    opt, sched = opt_for(sn, 2e-3, steps)
+    sn.train()
+    it = cycle(train)
+    t0 = time.time()
+    for step in range(steps):
+        x, y = next(it)
+        opt.zero_grad()
+        for cfg in [expand(SEARCHED, SPACE), SPACE.largest(), SPACE.sample(rng), SPACE.sample(rng)]:
+            sn.set_active(cfg)
+            F.cross_entropy(sn(x), y).backward()
+        opt.step()
+        sched.step(step + 1)
+        if (step + 1) % 50 == 0:
+            print(f"  supernet step {step + 1}/{steps} ({time.time() - t0:.0f} s)", flush=True)
+
+
+def finetune(net, train, steps: int) -> None:
+    if steps <= 0:
+        return
+    opt, sched = opt_for(net, 5e-4, steps)
+    net.train()
+    it = cycle(train)
+    for step in range(steps):
+        x, y = next(it)
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+        sched.step(step + 1)
+    net.eval()
+
+
+@torch.no_grad()
+def top1(model, val) -> float:
+    model.eval()
+    hit = n = 0
+    for x, y in val:
+        hit += int((model(x).argmax(1) == y).sum())
+        n += len(y)
+    return hit / n
+
+
+def measured_table(cfg: ArchConfig, repeats: int) -> LatencyTable:
+    """onnxruntime, 1 thread: every op any reallocation of ``cfg`` can use."""
+    keys = set()
+    per_block = [(si, pos, block_options(SPACE, b.kind)) for si, pos, b in cfg.iter_blocks() if b.kind != "skip"]
+    for si, pos, opts in per_block:  # one option varies at a time: with the others fixed, every op key appears
+        for o in opts:
+            keys.update(arch_ops(cfg.with_block(si, pos, o)))
+    overhead = measure_overhead(backend="onnxruntime", threads=1)["median_ms"]
+    entries = {}
+    t0 = time.time()
+    for i, k in enumerate(sorted(keys)):
+        m, ex = build_op(k)
+        r = measure_module(m.eval(), ex, backend="onnxruntime", threads=1, repeats=repeats)
+        entries[k] = {"median_ms": max(r["median_ms"] - overhead, 0.0), "spread_ms": r["spread_ms"],
+                      "count": r["count"]}
+    print(f"  measured {len(entries)} ops in {time.time() - t0:.0f} s (overhead {overhead:.4f} ms)")
+    return LatencyTable.from_entries(entries, name="bench64-cpu-ort", kind="measured", device="cpu-ort",
+                                     backend="onnxruntime", space=SPACE, overhead_ms=overhead, threads=1)
+
+
+def measure_net(net, repeats: int) -> float:
+    x = torch.randn(1, 3, SPACE.img_size, SPACE.img_size)
+    return measure_module(net.eval(), (x,), backend="onnxruntime", threads=1, repeats=repeats)["median_ms"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train-steps", type=int, default=300)
+    ap.add_argument("--finetune-steps", type=int, default=100)
+    ap.add_argument("--taylor-batches", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--budgets", type=float, nargs="+", default=[0.35, 0.6],
+                    help="budgets as fractions of the way from the smallest to the largest reallocation")
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    train, val = loaders(args.batch, 4096, 1024)
+    print(f"space {SPACE.name}: {SPACE.img_size} px, searched {SEARCHED.summary()}")
+    sn = Supernet(SPACE)
+    t0 = time.time()
+    train_supernet(sn, train, args.train_steps, args.seed)
+    print(f"supernet trained {args.train_steps} steps in {time.time() - t0:.0f} s")
+    analysed = expand(SEARCHED, SPACE)
+    sn.set_active(analysed)
+    recalibrate_bn(sn, train, max_batches=8)
+    print(f"analysed subnet (every block at its largest): top-1 {top1(sn, val):.3f}")
+    imp = taylor_importance(sn, itertools.islice(train, args.taylor_batches), cfg=analysed)
+    imp = reorder_by_importance(sn, imp)
+    table = measured_table(SEARCHED, max(10, args.repeats // 2))
+    prob = build_problem(SEARCHED, SPACE, table, imp)
+    lo = table.predict(prob.build([int(np.argmin(c)) for c in prob.costs]))
+    hi = table.predict(prob.build([int(np.argmax(c)) for c in prob.costs]))
+    print(f"table: smallest reallocation {lo:.3f} ms, largest {hi:.3f} ms (predicted)")
+    rows = []
+    for frac in args.budgets:
+        budget = lo + frac * (hi - lo)
+        for strategy in ("milp", "greedy", "uniform"):
+            a = allocate(prob, table, budget, strategy=strategy, space=SPACE)
+            net = sn.extract_subnet(a.cfg)
+            recalibrate_bn(net, train, max_batches=8)
+            acc0 = top1(net, val)
+            torch.manual_seed(args.seed)
+            finetune(net, train, args.finetune_steps)
+            acc1 = top1(net, val)
+            ms = measure_net(net, args.repeats)
+            blocks = " ".join(f"h{b.heads}q{b.qk_dim}v{b.v_dim}r{b.mlp_ratio:g}" if b.kind == "mb3d"
+                              else f"r{b.mlp_ratio:g}" for _, _, b in a.cfg.iter_blocks())
+            rows.append((f"{budget:.3f}", strategy, f"{a.kept:.1%}", f"{a.predicted_ms:.3f}", f"{ms:.3f}",
+                         f"{acc0:.3f}", f"{acc1:.3f}", blocks))
+            print("  " + " | ".join(rows[-1]), flush=True)
+    head = ("budget ms", "strategy", "importance kept", "predicted ms", "measured ms", "top1 pre-FT",
+            f"top1 after {args.finetune_steps} FT steps", "blocks")
+    print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    print(f"\n(torch {torch.__version__}, onnxruntime 1 thread, medians of {args.repeats}; 2 CPU cores shared with "
+          "other jobs, so latencies are noisy)")
+
+
+if __name__ == "__main__":
+    main()
