@@ -116,7 +116,8 @@ def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: 
             atomic_write_bytes(out / noop_rel, _noop_onnx())
         else:
             _save_coreml(ct, torch.nn.Identity(), (torch.zeros(1, 1),), out / noop_rel)
-    atomic_write_text(out / "run_bundle.py", (Path(__file__).parent / "_runner.py").read_text(encoding="utf-8"))
+    runner = atomic_write_text(out / "run_bundle.py", (Path(__file__).parent / "_runner.py").read_text(encoding="utf-8"))
+    runner.chmod(0o755)
     manifest = {"schema": BUNDLE_SCHEMA, "format": fmt, "space": space.to_dict(), "space_hash": space.hash,
                 "batch": 1, "slimformer": __version__, "torch": torch.__version__,
                 "noop": {"file": noop_rel, "inputs": [{"name": "x0", "shape": [1, 1]}]}, "ops": ops}
