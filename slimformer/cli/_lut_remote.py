@@ -26,7 +26,8 @@ def _bundle(args) -> int:
     from ..supernet import get_space
 
     manifest = write_bundle(args.out, space=get_space(args.space), fmt=args.format)
-    print(f"wrote bundle {manifest.parent} ({args.format}, space {args.space!r})")
+    size = sum(f.stat().st_size for f in manifest.parent.rglob("*") if f.is_file())
+    print(f"wrote bundle {manifest.parent} ({args.format}, space {args.space!r}, {size / 1e6:.1f} MB)")
     print(f"on the device: python {manifest.parent / 'run_bundle.py'}   (writes results.json there)")
     print(f"then here:     slimformer lut import {manifest.parent / 'results.json'} --name DEVICE-NAME")
     return 0

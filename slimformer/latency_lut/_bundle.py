@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .._errors import ConfigError, SlimformerError
 from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from ..supernet import SearchSpace
@@ -46,6 +48,13 @@ def _noop_onnx() -> bytes:
     return model.SerializeToString()
 
 
+class _Scale(torch.nn.Module):
+    """The CoreML no-op: one multiply of a 1x1 tensor (a converter may refuse a graph with no op at all)."""
+
+    def forward(self, x):
+        return x * 2.0
+
+
 def _coreml():
     try:
         import coremltools as ct
@@ -55,8 +64,6 @@ def _coreml():
 
 
 def _save_coreml(ct, module, example, path: Path) -> None:
-    import torch
-
     with torch.no_grad():
         traced = torch.jit.trace(module.eval(), tuple(example))
     ml = ct.convert(traced, inputs=[ct.TensorType(name=i["name"], shape=tuple(i["shape"])) for i in _inputs(example)],
@@ -72,8 +79,6 @@ def _save_coreml(ct, module, example, path: Path) -> None:
 def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: str = "onnx",
                  progress: bool = True) -> Path:
     """Write the bundle for ``space`` into ``out_dir``; returns the manifest path. Resumes a partial bundle."""
-    import torch
-
     from .. import __version__
     from ._ops import build_op
 
@@ -115,7 +120,7 @@ def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: 
         if fmt == "onnx":
             atomic_write_bytes(out / noop_rel, _noop_onnx())
         else:
-            _save_coreml(ct, torch.nn.Identity(), (torch.zeros(1, 1),), out / noop_rel)
+            _save_coreml(ct, _Scale(), (torch.zeros(1, 1),), out / noop_rel)
     runner = atomic_write_text(out / "run_bundle.py", (Path(__file__).parent / "_runner.py").read_text(encoding="utf-8"))
     runner.chmod(0o755)
     manifest = {"schema": BUNDLE_SCHEMA, "format": fmt, "space": space.to_dict(), "space_hash": space.hash,
