@@ -117,3 +117,19 @@ def test_coreml_without_coremltools_is_one_clear_error(tmp_path, capsys):
     assert main(["lut", "bundle", "--format", "coreml", "-o", str(tmp_path / "c"), "--space", "tiny"]) == 2
     err = capsys.readouterr().err
     assert "coremltools" in err and "pip install" in err and err.count("\n") == 1
+
+
+def test_bundle_resumes_and_refuses_a_folder_of_another_space(tmp_path):
+    from slimformer.supernet import SearchSpace, get_space
+
+    sp = get_space("tiny")
+    m = write_bundle(tmp_path / "b", space=sp, progress=False)
+    files = sorted((tmp_path / "b" / "models").glob("*.onnx"))
+    victim, kept = files[0], files[1]
+    victim.unlink()
+    m.unlink()  # as if killed before the manifest was written
+    stamp = kept.stat().st_mtime_ns
+    write_bundle(tmp_path / "b", space=sp, progress=False)
+    assert victim.is_file() and kept.stat().st_mtime_ns == stamp and m.is_file()
+    with pytest.raises(SlimformerError, match="another space"):
+        write_bundle(tmp_path / "b", space=SearchSpace(), progress=False)
