@@ -9,7 +9,8 @@ offers several MLP ratios:
 * ``width``  -- shrink a stage to its next smaller width (a step of 16 channels in the shipped spaces);
 * ``mlp``    -- lower a block's MLP ratio one step.
 
-``stem`` (narrower stem) exists for the training-free search only, because alpha says nothing about it.
+The fill phase uses the reverses (``widen``, ``unskip``, ``mlp_up``, ``mb3d_up``: the last MB4D before
+the tail becomes an MB3D, ``stem_up``). ``stem`` (narrower stem) exists for the training-free search only, because alpha says nothing about it.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class Action:
             "widen": f"stage {s} width -> {self.cfg.stages[self.stage].width if self.stage >= 0 else 0}",
             "mlp_up": f"stage {s} block {p} mlp ratio -> {self.cfg.block(self.stage, self.pos).mlp_ratio:g}",
             "stem_up": f"stem width -> {self.cfg.stem_width}",
+            "mb3d_up": f"stage {s} block {p} mb4d -> mb3d",
         }[self.kind]
 
 
@@ -123,11 +125,23 @@ def all_grows(space: SearchSpace, cfg: ArchConfig, *, stem: bool = True) -> list
             if r is not None:
                 nb = mb4d(r) if b.kind == "mb4d" else mb3d(b.heads, b.qk_dim, b.v_dim, r)
                 acts.append(Action("mlp_up", si, pos, cfg.with_block(si, pos, nb)))
+    last4 = _last_mb4d_before_tail(space, cfg)
+    if last4 is not None:
+        si, pos = last4
+        big = space.largest_mb3d()
+        nb = mb3d(big.heads, big.qk_dim, big.v_dim, cfg.block(si, pos).mlp_ratio)
+        acts.append(Action("mb3d_up", si, pos, cfg.with_block(si, pos, nb)))
     if stem:
         w = _higher(space.stem_widths, cfg.stem_width)
         if w is not None:
             acts.append(Action("stem_up", -1, -1, replace(cfg, stem_width=w)))
     return acts
+
+
+def _last_mb4d_before_tail(space: SearchSpace, cfg: ArchConfig) -> tuple[int, int] | None:
+    """The MB4D block that can become the new first MB3D (in an MB3D stage, right before the tail)."""
+    cands = [(si, pos) for si, pos, b in cfg.iter_blocks() if b.kind == "mb4d" and si in space.mb3d_stages]
+    return cands[-1] if cands else None
 
 
 def importance_shrinks(space: SearchSpace, cfg: ArchConfig, importance) -> list[Action]:

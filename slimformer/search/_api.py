@@ -42,7 +42,7 @@ def resolve_table(table: Any, *, lut_dir=None, build: bool = False, progress: bo
         if not build or not name.startswith("cpu") or not hasattr(latency_lut, "build_table"):
             raise
     backend = "torch" if "torch" in name else "onnxruntime"
-    latency_lut.build_table(device=name, backend=backend, lut_dir=lut_dir, progress=progress)
+    latency_lut.build_table(name=name, backend=backend, lut_dir=lut_dir, progress=progress)
     return latency_lut.get_table(name, lut_dir=lut_dir)
 
 

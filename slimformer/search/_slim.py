@@ -5,7 +5,9 @@ Each step scores a few candidate actions: latency saving from the table, score d
 the smallest drop per millisecond saved. When some candidate already fits the budget, the step takes
 the fitting candidate with the smallest drop instead (no point saving more than needed). With a cheap
 scorer a *fill* phase then spends leftover budget: it applies the growth (wider stage, block back,
-larger MLP ratio) with the largest gain per millisecond that still fits, until none fits.
+larger MLP ratio) with the largest gain per millisecond that still fits, until none fits; then a
+*swap* (one growth plus one shrink) that fits and raises the score, and fills again (at most
+``max_swaps`` swaps, so the run time stays bounded and deterministic).
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ Predict = Callable[[ArchConfig], float]
 
 def slim(*, space: SearchSpace, predict: Predict, scorer: Scorer, budget_ms: float,
          importance: Callable[[int, int], float] | None = None, fill: bool | None = None,
-         start: ArchConfig | None = None, on_step: Callable[[float], None] | None = None) -> tuple[ArchConfig, list]:
+         start: ArchConfig | None = None, on_step: Callable[[float], None] | None = None,
+         max_swaps: int = 12) -> tuple[ArchConfig, list]:
     """Slim ``start`` (default: the largest subnet) until ``predict(cfg) <= budget_ms``.
 
     ``importance`` given: EfficientFormer's candidate set (least important block/stage, first MB3D);
@@ -47,15 +50,39 @@ def slim(*, space: SearchSpace, predict: Predict, scorer: Scorer, budget_ms: flo
         cfg, ms, score = act.cfg, new_ms, new_score
         trace.append(_row(step, "slim", act.describe(), cfg, ms, score, len(cands)))
     if fill if fill is not None else scorer.cheap:
-        while True:
-            grown = _grow(space, cfg, predict, scorer, ms, score, budget_ms)
-            if grown is None:
+        for _ in range(max_swaps + 1):
+            while True:
+                grown = _grow(space, cfg, predict, scorer, ms, score, budget_ms)
+                if grown is None:
+                    break
+                act, ms, score = grown
+                cfg = act.cfg
+                step += 1
+                trace.append(_row(step, "fill", act.describe(), cfg, ms, score, 0))
+            swapped = _swap(space, cfg, predict, scorer, score, budget_ms) if max_swaps else None
+            if swapped is None:
                 break
-            act, ms, score = grown
-            cfg = act.cfg
+            (g, s), ms, score = swapped
+            cfg = s.cfg
             step += 1
-            trace.append(_row(step, "fill", act.describe(), cfg, ms, score, 0))
+            trace.append(_row(step, "swap", f"{g.describe()}; {s.describe()}", cfg, ms, score, 0))
     return cfg, trace
+
+
+def _swap(space, cfg, predict, scorer, score, budget):
+    """The best pair (one growth, then one shrink) that fits and raises the score, or None."""
+    best, best_key = None, None
+    for g in all_grows(space, cfg):
+        if scorer(g.cfg) <= score:
+            continue
+        for s in all_shrinks(space, g.cfg):
+            m = predict(s.cfg)
+            if m > budget:
+                continue
+            v = scorer(s.cfg)
+            if v > score and (best_key is None or (v, m) > best_key):
+                best, best_key = ((g, s), m, v), (v, m)
+    return best
 
 
 def _pick(cands: list[Action], predict: Predict, scorer: Scorer, ms: float, score: float, budget: float):

@@ -1,0 +1,78 @@
+"""Budget precision: does a searched subnet, exported and measured end to end, land on its budget?
+
+For 5 budgets spread over a small space's latency range on a *measured* ``cpu-ort`` table (built here,
+resumable), search the subnet (no supernet: latency-driven slimming with the MACs proxy, which packs
+the budget), export it (BatchNorm folded, ONNX) and measure it end to end with onnxruntime using the
+table's settings (1 thread, batch 1). Prints measured / budget for each (target: every ratio in
+[0.95, 1.03]) and measured / predicted. Timings on a shared machine are noisy: run it when it is idle.
+
+    python benchmarks/budget_precision.py [--img-size 96] [--lut-dir DIR] [--repeats 30]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import torch
+
+
+def bench_space(img_size: int):
+    from slimformer.supernet import get_space
+
+    tiny = get_space("tiny")
+    kw = {f.name: getattr(tiny, f.name) for f in dataclasses.fields(tiny)}
+    return type(tiny)(**{**kw, "img_size": img_size, "name": f"tiny{img_size}"})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--img-size", type=int, default=96)
+    ap.add_argument("--lut-dir", default=None)
+    ap.add_argument("--name", default=None, help="table name (default cpu-ort-tiny<img>)")
+    ap.add_argument("--repeats", type=int, default=30, help="timed runs per measurement")
+    ap.add_argument("--fractions", default="0.15,0.3,0.5,0.7,0.85",
+                    help="budgets as fractions of the way from the smallest to the largest subnet")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    from slimformer._errors import SlimformerError
+    from slimformer.export import fold_bn
+    from slimformer.latency_lut import build_table, get_table, measure_module
+    from slimformer.search import search
+    from slimformer.supernet import EfficientFormerNet
+
+    space = bench_space(args.img_size)
+    name = args.name or f"cpu-ort-{space.name}"
+    t0 = time.perf_counter()
+    try:
+        table = get_table(name, lut_dir=args.lut_dir)
+        if table.space_hash != space.hash:
+            raise SlimformerError("stale table")
+        print(f"table {name}: {len(table.entries)} entries (already built)")
+    except SlimformerError:
+        table = build_table(name=name, backend="onnxruntime", threads=1, space=space, lut_dir=args.lut_dir,
+                            progress=True)
+        print(f"built table {name}: {len(table.entries)} entries in {time.perf_counter() - t0:.0f} s")
+    lo, hi = table.predict(space.smallest()), table.predict(space.largest())
+    print(f"space {space.name}: predicted {lo:.3f} .. {hi:.3f} ms; correction {table.correction}")
+    rows = []
+    for f in (float(x) for x in args.fractions.split(",")):
+        budget = round(lo + f * (hi - lo), 3)
+        r = search(budget_ms=budget, table=table)
+        net = fold_bn(EfficientFormerNet(r.arch).eval())
+        x = torch.randn(1, 3, space.img_size, space.img_size, generator=torch.Generator().manual_seed(0))
+        m = measure_module(net, (x,), backend="onnxruntime", threads=1, repeats=args.repeats)
+        rows.append((budget, r.predicted_ms, m["median_ms"], m["spread_ms"], r.arch.summary()))
+        print(f"budget {budget:7.3f} ms  predicted {r.predicted_ms:7.3f}  measured {m['median_ms']:7.3f} "
+              f"(spread {m['spread_ms']:.3f})  measured/budget {m['median_ms'] / budget:5.3f}  "
+              f"measured/predicted {m['median_ms'] / r.predicted_ms:5.3f}  {r.arch.summary()}", flush=True)
+    ratios = [m / b for b, _, m, _, _ in rows]
+    inside = sum(0.95 <= q <= 1.03 for q in ratios)
+    print(f"\nmeasured/budget: median {statistics.median(ratios):.3f}, min {min(ratios):.3f}, max {max(ratios):.3f}; "
+          f"{inside}/{len(ratios)} in [0.95, 1.03]")
+
+
+if __name__ == "__main__":
+    main()
