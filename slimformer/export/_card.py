@@ -65,24 +65,26 @@ def predicted_latency(cfg: ArchConfig, *, lut_dir: str | Path | None = None) -> 
 
 
 def accuracy_from_run(run_info: dict, run_dir: Path | None) -> dict | None:
-    """Top-1 recorded by a search/fine-tune run (arch.json fields or metrics.json), if any."""
-    keys = ("top1", "val_top1", "accuracy", "acc1", "val_acc")
-    sources: list[tuple[str, dict]] = [("arch.json", run_info)]
+    """Top-1 recorded by the run: a metrics file (fine-tuning/evaluation) first, else an accuracy-driven
+    search's score (inherited supernet weights, BN recalibrated), else ``None``."""
+    keys = ("top1", "val_top1", "best_top1", "accuracy", "acc1", "val_acc")
     if run_dir is not None:
         for name in ("metrics.json", "finetune_metrics.json", "eval.json"):
             p = run_dir / name
-            if p.is_file():
-                try:
-                    sources.append((name, json.loads(p.read_text())))
-                except (OSError, json.JSONDecodeError):
-                    continue
-    for where, d in reversed(sources):  # metrics files win over the search's estimate
-        if not isinstance(d, dict):
-            continue
-        for k in keys:
-            v = d.get(k)
-            if isinstance(v, (int, float)):
-                return {"top1": float(v), "source": f"{where}:{k}"}
+            try:
+                d = json.loads(p.read_text()) if p.is_file() else None
+            except (OSError, json.JSONDecodeError):
+                d = None
+            if isinstance(d, dict):
+                for k in keys:
+                    if isinstance(d.get(k), (int, float)):
+                        return {"top1": float(d[k]), "source": f"{name}:{k}"}
+    for k in keys:
+        if isinstance(run_info.get(k), (int, float)):
+            return {"top1": float(run_info[k]), "source": f"arch.json:{k}"}
+    if run_info.get("accuracy_driven") and isinstance(run_info.get("score"), (int, float)):
+        return {"top1": float(run_info["score"]), "source": "arch.json:score",
+                "note": run_info.get("score_name") or "search score (inherited supernet weights)"}
     return None
 
 
@@ -114,8 +116,9 @@ def build_card(src, *, files: dict[str, str], parity: dict[str, float], measured
         "parity_max_abs_diff": parity,
         "folding": FOLDING,
         "source": src.origin,
-        "search": {k: src.run_info[k] for k in ("predicted_ms", "device", "table_hash", "table_kind", "strategy",
-                                                  "seed", "score") if k in src.run_info} or None,
+        "search": {k: src.run_info[k] for k in ("predicted_ms", "budget_ms", "device", "table", "table_hash",
+                                                  "table_kind", "strategy", "seed", "score", "score_name",
+                                                  "accuracy_driven") if k in src.run_info} or None,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "slimformer_version": __version__,
     }

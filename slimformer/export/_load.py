@@ -96,6 +96,10 @@ def resolve_source(src: str | Path, *, supernet: str | Path | None = None, weigh
     an arch JSON or preset with ``supernet`` or ``weights``, or (``random_init``) random weights."""
     cfg, info, run_dir = _arch_of(src)
     origin: dict[str, Any] = {"arch": str(src)}
+    recorded = info.get("supernet") if isinstance(info.get("supernet"), str) else None
+    if supernet is None and weights is None and recorded and Path(recorded).is_file() and not (
+            run_dir is not None and (run_dir / "subnet.pt").is_file()):
+        supernet = recorded  # the checkpoint the search used, as arch.json records it
     meta: dict[str, Any] = {}
     if supernet is not None:
         ck = load_supernet(supernet)

@@ -150,3 +150,22 @@ def test_card_predicts_with_tables_whose_space_matches(search_run, tiny_lut_dir,
     assert pred["tiny-test"]["ms"] == pytest.approx(0.5 + 0.01 * len(arch_ops(src.model.arch)), abs=1e-3)
     assert pred["tiny-test"]["device"] == "test-device"
     assert "iphone-lut" not in pred  # the shipped tables are for the default space
+
+
+def test_run_recorded_supernet_and_search_accuracy(search_run, tmp_path):
+    """A search run dir without subnet.pt: the supernet recorded in arch.json is used, and an
+    accuracy-driven search's score lands in the card as its accuracy."""
+    info = json.loads((search_run / "arch.json").read_text())
+    info.update(supernet=str(search_run / "supernet.pt"), accuracy_driven=True, score=0.37,
+                score_name="top-1 accuracy (inherited weights, BN recalibrated)")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "arch.json").write_text(json.dumps(info))
+    src = resolve_source(run)
+    assert src.origin["supernet"].endswith("supernet.pt")
+    card = export_model(src, tmp_path / "o", formats=("onnx",), measure=False)
+    assert card["accuracy"]["top1"] == 0.37 and card["accuracy"]["source"] == "arch.json:score"
+    assert card["search"]["accuracy_driven"] is True
+    info["accuracy_driven"] = False
+    (run / "arch.json").write_text(json.dumps(info))
+    assert export_model(resolve_source(run), tmp_path / "p", formats=("onnx",), measure=False)["accuracy"] is None
