@@ -55,7 +55,8 @@ def _search(args) -> int:
                fast=args.fast, sampler=args.sampler, mode=args.objectives, trials=args.trials, proxy=args.proxy,
                data=args.data, batch_size=args.batch_size, recal_batches=args.recal_batches,
                val_batches=args.val_batches, seed=args.seed, storage=args.storage, study_name=args.study_name,
-               resume=args.resume, out=args.out, runs_root=args.runs_root, progress=not args.no_progress and sys.stderr.isatty())
+               resume=args.resume, out=args.out, runs_root=args.runs_root,
+               progress=not args.no_progress and sys.stderr.isatty())
     if args.json:
         print(json.dumps(r.arch_json(), indent=2))
         return 0

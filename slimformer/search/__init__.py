@@ -1,8 +1,13 @@
 """Search under a latency budget: latency-driven slimming (EfficientFormer) or optuna (TPE / NSGA-II).
 
-``search(budget_ms=1.6, table="iphone-lut")`` returns a :class:`SearchResult`; with ``out=`` it also
-writes a run directory (``arch.json``, trace, plots, per-op breakdown, ``report.md``/``report.html`` and,
-with a supernet, ``subnet.pt``).
+``search(budget_ms=1.6, table="iphone-lut")`` returns a :class:`SearchResult`; with ``out=`` (or
+``runs_root=``) it also writes a run directory (``arch.json``, trace, plots, per-op breakdown,
+``report.md``/``report.html`` and, with a supernet, ``subnet.pt``).
+
+Optuna studies default to SQLite in the run directory. Several workers may share one study: give them
+the same ``--storage`` URL and ``--study-name`` with ``--resume``. On one machine a SQLite URL works
+(``sqlite:////abs/path/study.db``); across machines use a database server, e.g.
+``--storage postgresql://user:pass@host/slimformer`` (needs a PostgreSQL driver such as psycopg2).
 """
 from __future__ import annotations
 
@@ -11,8 +16,8 @@ from ._api import STRATEGIES, CachedPredictor, resolve_table, search
 from ._optuna import MODES, SAMPLERS, config_from_params, params_of, run_study
 from ._report import format_table, predicted_text, summary_rows, write_run
 from ._result import SearchResult, typical_error
-from ._scorers import (PROXIES, AlphaImportance, MacsProxy, ParamsProxy, Scorer, SupernetAccuracy,
-                       block_importance, get_proxy, top1)
+from ._scorers import PROXIES, AlphaImportance, MacsProxy, ParamsProxy, Scorer, SupernetAccuracy
+from ._scorers import block_importance, get_proxy, top1
 from ._slim import slim
 
 __all__ = [

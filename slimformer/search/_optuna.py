@@ -11,7 +11,8 @@ default): several processes may share one storage URL and ``resume`` continues a
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import optuna
 from optuna.study import MaxTrialsCallback

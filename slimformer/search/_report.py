@@ -130,8 +130,8 @@ def _report_md(r: SearchResult, plots: dict[str, bytes]) -> str:
 def _report_html(md: str, plots: dict[str, bytes]) -> str:
     """A self-contained HTML page: the markdown as simple HTML, images inlined as base64."""
     out, in_table = ["<!doctype html><meta charset='utf-8'><title>slimformer search</title>",
-                     "<style>body{font-family:sans-serif;max-width:900px;margin:auto}td,th{border:1px solid #ccc;"
-                     "padding:2px 6px}table{border-collapse:collapse}code{font-size:90%}</style>"], False
+                     ("<style>body{font-family:sans-serif;max-width:900px;margin:auto}td,th{border:1px solid #ccc;"
+                     "padding:2px 6px}table{border-collapse:collapse}code{font-size:90%}</style>")], False
     for line in md.splitlines():
         if line.startswith("|"):
             cells = [c.strip() for c in line.strip("|").split("|")]

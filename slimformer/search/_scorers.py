@@ -19,7 +19,7 @@ output prints next to the number, so a reader always knows what was optimised.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 

@@ -11,7 +11,7 @@ larger MLP ratio) with the largest gain per millisecond that still fits, until n
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .._errors import SlimformerError
 from ..supernet import ArchConfig, SearchSpace

@@ -1,6 +1,7 @@
 """Optuna strategy: constraint met, Pareto mode, resume, two processes on one SQLite study."""
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def test_pareto_mode_reports_the_front(tmp_path, tiny_table):
     front = json.loads((tmp_path / "r" / "pareto.json").read_text())
     assert front and r.pareto == front
     # a Pareto front: sorted by latency, the score strictly increases
-    assert all(a["predicted_ms"] <= c["predicted_ms"] and a["score"] < c["score"] for a, c in zip(front, front[1:]))
+    assert all(a["predicted_ms"] <= c["predicted_ms"] and a["score"] < c["score"] for a, c in itertools.pairwise(front))
     assert r.predicted_ms <= b
 
 

@@ -6,8 +6,17 @@ import json
 import pytest
 import torch
 
-from slimformer.search import (AlphaImportance, CachedPredictor, MacsProxy, all_grows, all_shrinks,
-                               block_importance, importance_shrinks, search, slim)
+from slimformer.search import (
+    AlphaImportance,
+    CachedPredictor,
+    MacsProxy,
+    all_grows,
+    all_shrinks,
+    block_importance,
+    importance_shrinks,
+    search,
+    slim,
+)
 from slimformer.supernet import arch_key, load_supernet, mb3d
 
 from .conftest import budgets
@@ -67,7 +76,7 @@ def test_fast_slim_uses_alpha_and_is_deterministic(tmp_path, tiny_table, tiny_ck
     b = budgets(tiny_table)[1]
     r1 = search(budget_ms=b, table=tiny_table, supernet=tiny_ckpt, fast=True, loaders=tiny_loaders,
                 out=tmp_path / "a")
-    r2 = search(budget_ms=b, table=tiny_table, supernet=tiny_ckpt, fast=True, loaders=tiny_loaders,
+    search(budget_ms=b, table=tiny_table, supernet=tiny_ckpt, fast=True, loaders=tiny_loaders,
                 out=tmp_path / "b")
     assert r1.strategy == "slim" and r1.predicted_ms <= b and not r1.accuracy_driven
     assert "alpha" in r1.score_name
