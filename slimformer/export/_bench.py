@@ -52,7 +52,7 @@ def _macs_of(model: torch.nn.Module, img_size: int) -> int | None:
         with FlopCounterMode(display=False) as fc, torch.no_grad():
             model(torch.randn(1, 3, img_size, img_size))
         return int(fc.get_total_flops() // 2)
-    except Exception:
+    except Exception:  # noqa: BLE001
         return None
 
 
@@ -88,7 +88,7 @@ def resolve_model(spec: str) -> BenchModel:
         cfg = m.arch
         name = cfg.name or (p.resolve().parent.name if p.is_file() else p.resolve().name)
     else:
-        cfg, _, run_dir = _arch_of(spec)
+        cfg = _arch_of(spec)[0]
         m = resolve_source(spec, random_init=True).model
         name = cfg.name or (p.resolve().parent.name if p.name == "arch.json" else p.resolve().name if p.is_dir()
                             else p.stem)

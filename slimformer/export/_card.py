@@ -46,7 +46,7 @@ def predicted_latency(cfg: ArchConfig, *, lut_dir: str | Path | None = None) -> 
     out: dict[str, Any] = {}
     try:
         names = list(list_tables(lut_dir))
-    except Exception:
+    except Exception:  # noqa: BLE001
         return {}
     for item in names:
         if isinstance(item, dict):  # list_tables gives {name, kind, device, backend, path, source}
@@ -59,7 +59,7 @@ def predicted_latency(cfg: ArchConfig, *, lut_dir: str | Path | None = None) -> 
                 continue
             out[table.name] = {"ms": round(float(table.predict(cfg)), 4), "kind": table.kind,
                                "device": table.device, "backend": table.backend, "hash": table.hash}
-        except Exception as e:  # one broken table must not stop an export
+        except Exception as e:  # noqa: BLE001 - one broken table must not stop an export
             out[str(name)] = {"error": f"{type(e).__name__}: {e}"}
     return out
 

@@ -45,7 +45,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, *, img_size: int, in_c
             torch.onnx.export(model.eval(), (x,), buf, input_names=["input"], output_names=["logits"],
                               opset_version=opset, dynamo=False, do_constant_folding=True,
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-        except Exception:  # newer torch without it: the dynamo exporter
+        except Exception:  # noqa: BLE001 - newer torch without it: the dynamo exporter
             buf = io.BytesIO()
             prog = torch.onnx.export(model.eval(), (x,), input_names=["input"], output_names=["logits"],
                                      dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from ..supernet import EfficientFormerNet
 from ..supernet._model import MB3D, MB4D, Attention

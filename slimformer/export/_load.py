@@ -142,7 +142,7 @@ class OnnxModel:
         a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         return torch.from_numpy(self.session.run(None, {self.input_name: a.astype(np.float32)})[0])
 
-    def eval(self) -> "OnnxModel":
+    def eval(self) -> OnnxModel:
         return self
 
 
@@ -187,7 +187,7 @@ def load(path: str | Path, *, fold: bool = False, threads: int = 1):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return torch.jit.load(str(p), map_location="cpu").eval()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             raise SlimformerError(f"{p} is not a readable TorchScript file ({type(e).__name__})") from None
     obj = read_state_dict(p)
     if obj.get("format") == MODEL_FORMAT:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile  # module level: FastAPI reads the
-from fastapi.responses import HTMLResponse, JSONResponse               # string annotations from here
+from fastapi.responses import HTMLResponse, JSONResponse  # string annotations from here
 
 from .._errors import SlimformerError
 from ._card import default_class_names
@@ -35,7 +35,7 @@ class Classifier:
             raise SlimformerError(f"serve needs an ONNX file (slimformer export --format onnx), got {p.name}")
         try:
             self.session = ort_session(p, threads=threads)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             raise SlimformerError(f"{p} is not a loadable ONNX model ({type(e).__name__})") from None
         self.input_name = self.session.get_inputs()[0].name
         card = find_card(p) or {}
@@ -61,7 +61,7 @@ class Classifier:
             img = img.convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise ValueError(f"the upload is not a readable image ({type(e).__name__})") from None
-        scale = int(round(self.img_size / self.crop_pct))
+        scale = round(self.img_size / self.crop_pct)
         w, h = img.size
         if w <= h:
             size = (scale, max(1, round(h * scale / w)))
@@ -119,7 +119,7 @@ def create_app(model_path: str | Path, *, max_bytes: int = MAX_BYTES, threads: i
         return {k: v for k, v in clf.card.items() if k != "class_names"}
 
     @app.post("/predict")
-    async def predict(file: UploadFile | None = File(None)) -> dict:
+    async def predict(file: UploadFile | None = File(None)) -> dict:  # noqa: B008 (FastAPI idiom)
         if file is None:
             raise HTTPException(400, "no file uploaded: send the image as the multipart field 'file'")
         data = await file.read(max_bytes + 1)

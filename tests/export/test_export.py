@@ -54,7 +54,7 @@ def test_subnet_weights_come_from_the_supernet(search_run, exported):
 
 
 def test_model_card_contents(exported, search_run):
-    src, card, out = exported
+    src, _, out = exported
     on_disk = json.loads((out / "card.json").read_text())
     assert on_disk["arch"] == src.model.arch.to_dict()
     assert on_disk["params"] == sum(p.numel() for p in src.model.parameters())

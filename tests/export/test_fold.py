@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 from timm.layers import LayerScale, LayerScale2d
+from torch import nn
 
 from slimformer.export import DeployAttention, fold_bn, is_folded
 from slimformer.supernet import EfficientFormerNet, get_arch
