@@ -19,6 +19,9 @@ def register(sub) -> None:
     p.add_argument("--budget-params", type=float,
                    help="parameter budget for --model: a count, or a fraction of the model's when <= 1")
     p.add_argument("--img-size", type=int, default=None, help="input size for --model (default: the model's)")
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch"),
+                   help="--model with --budget-ms: runtime the model's op latencies are measured with")
+    p.add_argument("--threads", type=int, default=1, help="threads for that measurement (default 1)")
     p.add_argument("--data", default="builtin", help="builtin or an ImageFolder path (default builtin)")
     p.add_argument("--batches", type=int, default=8, help="batches to accumulate importance over (default 8)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -40,17 +43,23 @@ def _prune(args) -> int:
     if args.model:
         if args.supernet or args.arch:
             raise SlimformerError("give either --model or --supernet/--arch, not both")
-        if args.budget_params is None or args.budget_params <= 0:
-            raise SlimformerError("--model needs a positive --budget-params (a count, or a fraction <= 1)")
+        if (args.budget_params is None) == (args.budget_ms is None):
+            raise SlimformerError("--model needs one budget: --budget-params (a count, or a fraction <= 1) "
+                                  "or --budget-ms (on a latency table measured here for its ops)")
+        if (args.budget_params or 0) < 0 or (args.budget_ms is not None and args.budget_ms <= 0):
+            raise SlimformerError("the budget must be positive")
         if args.strategy == "uniform":
             raise SlimformerError("--model supports the milp and greedy strategies")
         from ..pruning._vit_run import prune_timm
 
-        s = prune_timm(model=args.model, weights=args.weights, budget_params=args.budget_params, data=args.data,
+        s = prune_timm(model=args.model, weights=args.weights, budget_params=args.budget_params,
+                       budget_ms=args.budget_ms, backend=args.backend, threads=args.threads, data=args.data,
                        batches=args.batches, batch_size=args.batch_size, img_size=args.img_size,
                        strategy=args.strategy, seed=args.seed, run_root=args.out)
-        print(f"pruned {args.model}: {s['params_before']:,} -> {s['params_after']:,} params "
-              f"(budget {s['params_budget']:,}), importance kept {s['importance_kept']:.1%}")
+        budget = (f"budget {s['params_budget']:,}" if "params_budget" in s else
+                  f"predicted {s['predicted_ms']:.3f} ms <= {s['budget_ms']:g} ms, measured {s['measured_ms']:.3f} ms")
+        print(f"pruned {args.model}: {s['params_before']:,} -> {s['params_after']:,} params ({budget}), "
+              f"importance kept {s['importance_kept']:.1%}")
         print(s["verdict"])
         print(f"run directory: {s['run_dir']}")
         return 0

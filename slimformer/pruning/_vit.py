@@ -145,14 +145,25 @@ def ffn_params(dim: int, m: int) -> int:
     return m * (dim + 1) + m * dim
 
 
-def vit_allocate(model: nn.Module, imp: Importance, *, budget_params: float, strategy: str = "milp",
+def vit_options(H: int, hd: int, hidden: int, steps: int) -> tuple[list[tuple[int, int, int]], list[int]]:
+    """Attention options (heads, Q/K dim, V dim) and FFN widths offered per block."""
+    return (list(itertools.product(range(1, H + 1), _steps(hd, steps), _steps(hd, steps))),
+            _steps(hidden, 2 * steps))
+
+
+def vit_allocate(model: nn.Module, imp: Importance, *, budget_params: float | None = None,
+                 budget_ms: float | None = None, latency=None, strategy: str = "milp",
                  steps: int = 8) -> tuple[list[VitChoice], dict[str, Any]]:
     """Per block (heads, Q/K dim, V dim, FFN width) keeping most importance within ``budget_params``
-    parameters (a count, or a fraction of the model's when <= 1)."""
+    parameters (a count, or a fraction of the model's when <= 1) or within ``budget_ms`` predicted by
+    ``latency`` (a :class:`VitLatency` measured for this model's ops)."""
+    if (budget_params is None) == (budget_ms is None):
+        raise SlimformerError("give exactly one of a parameter budget and a latency budget")
+    if budget_ms is not None and latency is None:
+        raise SlimformerError("a latency budget needs a latency table measured for this model")
     blocks = _check_vit(model)
     n_total = sum(p.numel() for p in model.parameters())
-    budget = budget_params * n_total if budget_params <= 1 else budget_params
-    values, costs, opts, full_cost = [], [], [], 0
+    values, costs, opts, full_cost = [], [], [], 0.0
     for i, b in enumerate(blocks):
         s = imp.blocks[f"b{i}"]
         H, hd, _ = _dims(b.attn)
@@ -160,34 +171,45 @@ def vit_allocate(model: nn.Module, imp: Importance, *, budget_params: float, str
         qk = np.sort(s.qk, axis=1)[:, ::-1].cumsum(1)
         vv = np.sort(s.v, axis=1)[:, ::-1].cumsum(1)
         hord = order(s.head)
-        o, val, cost = [], [], []
-        for h, d, e in itertools.product(range(1, H + 1), _steps(hd, steps), _steps(hd, steps)):
-            o.append((h, d, e))
-            val.append(float(sum(qk[j, d - 1] + vv[j, e - 1] for j in hord[:h])))
-            cost.append(attn_params(dim, h, d, e, bias))
-        opts.append(o), values.append(np.array(val)), costs.append(np.array(cost, float))
+        att_opts, ffn_opts = vit_options(H, hd, hidden, steps if latency is None else latency.steps)
+        val = [float(sum(qk[j, d - 1] + vv[j, e - 1] for j in hord[:h])) for h, d, e in att_opts]
         f = np.sort(s.ffn)[::-1].cumsum()
-        ms = _steps(hidden, 2 * steps)
-        opts.append(ms), values.append(np.array([f[m - 1] for m in ms])), costs.append(
-            np.array([ffn_params(dim, m) for m in ms], float))
-        full_cost += attn_params(dim, H, hd, hd, bias) + ffn_params(dim, hidden)
-    fixed = n_total - full_cost
-    cap = budget - fixed
+        if latency is None:
+            ca = [attn_params(dim, h, d, e, bias) for h, d, e in att_opts]
+            cf = [ffn_params(dim, m) for m in ffn_opts]
+            full_cost += attn_params(dim, H, hd, hd, bias) + ffn_params(dim, hidden)
+        else:
+            ca = [latency.attn_ms[o] for o in att_opts]
+            cf = [latency.ffn_ms[m] for m in ffn_opts]
+        opts += [att_opts, ffn_opts]
+        values += [np.array(val), np.array([f[m - 1] for m in ffn_opts])]
+        costs += [np.array(ca, float), np.array(cf, float)]
+    if latency is None:
+        budget = budget_params * n_total if budget_params <= 1 else budget_params
+        fixed, unit = n_total - full_cost, "parameters"
+    else:
+        budget, fixed, unit = budget_ms, latency.fixed_ms, "ms"
     solver = {"milp": solve_milp, "greedy": solve_greedy}.get(strategy)
     if solver is None:
         raise SlimformerError(f"unknown strategy {strategy!r} for a ViT (milp or greedy)")
     floor = fixed + sum(c.min() for c in costs)
     if budget < floor:
-        raise SlimformerError(f"parameter budget {int(budget):,} is infeasible: the smallest pruned model keeps "
-                              f"{int(floor):,} parameters")
-    choice = solver(values, costs, cap)
+        show = (lambda x: f"{int(x):,}") if latency is None else (lambda x: f"{x:.3f}")
+        raise SlimformerError(f"{'parameter' if latency is None else 'latency'} budget {show(budget)} {unit} is "
+                              f"infeasible: the smallest pruned model needs {show(floor)} {unit}")
+    choice = solver(values, costs, budget - fixed)
     out = []
     for i in range(len(blocks)):
         h, d, e = opts[2 * i][choice[2 * i]]
         out.append(VitChoice(h, d, e, opts[2 * i + 1][choice[2 * i + 1]]))
     full_value = sum(float(v.max()) for v in values)
-    info = {"params_before": n_total, "params_budget": int(budget), "params_after": int(fixed + total(choice, costs)),
-            "importance_kept": total(choice, values) / full_value if full_value > 0 else float("nan")}
+    info = {"params_before": n_total, "importance_kept": total(choice, values) / full_value if full_value > 0
+            else float("nan")}
+    if latency is None:
+        info.update(params_budget=int(budget), params_after=int(fixed + total(choice, costs)))
+    else:
+        info.update(budget_ms=budget, predicted_ms=fixed + total(choice, costs),
+                    predicted_full_ms=latency.predict_full(len(blocks)))
     return out, info
 
 

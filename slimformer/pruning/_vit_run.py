@@ -63,9 +63,16 @@ def load_pruned_vit(path: str | Path):
     return model.eval()
 
 
-def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: float, data: Any = "builtin",
-               batches: int = 4, batch_size: int = 16, img_size: int | None = None, strategy: str = "milp",
-               seed: int = 0, run_root: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: float | None = None,
+               budget_ms: float | None = None, backend: str = "onnxruntime", threads: int = 1, steps: int = 8,
+               repeats: int = 15, latency=None,
+               data: Any = "builtin", batches: int = 4, batch_size: int = 16, img_size: int | None = None,
+               strategy: str = "milp", seed: int = 0, run_root: str | Path | None = None,
+               progress: bool = True) -> dict[str, Any]:
+    """Taylor-prune a timm ViT to ``budget_params`` (count or fraction) or ``budget_ms`` (on a latency
+    table measured here for the model's ops with ``backend``, or the given ``latency``); returns the summary."""
+    if (budget_params is None) == (budget_ms is None):
+        raise SlimformerError("give exactly one of --budget-params and --budget-ms")
     torch.manual_seed(seed)
     kwargs = {"img_size": img_size} if img_size else {}
     net = create_vit(model, weights=weights, **kwargs)
@@ -82,13 +89,27 @@ def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: 
     self_labels = classes != getattr(net, "num_classes", None)
     source = _SelfLabels(net, train) if self_labels else train
     imp = vit_importance(net, source, max_batches=batches, progress=progress)
-    choices, info = vit_allocate(net, imp, budget_params=budget_params, strategy=strategy)
+    out = make_run_dir(run_root, "prune-vit")
+    if budget_ms is not None and latency is None:
+        from ._vit_latency import measure_vit_latency
+
+        latency = measure_vit_latency(net, img_size=size, steps=steps, backend=backend, threads=threads,
+                                      repeats=repeats, progress=progress)
+    if latency is not None:
+        atomic_write_json(out / "latency.json", latency.to_dict())
+    choices, info = vit_allocate(net, imp, budget_params=budget_params, budget_ms=budget_ms, latency=latency,
+                                 strategy=strategy, steps=steps)
     pruned = prune_vit(net, imp, choices)
     n_after = sum(p.numel() for p in pruned.parameters())
+    info["params_after"] = n_after
     x = torch.zeros(1, 3, size, size)
     with torch.no_grad():
         pruned(x)  # it runs
-    out = make_run_dir(run_root, "prune-vit")
+    if latency is not None:
+        from ._vit_latency import measure_model_ms
+
+        info["measured_ms"] = measure_model_ms(pruned, img_size=size, backend=backend, threads=threads,
+                                              repeats=repeats)
     rows = vit_rows(pruned, choices)
     verdict = pattern_verdict(rows)
     atomic_write_json(out / "importance.json", imp.to_dict())
@@ -104,9 +125,14 @@ def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: 
         f"- weights: {weights or 'random init (no --weights given)'}",
         f"- importance: {imp.batches} batches of {size} px {data if isinstance(data, str) else 'data'}, targets "
         f"{'the model own predictions (classes differ)' if self_labels else 'the labels'}",
-        f"- parameters: {info['params_before']:,} -> {n_after:,} (budget {info['params_budget']:,}), "
-        f"importance kept {info['importance_kept']:.1%} ({strategy})", "",
+        f"- parameters: {info['params_before']:,} -> {n_after:,}"
+        + (f" (budget {info['params_budget']:,})" if "params_budget" in info else ""),
+        f"- importance kept {info['importance_kept']:.1%} ({strategy})",
+        *([f"- latency ({backend}, {threads} thread(s)): predicted {info['predicted_ms']:.3f} ms "
+           f"(full model predicted {info['predicted_full_ms']:.3f} ms, measured "
+           f"{latency.full.get('whole_ms', float('nan')):.3f} ms), "
+           f"budget {budget_ms:g} ms; pruned model measured {info['measured_ms']:.3f} ms"] if latency else []),
+        "",
         "![channels](channels.png)", "", rows_markdown(rows), "", "## Pattern", "", verdict, ""])
     atomic_write_text(out / "report.md", report)
-    return {"run_dir": str(out), "params_before": info["params_before"], "params_after": n_after,
-            "params_budget": info["params_budget"], "importance_kept": info["importance_kept"], "verdict": verdict}
+    return {"run_dir": str(out), **info, "verdict": verdict}

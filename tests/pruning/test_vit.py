@@ -83,3 +83,32 @@ def test_prune_timm_run_dir_and_reload(tmp_path):
     assert sum(p.numel() for p in model.parameters()) == s["params_after"]
     with torch.no_grad():
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 1000)
+
+
+def test_deit_latency_budget(deit, tmp_path):
+    from types import SimpleNamespace
+
+    from slimformer.pruning._vit import attn_params, ffn_params, vit_options
+    from slimformer.pruning._vit_latency import VitLatency, measure_vit_latency
+    from slimformer.pruning._vit_run import prune_timm
+
+    model, _ = deit
+    # the measured table has every option (timings on a shared machine are noisy: only the shape is checked)
+    lat = measure_vit_latency(model, img_size=32, steps=2, backend="torch", repeats=3, progress=False)
+    assert len(lat.attn_ms) == 3 * 2 * 2 and len(lat.ffn_ms) == 4 and lat.fixed_ms >= 0
+    assert all(v > 0 for v in lat.attn_ms.values()) and VitLatency.from_dict(lat.to_dict()) == lat
+    # a deterministic table (cost ~ parameters) checks the budget logic
+    att, ffn = vit_options(3, 64, 768, 2)
+    fake = VitLatency(2, {o: 1e-5 * attn_params(192, *o, True) for o in att},
+                      {m: 1e-5 * ffn_params(192, m) for m in ffn}, 0.7, {"heads": 3, "head_dim": 64, "hidden": 768})
+    g = torch.Generator().manual_seed(2)
+    data = SimpleNamespace(train=[(torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 10, (2,), generator=g))],
+                           num_classes=10)
+    kw = dict(model="timm:deit_tiny_patch16_224", data=data, batches=1, img_size=32, run_root=tmp_path,
+              progress=False, backend="torch", steps=2, repeats=3, latency=fake)
+    with pytest.raises(SlimformerError, match="latency budget 0.001 ms is infeasible"):
+        prune_timm(budget_ms=0.001, **kw)
+    full = fake.predict_full(12)
+    s = prune_timm(budget_ms=0.6 * full, **kw)
+    assert s["predicted_ms"] <= 0.6 * full and s["params_after"] < 0.7 * s["params_before"]
+    assert s["measured_ms"] > 0
