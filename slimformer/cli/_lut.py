@@ -1,10 +1,135 @@
 """CLI for latency tables: ``slimformer lut build|validate|list|show|profile`` (+ bundle/import)."""
 from __future__ import annotations
 
+import argparse
+import json
+import time
+
 from . import _lut_remote
 
 
 def register(sub) -> None:
     p = sub.add_parser("lut", help="build, inspect and validate per-device latency lookup tables")
     lut_sub = p.add_subparsers(dest="lut_command", metavar="ACTION", required=True)
+
+    b = lut_sub.add_parser("build", help="measure every op of a search space on this machine")
+    b.add_argument("--device", required=True, help="table name (e.g. cpu-ort) or path NAME.json to write")
+    b.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime")
+    b.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--space", default="default", help="space name (default, tiny) or JSON file")
+    b.add_argument("--lut-dir", default=None, help="user table folder (default ~/.cache/slimformer/luts)")
+    b.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue an interrupted build (default) or start over")
+    b.add_argument("--calibration", type=int, default=8, help="whole subnets measured to fit the correction")
+    b.add_argument("--repeats", type=int, default=15, help="timed runs per op (at least)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_build)
+
+    v = lut_sub.add_parser("validate", help="measure random subnets end to end and compare with the table")
+    v.add_argument("--device", required=True, help="table name or path (built on this machine)")
+    v.add_argument("--samples", type=int, default=100)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--lut-dir", default=None)
+    v.add_argument("--out", default=None, help="runs folder (default runs/)")
+    v.add_argument("--run-dir", default=None, help="resume or reuse this run directory")
+    v.add_argument("--quiet", action="store_true")
+    v.set_defaults(func=_validate)
+
+    ls = lut_sub.add_parser("list", help="shipped and user tables")
+    ls.add_argument("--lut-dir", default=None)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=_list)
+
+    s = lut_sub.add_parser("show", help="metadata, error figures and a per-op-kind breakdown")
+    s.add_argument("name", help="table name or path")
+    s.add_argument("--arch", default="l1", help="preset or arch JSON to break down (default l1; 'none' to skip)")
+    s.add_argument("--lut-dir", default=None)
+    s.set_defaults(func=_show)
+
+    pr = lut_sub.add_parser("profile", help="bar chart PNG of latency by op kind and by stage")
+    pr.add_argument("name", help="table name or path")
+    pr.add_argument("--arch", default="l1", help="preset or arch JSON (default l1)")
+    pr.add_argument("--lut-dir", default=None)
+    pr.add_argument("--out", default=None, help="runs folder (default runs/)")
+    pr.set_defaults(func=_profile)
+
     _lut_remote.register(lut_sub)
+
+
+def _build(args) -> int:
+    from ..latency_lut import build_table
+    from ..latency_lut._registry import build_target
+
+    name, folder = build_target(args.device, args.lut_dir)
+    t0 = time.monotonic()
+    t = build_table(name=name, backend=args.backend, threads=args.threads, batch=args.batch, space=args.space,
+                    lut_dir=folder, resume=args.resume, progress=not args.quiet, calibration=args.calibration,
+                    repeats=args.repeats)
+    print(f"built latency table {t.name!r}: {len(t.entries)} ops of space {t.space.name!r} in "
+          f"{time.monotonic() - t0:.0f} s ({t.backend}, {t.threads} thread(s), batch {t.batch}), "
+          f"overhead {t.overhead_ms:.4f} ms/call")
+    if t.error:
+        from ..latency_lut._validate import format_figures
+
+        print(f"  calibration ({t.error['samples']} subnets), without correction: "
+              f"{format_figures(t.error['uncorrected'])}")
+        print(f"  with correction x{t.correction['scale']:.4f} {t.correction['offset_ms']:+.3f} ms: "
+              f"{format_figures(t.error['corrected'])}")
+    print(f"wrote {t.path}")
+    return 0
+
+
+def _validate(args) -> int:
+    from ..latency_lut import get_table
+    from ..latency_lut._validate import format_figures, validate_table
+
+    t = get_table(args.device, lut_dir=args.lut_dir)
+    r = validate_table(t, samples=args.samples, seed=args.seed, run_dir=args.run_dir, runs_root=args.out,
+                       progress=not args.quiet)
+    print(f"{t.name}: {r['samples']} random subnets measured end to end ({t.backend}, {t.threads} thread(s))")
+    print(f"  without correction: {format_figures(r['uncorrected'])}")
+    if r["corrected"]:
+        print(f"  with correction   : {format_figures(r['corrected'])}")
+    print(f"wrote {r['run_dir']} (validate.json, scatter.png, report.md)")
+    return 0
+
+
+def _list(args) -> int:
+    from ..latency_lut import list_tables
+
+    rows = list_tables(args.lut_dir)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no latency tables (build one with `slimformer lut build --device cpu-ort`)")
+    for r in rows:
+        print(f"{r['name']:20s} {str(r['kind']):9s} {r['source']:7s} {r['entries']:5d} ops  {r['device']}  "
+              f"[{r['backend']}]  {r['path']}")
+    return 0
+
+
+def _show(args) -> int:
+    from ..latency_lut import get_table
+    from ..latency_lut._report import describe
+    from ..supernet import get_arch
+
+    t = get_table(args.name, lut_dir=args.lut_dir)
+    cfg = None if str(args.arch).lower() == "none" else get_arch(args.arch)
+    print(describe(t, cfg))
+    return 0
+
+
+def _profile(args) -> int:
+    from ..latency_lut import get_table
+    from ..latency_lut._report import profile
+    from ..supernet import get_arch
+
+    t = get_table(args.name, lut_dir=args.lut_dir)
+    r = profile(t, get_arch(args.arch), runs_root=args.out)
+    top = sorted(r["by_kind_ms"].items(), key=lambda kv: -kv[1])[:3]
+    print(f"{args.arch} on {t.name} ({t.kind}): predicted {r['predicted_ms']:.3f} ms; largest: "
+          + ", ".join(f"{k} {v:.2f} ms" for k, v in top))
+    print(f"wrote {r['png']}")
+    return 0

@@ -109,28 +109,35 @@ def parse_key(key: str) -> tuple[str, dict[str, int]]:
 # --------------------------------------------------------------------------- whole networks
 def arch_ops(cfg: ArchConfig) -> list[str]:
     """The op keys ``cfg`` runs, in network order (mirrors ``EfficientFormerNet``'s module tree)."""
-    ops = [stem_key(cfg.img_size, cfg.in_chans, cfg.stem_width, cfg.stages[0].width)]
+    return [k for _, k in arch_ops_by_stage(cfg)]
+
+
+def arch_ops_by_stage(cfg: ArchConfig) -> list[tuple[str, str]]:
+    """``(part, key)`` in network order; part is ``stem``, ``stage1``..``stage4`` (a downsample belongs to
+    the stage it starts) or ``head``."""
+    ops = [("stem", stem_key(cfg.img_size, cfg.in_chans, cfg.stem_width, cfg.stages[0].width))]
     tokens = False
     last = len(cfg.stages) - 1
     for si, st in enumerate(cfg.stages):
         res, w = cfg.resolution(si), st.width
         t = res * res
+        part = f"stage{si + 1}"
         flat = False
         if si > 0:
-            ops.append(ds_key(res * 2, cfg.stages[si - 1].width, w, tokens))
+            ops.append((part, ds_key(res * 2, cfg.stages[si - 1].width, w, tokens)))
             if tokens:
-                ops.append(flat_key(t, w))
+                ops.append((part, flat_key(t, w)))
                 flat = True
         for b in st.blocks:
             if b.kind == "mb3d" and not flat:
-                ops.append(flat_key(t, w))
+                ops.append((part, flat_key(t, w)))
                 flat = True
-            ops.extend(block_keys(b, res=res, width=w))
+            ops.extend((part, k) for k in block_keys(b, res=res, width=w))
         if si == last and not flat:
-            ops.append(flat_key(t, w))
+            ops.append((part, flat_key(t, w)))
             flat = True
         tokens = flat
-    ops.append(head_key(cfg.tokens(last), cfg.num_features, cfg.num_classes, cfg.distillation))
+    ops.append(("head", head_key(cfg.tokens(last), cfg.num_features, cfg.num_classes, cfg.distillation)))
     return ops
 
 

@@ -93,3 +93,14 @@ def list_tables(lut_dir: str | Path | None = None) -> list[dict[str, Any]]:
                         "backend": d.get("backend"), "entries": len(d.get("entries") or {}),
                         "space": (d.get("space") or {}).get("name"), "path": str(p), "source": source})
     return out
+
+
+def build_target(device: str, lut_dir: str | Path | None = None) -> tuple[str, Path]:
+    """``(name, folder)`` a build of ``--device`` writes to: a name goes to the user folder, a path
+    (``.../NAME.json``) to its own folder."""
+    if _looks_like_path(device):
+        p = Path(device)
+        if p.suffix != ".json":
+            raise SlimformerError(f"a table path must end in .json, got {device!r}")
+        return check_name(p.stem), p.parent
+    return check_name(device), user_lut_dir(lut_dir)

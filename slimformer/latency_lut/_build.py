@@ -1,0 +1,165 @@
+"""``build_table``: measure every op of a space on this machine, resumably, and fit the composition correction.
+
+An unfinished build keeps ``<lut_dir>/<name>.partial.json`` (its settings and per-call overhead, written
+atomically) and ``<name>.partial.jsonl`` (one line per measured op or calibration subnet, appended and
+flushed as each is measured), so a killed build resumes where it stopped and loses at most the entry in
+flight (a torn last line is ignored). At the end it measures a handful of whole random subnets end to end, fits
+``measured ~ scale * predicted + offset`` on them (scipy, relative residuals) and writes the finished
+table to ``<lut_dir>/<name>.json``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+from .._errors import SlimformerError
+from .._io import atomic_write_json, read_json
+from ..supernet import ArchConfig, SearchSpace, get_space
+from ._fidelity import fidelity, fit_correction, measure_arch
+from ._keys import space_ops
+from ._measure import BACKENDS, cpu_model, measure_module, measure_overhead, runtime_versions
+from ._ops import build_op
+from ._registry import check_name, partial_path, table_path
+from ._table import SCHEMA, LatencyTable
+
+CALIBRATION_SEED = 1_000_003  # calibration subnets come from their own stream, apart from validation's
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="op", disable=not enabled, dynamic_ncols=True,
+                smoothing=0.05)
+
+
+def calibration_configs(space: SearchSpace, n: int, seed: int = CALIBRATION_SEED) -> list[ArchConfig]:
+    """``n`` subnets for the composition fit: the smallest, then random ones (own seed stream)."""
+    rng = random.Random(seed)
+    cfgs = [space.smallest()] if n > 0 else []
+    while len(cfgs) < n:
+        cfgs.append(space.sample(rng))
+    return cfgs
+
+
+def _settings(name, backend, threads, batch, space: SearchSpace) -> dict[str, Any]:
+    return {"name": name, "backend": backend, "threads": threads, "batch": batch, "space_hash": space.hash}
+
+
+def journal_path(ppath: Path) -> Path:
+    return ppath.with_suffix(".jsonl")
+
+
+def _load_partial(path: Path, want: dict[str, Any]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        d = read_json(path, "unfinished table build")
+    except SlimformerError:
+        return None  # an unreadable partial file cannot be resumed; start over
+    if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+        return None
+    got = {k: d.get(k) for k in want}
+    if got != want:
+        diff = ", ".join(f"{k} {got[k]!r} (now {want[k]!r})" for k in want if got[k] != want[k])
+        raise SlimformerError(f"an unfinished build of {want['name']!r} with other settings exists ({diff}); "
+                              f"pass --no-resume to start it over")
+    d["entries"], d["calibration"] = {}, []
+    jpath = journal_path(path)
+    if jpath.is_file():
+        for line in jpath.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # the line being written when the build was killed
+            if "key" in rec:
+                d["entries"][rec["key"]] = rec["entry"]
+            elif "calibration" in rec:
+                d["calibration"].append(rec["calibration"])
+    return d
+
+
+def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, batch: int = 1,
+                space: str | SearchSpace = "default", lut_dir: str | Path | None = None, resume: bool = True,
+                progress: bool = True, calibration: int = 8, repeats: int = 15, min_time_s: float = 0.02,
+                noise: float = 0.1, retries: int = 2,
+                on_entry: Callable[[str, dict], None] | None = None) -> LatencyTable:
+    """Measure every op of ``space`` with ``backend`` and write the table ``name`` into the user folder.
+
+    ``on_entry(key, entry)`` is called after each op is measured (progress hooks, tests)."""
+    check_name(name)
+    if backend not in BACKENDS:
+        raise SlimformerError(f"unknown backend {backend!r}: choose {' or '.join(BACKENDS)}")
+    if threads < 1 or batch < 1:
+        raise SlimformerError("--threads and --batch must be at least 1")
+    sp = space if isinstance(space, SearchSpace) else get_space(space)
+    keys = space_ops(sp)
+    settings = _settings(name, backend, threads, batch, sp)
+    ppath = partial_path(name, lut_dir)
+    state = _load_partial(ppath, settings) if resume else None
+    jpath = journal_path(ppath)
+    if state is None:
+        ppath.unlink(missing_ok=True)
+        jpath.unlink(missing_ok=True)
+        state = {"schema": SCHEMA, "complete": False, **settings, "space": sp.to_dict(),
+                 "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "overhead": None}
+        atomic_write_json(ppath, state)
+        state.update(entries={}, calibration=[])
+    mkw = {"backend": backend, "threads": threads, "batch": batch}
+    tkw = {"repeats": repeats, "min_time_s": min_time_s, "noise": noise, "retries": retries}
+    entries: dict[str, dict] = state["entries"]
+    todo = [k for k in keys if k not in entries]
+    cal_cfgs = calibration_configs(sp, calibration)
+    bar = _progress(len(keys) + len(cal_cfgs), len(keys) - len(todo) + len(state["calibration"]),
+                    f"lut {name}", progress)
+    with bar, open(jpath, "a", encoding="utf-8") as journal:
+        def record(rec: dict) -> None:
+            journal.write(json.dumps(rec) + "\n")
+            journal.flush()
+
+        if state["overhead"] is None:
+            state["overhead"] = measure_overhead(**mkw)
+            atomic_write_json(ppath, {k: v for k, v in state.items() if k not in ("entries", "calibration")})
+        overhead = state["overhead"]["median_ms"]
+        for key in todo:
+            bar.set_postfix_str(key, refresh=False)
+            module, example = build_op(key)
+            r = measure_module(module, example, **mkw, **tkw)
+            entries[key] = {"median_ms": max(r["median_ms"] - overhead, 0.0), "spread_ms": r["spread_ms"],
+                            "count": r["count"], "raw_ms": r["median_ms"], "attempts": r["attempts"]}
+            record({"key": key, "entry": entries[key]})
+            if on_entry is not None:
+                on_entry(key, entries[key])
+            bar.update(1)
+        for cfg in cal_cfgs[len(state["calibration"]):]:
+            bar.set_postfix_str(f"subnet {cfg.summary()}", refresh=False)
+            r = measure_arch(cfg, **mkw, **tkw)
+            state["calibration"].append({"arch": cfg.to_dict(), **r})
+            record({"calibration": state["calibration"][-1]})
+            bar.update(1)
+    table = _finish(state, sp, name, backend, threads, batch)
+    table.save(table_path(name, lut_dir))
+    ppath.unlink(missing_ok=True)
+    jpath.unlink(missing_ok=True)
+    return table
+
+
+def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int, batch: int) -> LatencyTable:
+    table = LatencyTable(
+        name=name, kind="measured", device=name, backend=backend, space=sp, entries=state["entries"],
+        overhead_ms=state["overhead"]["median_ms"], threads=threads, batch=batch, cpu=cpu_model(),
+        runtime=runtime_versions(backend), date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        meta={"build": {"started": state.get("started"), "overhead": state["overhead"],
+                        "calibration": state["calibration"]}})
+    cal = state["calibration"]
+    if len(cal) >= 3:
+        cfgs = [ArchConfig.from_dict(c["arch"]) for c in cal]
+        measured = [c["median_ms"] for c in cal]
+        predicted = [table.predict(c, corrected=False) for c in cfgs]
+        table.correction = fit_correction(predicted, measured)
+        table.error = {"method": "build-time calibration subnets (in-sample fit)", "samples": len(cal),
+                       "uncorrected": fidelity(predicted, measured),
+                       "corrected": fidelity([table.correct(p) for p in predicted], measured)}
+    return table

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from slimformer._errors import SlimformerError
+from slimformer.latency_lut import LatencyTable, arch_ops, build_table, get_table, space_ops, validate_table
+
+from .conftest import FAST, micro_space
+
+
+def test_built_table_covers_the_space_and_predicts(micro_table):
+    t = micro_table
+    sp = micro_space()
+    assert set(t.entries) == set(space_ops(sp)) and t.kind == "measured" and t.backend == "onnxruntime"
+    assert t.threads == 1 and t.batch == 1 and t.space_hash == sp.hash and t.cpu and t.date
+    assert t.runtime["onnxruntime"] and 0 < t.overhead_ms < 1
+    assert all(e["median_ms"] >= 0 and e["count"] >= 3 for e in t.entries.values())
+    assert t.correction["samples"] == 3 and set(t.error) >= {"uncorrected", "corrected"}
+    assert t.path.name == "micro-ort.json" and not (t.path.parent / "micro-ort.partial.json").exists()
+    cfg = sp.sample(5)
+    raw = sum(t.entries[k]["median_ms"] for k in arch_ops(cfg)) + t.overhead_ms
+    assert t.predict(cfg, corrected=False) == pytest.approx(raw)
+    assert t.predict(cfg) == pytest.approx(t.correction["scale"] * raw + t.correction["offset_ms"])
+    loaded = get_table("micro-ort", lut_dir=t.path.parent)
+    assert loaded.hash == t.hash and loaded.meta["build"]["calibration"]
+
+
+def test_build_resumes_after_an_interruption_and_keeps_what_was_measured(tmp_path):
+    sp = micro_space()
+    seen: list[str] = []
+
+    def boom(key, entry):
+        seen.append(key)
+        if len(seen) == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_table(name="resume", space=sp, lut_dir=tmp_path, progress=False, on_entry=boom, **FAST)
+    assert (tmp_path / "resume.partial.json").is_file() and not (tmp_path / "resume.json").exists()
+    with pytest.raises(SlimformerError, match="did not finish"):
+        get_table("resume", lut_dir=tmp_path)
+    journal = [json.loads(x) for x in (tmp_path / "resume.partial.jsonl").read_text().splitlines()]
+    first = {r["key"]: r["entry"] for r in journal}
+    assert list(first) == seen
+    again: list[str] = []
+    t = build_table(name="resume", space=sp, lut_dir=tmp_path, progress=False,
+                    on_entry=lambda k, e: again.append(k), **FAST)
+    assert len(again) == len(space_ops(sp)) - 7 and not set(again) & set(seen)
+    assert all(t.entries[k] == first[k] for k in seen)
+    assert not (tmp_path / "resume.partial.jsonl").exists()
+
+
+def test_resume_refuses_other_settings_and_no_resume_starts_over(tmp_path):
+    sp = micro_space()
+
+    def stop(key, entry):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, on_entry=stop, **FAST)
+    with pytest.raises(SlimformerError, match="other settings.*--no-resume"):
+        build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, threads=2, **FAST)
+    n = []
+    build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, resume=False,
+                on_entry=lambda k, e: n.append(k), **FAST)
+    assert len(n) == len(space_ops(sp))
+
+
+@pytest.mark.parametrize("kw, msg", [({"backend": "tensorrt"}, "unknown backend"), ({"threads": 0}, "at least 1"),
+                                     ({"name": "no/slash?"}, "invalid table name")])
+def test_build_rejects_bad_options(tmp_path, kw, msg):
+    args = {"name": "ok", "space": micro_space(), "lut_dir": tmp_path, "progress": False, **FAST, **kw}
+    with pytest.raises(SlimformerError, match=msg):
+        build_table(**args)
+
+
+def test_validate_writes_figures_and_a_scatter(micro_table, tmp_path):
+    r = validate_table(micro_table, samples=4, run_dir=tmp_path / "run", progress=False, repeats=3,
+                       min_time_s=0.0)
+    assert r["samples"] == 4 and 0 <= r["uncorrected"]["within_10pct"] <= 1
+    assert r["corrected"]["n"] == 4 and r["uncorrected"]["mape_pct"] >= 0
+    run = tmp_path / "run"
+    assert (run / "scatter.png").stat().st_size > 1000 and (run / "report.md").is_file()
+    assert len(json.loads((run / "validate.json").read_text())["rows"]) == 4
+    assert not (run / "samples.partial.json").exists()
+
+
+def test_validate_refuses_estimated_tables(micro_table):
+    est = LatencyTable.from_entries(micro_table.entries, name="est", kind="estimated", device="phone",
+                                    backend="coreml (estimated)", space=micro_table.space)
+    with pytest.raises(SlimformerError, match="validation measures on this machine"):
+        validate_table(est, samples=3, progress=False)
+
+
+@pytest.mark.slow
+def test_build_resumes_after_the_process_is_killed(tmp_path):
+    space_file = tmp_path / "micro.json"
+    space_file.write_text(json.dumps(micro_space().to_dict()))
+    cmd = [sys.executable, "-m", "slimformer", "lut", "build", "--device", "killed", "--space", str(space_file),
+           "--lut-dir", str(tmp_path), "--repeats", "3", "--calibration", "3", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = tmp_path / "killed.partial.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if journal.is_file() and len(journal.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {}
+    for line in journal.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        before[rec["key"]] = rec["entry"]
+    assert len(before) >= 5 and not (tmp_path / "killed.json").exists()
+    t = build_table(name="killed", space=micro_space(), lut_dir=tmp_path, progress=False, **FAST)
+    assert set(t.entries) == set(space_ops(micro_space()))
+    assert all(t.entries[k] == e for k, e in before.items())  # kept, not measured again

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from slimformer.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_shows_user_and_shipped_tables(capsys, micro_table):
+    code, out, _ = run(capsys, "lut", "list", "--lut-dir", str(micro_table.path.parent))
+    assert code == 0 and "micro-ort" in out and "measured" in out
+    code, out, _ = run(capsys, "lut", "list", "--lut-dir", str(micro_table.path.parent), "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["micro-ort"]["source"] == "user" and rows["micro-ort"]["entries"] == len(micro_table.entries)
+
+
+def test_show_prints_metadata_error_and_breakdown(capsys, micro_table, tmp_path):
+    arch = tmp_path / "a.json"
+    arch.write_text(micro_table.space.smallest().to_json())
+    code, out, _ = run(capsys, "lut", "show", str(micro_table.path), "--arch", str(arch))
+    assert code == 0
+    assert "(measured)" in out and "onnxruntime" in out and "correction: x" in out
+    assert "without correction" in out and "MB4D" in out and "predicted" in out
+
+
+def test_profile_writes_a_png(capsys, micro_table, tmp_path):
+    arch = tmp_path / "a.json"
+    arch.write_text(micro_table.space.largest().to_json())
+    code, out, _ = run(capsys, "lut", "profile", str(micro_table.path), "--arch", str(arch),
+                       "--out", str(tmp_path / "runs"))
+    assert code == 0, out
+    png = next((tmp_path / "runs").glob("lut-profile-*/profile.png"))
+    assert png.stat().st_size > 5000
+    prof = json.loads((png.parent / "profile.json").read_text())
+    assert set(prof["by_stage_ms"]) == {"stem", "stage1", "stage2", "stage3", "stage4", "head"}
+
+
+def test_validate_cli(capsys, micro_table, tmp_path):
+    code, out, _ = run(capsys, "lut", "validate", "--device", str(micro_table.path), "--samples", "3",
+                       "--out", str(tmp_path / "runs"), "--quiet")
+    assert code == 0 and "within ±5%" in out and "Kendall tau" in out and "scatter.png" in out
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["lut", "show", "no-such-table"], "unknown latency table 'no-such-table': available:"),
+    (["lut", "show", "cpu-ort"], "slimformer lut build --device cpu-ort"),
+    (["lut", "show", "/nonexistent/t.json"], "not found"),
+    (["lut", "build", "--device", "bad name!"], "invalid table name"),
+    (["lut", "build", "--device", "x", "--threads", "0"], "at least 1"),
+    (["lut", "build", "--device", "x", "--space", "nope"], "unknown search space"),
+    (["lut", "validate", "--device", "iphone-lut", "--samples", "3"], "validation measures on this machine"),
+    (["lut", "show", "iphone-lut", "--arch", "nope"], "unknown architecture"),
+])
+def test_cli_errors_are_one_line(capsys, tmp_path, monkeypatch, argv, msg):
+    monkeypatch.setenv("SLIMFORMER_CACHE", str(tmp_path / "cache"))
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_show_an_estimated_table_says_it_is_an_estimate(capsys):
+    code, out, _ = run(capsys, "lut", "show", "iphone-lut")
+    assert code == 0 and "ESTIMATE" in out and "%" in out
