@@ -15,7 +15,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="iphone-lut",
                    help="latency table name (see `slimformer lut list`) or table JSON file (default: iphone-lut)")
     p.add_argument("--build", action="store_true",
-                   help="build the table first if this machine has none (cpu-ort, cpu-torch)")
+                   help="build the table first if this machine has none (cpu-ort, cpu-torch), for the supernet's "
+                        "space (or the default space)")
     p.add_argument("--lut-dir", default=None, help="folder of user tables (default: the cache folder)")
     p.add_argument("--supernet", default=None, help="trained supernet checkpoint (file or training run dir)")
     p.add_argument("--strategy", choices=("slim", "optuna"), default=None,
@@ -48,10 +49,10 @@ def register(sub) -> None:
 
 
 def _search(args) -> int:
-    from ..search import format_table, resolve_table, search, summary_rows
+    from ..search import format_table, search, summary_rows
 
-    table = resolve_table(args.device, lut_dir=args.lut_dir, build=args.build, progress=not args.no_progress)
-    r = search(budget_ms=args.budget_ms, table=table, supernet=args.supernet, strategy=args.strategy,
+    r = search(budget_ms=args.budget_ms, table=args.device, lut_dir=args.lut_dir, build=args.build,
+               supernet=args.supernet, strategy=args.strategy,
                fast=args.fast, sampler=args.sampler, mode=args.objectives, trials=args.trials, proxy=args.proxy,
                data=args.data, batch_size=args.batch_size, recal_batches=args.recal_batches,
                val_batches=args.val_batches, seed=args.seed, storage=args.storage, study_name=args.study_name,

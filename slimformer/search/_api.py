@@ -28,9 +28,10 @@ TRAIN_HINT = ("train a supernet for an accuracy-driven search: `slimformer train
               "<imagenet-folder> --out runs/` then `slimformer search --supernet runs/<train-run>/best.pt ...`")
 
 
-def resolve_table(table: Any, *, lut_dir=None, build: bool = False, progress: bool = False):
+def resolve_table(table: Any, *, lut_dir=None, build: bool = False, space: Any = "default",
+                  progress: bool = False):
     """A :class:`LatencyTable` from a name or path (``get_table``); ``build=True`` measures a missing
-    ``cpu-*`` table on this machine first (``build_table``)."""
+    ``cpu-*`` table of ``space`` on this machine first (``build_table``, resumable)."""
     if not isinstance(table, (str, Path)):
         return table
     from .. import latency_lut
@@ -42,8 +43,7 @@ def resolve_table(table: Any, *, lut_dir=None, build: bool = False, progress: bo
         if not build or not name.startswith("cpu") or not hasattr(latency_lut, "build_table"):
             raise
     backend = "torch" if "torch" in name else "onnxruntime"
-    latency_lut.build_table(name=name, backend=backend, lut_dir=lut_dir, progress=progress)
-    return latency_lut.get_table(name, lut_dir=lut_dir)
+    return latency_lut.build_table(name=name, backend=backend, space=space, lut_dir=lut_dir, progress=progress)
 
 
 class CachedPredictor:
@@ -67,15 +67,17 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
            batch_size: int = 64, recal_batches: int = 4, val_batches: int = 4, seed: int = 0,
            storage: str | None = None, study_name: str | None = None, resume: bool = False,
            out: str | Path | None = None, runs_root: str | Path | None = None, progress: bool = False,
-           lut_dir=None) -> SearchResult:
+           lut_dir=None, build: bool = False) -> SearchResult:
     """Search the subnet that fits ``budget_ms`` on ``table``'s device.
 
     Writes a run directory to ``out``, or to a new ``runs_root/search-<time>`` (created only once the inputs
-    are known to be valid); neither given: nothing is written and an optuna study stays in memory."""
+    are known to be valid); neither given: nothing is written and an optuna study stays in memory.
+    ``build=True`` first measures a missing ``cpu-*`` table here, for the supernet's space (or the default)."""
     if not budget_ms or budget_ms <= 0:
         raise SlimformerError(f"the latency budget must be a positive number of milliseconds, got {budget_ms}")
-    table = resolve_table(table, lut_dir=lut_dir)
     ck = load_supernet(supernet) if isinstance(supernet, (str, Path)) else supernet
+    table = resolve_table(table, lut_dir=lut_dir, build=build, space=ck.space if ck is not None else "default",
+                          progress=progress)
     if ck is not None and ck.space.hash != table.space_hash:
         raise SlimformerError(f"the supernet was trained on search space {ck.space.name!r} ({ck.space.hash}) but "
                               f"table {table.name!r} covers another space ({table.space_hash}): build a table "

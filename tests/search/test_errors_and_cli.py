@@ -87,3 +87,15 @@ def test_main_job_on_a_fresh_install(capsys, tmp_path):
     # deterministic: the same command again writes the same arch.json
     assert main(["search", "--budget-ms", "1.6", "--device", "iphone-lut", "--out", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "arch.json").read_bytes() == (out / "arch.json").read_bytes()
+
+
+@pytest.mark.slow
+def test_build_a_missing_cpu_table_for_the_supernet_space(tmp_path, tiny_ckpt, tiny_loaders):
+    """`--device cpu-ort --build`: measure the table of the supernet's space here, then search on it."""
+    r = search(budget_ms=50.0, table="cpu-ort-test", lut_dir=tmp_path / "luts", build=True, supernet=tiny_ckpt,
+               fast=True, loaders=tiny_loaders)
+    assert r.table_kind == "measured" and r.table_name == "cpu-ort-test"
+    assert (tmp_path / "luts" / "cpu-ort-test.json").is_file()
+    from slimformer.latency_lut import get_table
+
+    assert get_table("cpu-ort-test", lut_dir=tmp_path / "luts").space_hash == r.space_hash
