@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_speed import cpu_table, trained_tiny_supernet  # noqa: E402
+from search_speed import cpu_table, trained_tiny_supernet
 
 
 def uniform_width(space, table, budget):
@@ -95,7 +95,8 @@ def main() -> None:
     for f in (float(x) for x in args.fractions.split(",")):
         budget = round(lo + f * (hi - lo), 4)
         res = {}
-        kw = dict(budget_ms=budget, table=table, supernet=ck, loaders=fake, val_batches=args.search_batches)
+        kw = {"budget_ms": budget, "table": table, "supernet": ck, "loaders": fake,
+              "val_batches": args.search_batches}
         t0 = time.perf_counter()
         res["slim"] = search(strategy="slim", **kw).arch
         t_slim = time.perf_counter() - t0

@@ -97,7 +97,7 @@ def main() -> None:
     lo, hi = table.predict(ck.space.smallest()), table.predict(ck.space.largest())
     budget = round(lo + 0.5 * (hi - lo), 4)
     print(f"tiny space on table {table.name}: {lo:.3f} .. {hi:.3f} ms, budget {budget} ms")
-    kw = dict(budget_ms=budget, table=table, val_batches=args.val_batches)
+    kw = {"budget_ms": budget, "table": table, "val_batches": args.val_batches}
     if ck.arch_logits:
         t, r = _median_time(lambda: search(supernet=path, fast=True, **kw), args.repeats)
         print(f"--fast slimming (alpha, incl. loading the checkpoint and BN recalibration of the result): "
