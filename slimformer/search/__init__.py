@@ -16,8 +16,17 @@ from ._api import STRATEGIES, CachedPredictor, resolve_table, search
 from ._optuna import MODES, SAMPLERS, config_from_params, params_of, run_study
 from ._report import format_table, predicted_text, summary_rows, write_run
 from ._result import SearchResult, typical_error
-from ._scorers import (PROXIES, AlphaImportance, MacsProxy, ParamsProxy, Scorer, SupernetAccuracy,  # noqa: I001
-                       block_importance, get_proxy, top1)
+from ._scorers import (
+                       PROXIES,
+                       AlphaImportance,
+                       MacsProxy,
+                       ParamsProxy,
+                       Scorer,
+                       SupernetAccuracy,
+                       block_importance,
+                       get_proxy,
+                       top1,
+)
 from ._slim import slim
 
 __all__ = [  # noqa: RUF022 (grouped by topic)
