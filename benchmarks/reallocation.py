@@ -22,8 +22,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from slimformer.latency_lut import LatencyTable, arch_ops, build_op, measure_module, measure_overhead
-from slimformer.pruning import (allocate, block_options, build_problem, expand, reorder_by_importance,
-                                taylor_importance)
+from slimformer.pruning import (
+    allocate,
+    block_options,
+    build_problem,
+    expand,
+    reorder_by_importance,
+    taylor_importance,
+)
 from slimformer.supernet import ArchConfig, SearchSpace, StageConfig, Supernet, mb3d, mb4d, recalibrate_bn
 from slimformer.train._builtin import BuiltinShapes
 

@@ -17,13 +17,13 @@ The same grouping works on a standalone :class:`EfficientFormerNet` in its own (
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..supernet import ArchConfig, EfficientFormerNet, Supernet, arch_key
 from ..supernet._elastic import ElasticMB3D, ElasticMB4D
@@ -48,7 +48,7 @@ class BlockImportance:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BlockImportance":
+    def from_dict(cls, d: dict) -> BlockImportance:
         arr = (lambda k: np.array(d[k], dtype=float) if k in d else None)
         if d["kind"] == "mb3d":
             return cls("mb3d", arr("ffn"), arr("head"), arr("qk"), arr("v"), arr("bias"))

@@ -7,7 +7,7 @@ Both return one option index per group, or raise :class:`Infeasible`.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp

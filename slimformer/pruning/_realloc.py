@@ -153,13 +153,15 @@ class Allocation:
 
 def _uniform(p: Problem, cap: float, space: SearchSpace) -> list[int]:
     """Largest common fraction ``t`` of every choice list (same relative size in every block) that fits."""
+    def pick(xs, t):
+        return xs[round(float(t) * (len(xs) - 1))]
+
     for t in np.linspace(1.0, 0.0, 201):
-        pick = (lambda xs: xs[int(round(t * (len(xs) - 1)))])
         choice = []
         for (si, pos, width), opts in zip(p.where, p.options):
-            r = pick(space.mlp_ratios)
-            want = mb4d(r) if opts[0].kind == "mb4d" else mb3d(pick(space.heads), pick(space.qk_dims),
-                                                              pick(space.v_dims), r)
+            r = pick(space.mlp_ratios, t)
+            want = mb4d(r) if opts[0].kind == "mb4d" else mb3d(pick(space.heads, t), pick(space.qk_dims, t),
+                                                              pick(space.v_dims, t), r)
             if want not in opts:
                 break
             choice.append(opts.index(want))

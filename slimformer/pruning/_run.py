@@ -159,16 +159,16 @@ def _report(s, allocations, errors, rows, verdict, problem) -> str:
     lines = [
         "# Taylor pruning and reallocation", "",
         f"- supernet: `{s['supernet']}`",
-        f"- device table: {s['table_name']} ({s['table_kind']}, hash {str(s['table_hash'])[:12]}), budget "
-        f"{s['budget_ms']:g} ms",
-        f"- searched arch: predicted {s['source_predicted_ms']:.3f} ms, {s['source_params'] / 1e6:.3f} M params, "
-        f"top-1 {fmt(s['top1_source'])}",
-        f"- reallocated ({s['strategy']}): predicted {s['predicted_ms']:.3f} ms, {s['params'] / 1e6:.3f} M params, "
-        f"top-1 {fmt(s['top1_pruned_no_finetune'])} before fine-tuning (BN recalibrated)",
-        f"- importance: first-order Taylor over {s['taylor_batches']} batches on the searched stages with every "
-        f"block at its largest dims (predicted {s['analysed_predicted_ms']:.3f} ms)",
-        f"- latency model: predict = {problem.a:.4g} x (fixed {problem.fixed_ms:.4g} ms + sum of block ms) + "
-        f"{problem.b:.4g} ms",
+        (f"- device table: {s['table_name']} ({s['table_kind']}, hash {str(s['table_hash'])[:12]}), budget "
+         f"{s['budget_ms']:g} ms"),
+        (f"- searched arch: predicted {s['source_predicted_ms']:.3f} ms, {s['source_params'] / 1e6:.3f} M params, "
+         f"top-1 {fmt(s['top1_source'])}"),
+        (f"- reallocated ({s['strategy']}): predicted {s['predicted_ms']:.3f} ms, {s['params'] / 1e6:.3f} M params, "
+         f"top-1 {fmt(s['top1_pruned_no_finetune'])} before fine-tuning (BN recalibrated)"),
+        (f"- importance: first-order Taylor over {s['taylor_batches']} batches on the searched stages with every "
+         f"block at its largest dims (predicted {s['analysed_predicted_ms']:.3f} ms)"),
+        (f"- latency model: predict = {problem.a:.4g} x (fixed {problem.fixed_ms:.4g} ms + sum of block ms) + "
+         f"{problem.b:.4g} ms"),
         "", "## Strategies", "", "| strategy | importance kept | predicted ms |", "|---|---|---|",
     ]
     for k, a in allocations.items():
@@ -180,9 +180,9 @@ def _report(s, allocations, errors, rows, verdict, problem) -> str:
     cfg = problem.cfg
     single = sorted({si + 1 for si, _, b in cfg.iter_blocks() if b.kind == "mb3d" and cfg.tokens(si) == 1})
     if single:
-        lines += [f"Note: attention in stage(s) {', '.join(map(str, single))} sees a single token at "
-                  f"{cfg.img_size} px, where the softmax is constant: Q/K get no gradient and score zero by "
-                  "construction, so the pattern says nothing there.", ""]
+        lines += [(f"Note: attention in stage(s) {', '.join(map(str, single))} sees a single token at "
+                   f"{cfg.img_size} px, where the softmax is constant: Q/K get no gradient and score zero by "
+                   "construction, so the pattern says nothing there."), ""]
     return "\n".join(lines)
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .._errors import SlimformerError
 from ._importance import BlockImportance, Importance, attention_sums, default_loss, ffn_sums
@@ -297,7 +297,7 @@ def create_vit(spec: str, *, weights: str | Path | None = None, **kwargs) -> nn.
             raise SlimformerError(f"weights file not found: {p}")
         try:
             sd = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - torch.load raises many kinds on a junk file
             raise SlimformerError(f"{p} is not a readable weights file ({type(e).__name__})") from None
         for key in ("model", "state_dict", "model_ema"):
             if isinstance(sd, dict) and isinstance(sd.get(key), dict):

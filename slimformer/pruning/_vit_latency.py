@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .._errors import SlimformerError
 from ._vit import PrunedAttention, _check_vit, _dims, vit_options
@@ -42,7 +42,7 @@ class VitLatency:
                 "ffn_ms": {str(m): v for m, v in self.ffn_ms.items()}}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VitLatency":
+    def from_dict(cls, d: dict[str, Any]) -> VitLatency:
         return cls(int(d["steps"]), {tuple(int(x) for x in k.split("-")): float(v) for k, v in d["attn_ms"].items()},
                    {int(k): float(v) for k, v in d["ffn_ms"].items()}, float(d["fixed_ms"]), dict(d.get("full", {})))
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .._errors import SlimformerError
-from .._io import atomic_torch_save, atomic_write_json, atomic_write_text, make_run_dir
+from .._io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, make_run_dir
 from ._importance import BlockImportance, Importance
 from ._report import channel_plot, pattern_verdict, rows_csv, rows_markdown
 from ._vit import VitChoice, create_vit, prune_vit, vit_allocate, vit_importance
@@ -117,21 +117,19 @@ def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: 
     atomic_torch_save(out / "pruned.pt", {"model": model, "model_kwargs": kwargs,
                                           "choices": [asdict(c) for c in choices], "state_dict": pruned.state_dict()})
     atomic_write_text(out / "channels.csv", rows_csv(rows))
-    from .._io import atomic_write_bytes
-
     atomic_write_bytes(out / "channels.png", channel_plot(rows, f"{model}: {n_after / 1e6:.2f} M params"))
     report = "\n".join([
         f"# Taylor pruning of {model}", "",
         f"- weights: {weights or 'random init (no --weights given)'}",
-        f"- importance: {imp.batches} batches of {size} px {data if isinstance(data, str) else 'data'}, targets "
-        f"{'the model own predictions (classes differ)' if self_labels else 'the labels'}",
+        (f"- importance: {imp.batches} batches of {size} px {data if isinstance(data, str) else 'data'}, targets "
+         f"{'the model own predictions (classes differ)' if self_labels else 'the labels'}"),
         f"- parameters: {info['params_before']:,} -> {n_after:,}"
         + (f" (budget {info['params_budget']:,})" if "params_budget" in info else ""),
         f"- importance kept {info['importance_kept']:.1%} ({strategy})",
-        *([f"- latency ({backend}, {threads} thread(s)): predicted {info['predicted_ms']:.3f} ms "
-           f"(full model predicted {info['predicted_full_ms']:.3f} ms, measured "
-           f"{latency.full.get('whole_ms', float('nan')):.3f} ms), "
-           f"budget {budget_ms:g} ms; pruned model measured {info['measured_ms']:.3f} ms"] if latency else []),
+        *([(f"- latency ({backend}, {threads} thread(s)): predicted {info['predicted_ms']:.3f} ms "
+            f"(full model predicted {info['predicted_full_ms']:.3f} ms, measured "
+            f"{latency.full.get('whole_ms', float('nan')):.3f} ms), "
+            f"budget {budget_ms:g} ms; pruned model measured {info['measured_ms']:.3f} ms")] if latency else []),
         "",
         "![channels](channels.png)", "", rows_markdown(rows), "", "## Pattern", "", verdict, ""])
     atomic_write_text(out / "report.md", report)

@@ -39,7 +39,7 @@ def test_taylor_scores_equal_hand_computation(tiny_space):
         out = net(x)
         F.cross_entropy(out, y).backward()
         W, B, P, A = att.qkv.weight, att.qkv.bias, att.proj.weight, att.attention_biases
-        t = lambda p, *i: float((p.detach()[i] * p.grad[i]).double().sum())  # noqa: E731
+        t = lambda p, *i: float((p.detach()[i] * p.grad[i]).double().sum())
         for h in range(H):
             base = h * (2 * D + E)
             hs = t(A, h)

@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from slimformer.pruning import (Infeasible, allocate, build_problem, expand, reorder_by_importance, solve_greedy,
-                                solve_milp, taylor_importance)
+from slimformer.pruning import (
+    Infeasible,
+    allocate,
+    build_problem,
+    expand,
+    reorder_by_importance,
+    solve_greedy,
+    solve_milp,
+    taylor_importance,
+)
 from slimformer.pruning._mckp import total
 from slimformer.supernet import Supernet
 from tests.conftest import randomize_
@@ -67,7 +75,7 @@ def problem_setup():
 
 
 def test_budget_respected_with_affine_correction(problem_setup):
-    space, sn, cfg, table, imp, prob = problem_setup
+    space, _sn, _cfg, table, _imp, prob = problem_setup
     lo, hi = (table.predict(prob.build([int(np.argmin(c)) for c in prob.costs])),
               table.predict(prob.build([int(np.argmax(c)) for c in prob.costs])))
     assert prob.a == pytest.approx(table.a) and prob.b == pytest.approx(table.b)
@@ -88,7 +96,7 @@ def test_budget_respected_with_affine_correction(problem_setup):
 
 
 def test_pruned_model_equals_active_subnet(problem_setup):
-    space, sn, cfg, table, imp, prob = problem_setup
+    space, sn, cfg, table, _imp, prob = problem_setup
     budget = table.predict(prob.build([int(np.argmax(c)) for c in prob.costs])) * 0.8
     alloc = allocate(prob, table, budget)
     net = sn.extract_subnet(alloc.cfg).eval()

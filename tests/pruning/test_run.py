@@ -17,7 +17,7 @@ from tests.pruning.test_importance import _batches, _tiny_cfg
 def tiny_table(space, *, name="tiny-fake"):
     entries = {}
     for k in space_ops(space):
-        kind, p = parse_key(k)
+        _kind, p = parse_key(k)
         size = 1.0
         for v in p.values():
             size *= max(v, 1)
@@ -99,14 +99,14 @@ def test_prune_supernet_run_dir(setup, monkeypatch):
 
 
 def test_infeasible_budget_is_one_clear_error(setup):
-    d, space, ck, cfg, table, loaders = setup
+    d, _space, ck, _cfg, table, loaders = setup
     with pytest.raises(Infeasible, match=r"budget 0\.001 ms is infeasible: the smallest"):
         prune_supernet(supernet=ck, arch=d / "arch.json", device=table, budget_ms=0.001, data=loaders, batches=1,
                        eval_batches=0, run_root=d / "runs", progress=False)
 
 
 def test_cli_mismatched_inputs(setup, capsys):
-    d, space, ck, cfg, table, loaders = setup
+    d, _space, ck, _cfg, _table, _loaders = setup
     other = get_space("default")
     tiny_table(other, name="other").save(d / "other.json")
     rc = main(["prune", "--supernet", str(ck), "--arch", str(d / "arch.json"), "--device", str(d / "other.json"),

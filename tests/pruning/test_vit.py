@@ -104,8 +104,8 @@ def test_deit_latency_budget(deit, tmp_path):
     g = torch.Generator().manual_seed(2)
     data = SimpleNamespace(train=[(torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 10, (2,), generator=g))],
                            num_classes=10)
-    kw = dict(model="timm:deit_tiny_patch16_224", data=data, batches=1, img_size=32, run_root=tmp_path,
-              progress=False, backend="torch", steps=2, repeats=3, latency=fake)
+    kw = {"model": "timm:deit_tiny_patch16_224", "data": data, "batches": 1, "img_size": 32, "run_root": tmp_path,
+              "progress": False, "backend": "torch", "steps": 2, "repeats": 3, "latency": fake}
     with pytest.raises(SlimformerError, match="latency budget 0.001 ms is infeasible"):
         prune_timm(budget_ms=0.001, **kw)
     full = fake.predict_full(12)
