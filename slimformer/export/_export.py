@@ -89,13 +89,19 @@ def torchscript_max_diff(path: str | Path, reference: torch.nn.Module, inputs: l
     return worst
 
 
+def _require_coremltools() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("coremltools") is None:
+        raise SlimformerError("CoreML export needs coremltools: pip install 'slimformer[coreml]' "
+                              "(conversion runs on Linux; running the model needs macOS)")
+
+
 def export_coreml(model: torch.nn.Module, path: str | Path, *, img_size: int, in_chans: int = 3) -> dict:
     """Convert through coremltools (the ``coreml`` extra) and check the spec; predictions need macOS."""
-    try:
-        import coremltools as ct
-    except ImportError:
-        raise SlimformerError("CoreML export needs coremltools: pip install 'slimformer[coreml]' "
-                              "(conversion runs on Linux; running the model needs macOS)") from None
+    _require_coremltools()
+    import coremltools as ct
+
     x = torch.randn(1, in_chans, img_size, img_size)
     with torch.no_grad():
         traced = torch.jit.trace(model.eval(), (x,), check_trace=False)
@@ -123,6 +129,8 @@ def export_model(source: Source | EfficientFormerNet, out_dir: str | Path, *, fo
         raise SlimformerError(f"unknown export format {unknown[0]!r}: choose from {', '.join(FORMATS)}")
     if not formats:
         raise SlimformerError("nothing to export: give at least one --format")
+    if "coreml" in formats:  # say so before spending time on the other formats
+        _require_coremltools()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = src.model.eval()

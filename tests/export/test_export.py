@@ -117,7 +117,8 @@ def test_coreml_is_guarded(search_run, tmp_path):
     except ImportError:
         pass
     with pytest.raises(SlimformerError, match="coremltools"):
-        export_model(resolve_source(search_run), tmp_path, formats=("coreml",), measure=False)
+        export_model(resolve_source(search_run), tmp_path / "c", formats=("onnx", "coreml"), measure=False)
+    assert not (tmp_path / "c").exists()  # refused up front, nothing half-written
 
 
 def test_cli_export_and_errors(search_run, tmp_path, capsys):
