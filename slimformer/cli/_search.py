@@ -40,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--recal-batches", type=int, default=4, help="train batches for BN recalibration")
     p.add_argument("--val-batches", type=int, default=4, help="validation batches per evaluation")
+    p.add_argument("--compute", default="auto", help="where supernet evaluation runs: auto (CUDA if available), "
+                   "cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="run directory (default: a new runs/search-<time>)")
     p.add_argument("--runs-root", default="runs", help="where new run directories go (default runs/)")
@@ -56,7 +58,7 @@ def _search(args) -> int:
                fast=args.fast, sampler=args.sampler, mode=args.objectives, trials=args.trials, proxy=args.proxy,
                data=args.data, batch_size=args.batch_size, recal_batches=args.recal_batches,
                val_batches=args.val_batches, seed=args.seed, storage=args.storage, study_name=args.study_name,
-               resume=args.resume, out=args.out, runs_root=args.runs_root,
+               resume=args.resume, out=args.out, runs_root=args.runs_root, compute=args.compute,
                progress=not args.no_progress and sys.stderr.isatty())
     if args.json:
         print(json.dumps(r.arch_json(), indent=2))

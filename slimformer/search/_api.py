@@ -67,12 +67,13 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
            batch_size: int = 64, recal_batches: int = 4, val_batches: int = 4, seed: int = 0,
            storage: str | None = None, study_name: str | None = None, resume: bool = False,
            out: str | Path | None = None, runs_root: str | Path | None = None, progress: bool = False,
-           lut_dir=None, build: bool = False) -> SearchResult:
+           lut_dir=None, build: bool = False, compute: str = "auto") -> SearchResult:
     """Search the subnet that fits ``budget_ms`` on ``table``'s device.
 
     Writes a run directory to ``out``, or to a new ``runs_root/search-<time>`` (created only once the inputs
     are known to be valid); neither given: nothing is written and an optuna study stays in memory.
-    ``build=True`` first measures a missing ``cpu-*`` table here, for the supernet's space (or the default)."""
+    ``build=True`` first measures a missing ``cpu-*`` table here, for the supernet's space (or the default).
+    ``compute`` is where inherited-weight evaluation runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``."""
     if not budget_ms or budget_ms <= 0:
         raise SlimformerError(f"the latency budget must be a positive number of milliseconds, got {budget_ms}")
     ck = load_supernet(supernet) if isinstance(supernet, (str, Path)) else supernet
@@ -104,6 +105,7 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
         scorer: Scorer = get_proxy(proxy)
         notes.append(f"no supernet: the score is {scorer.name}, NOT accuracy; {TRAIN_HINT}")
     else:
+        ck.model.to(_torch_device(compute))
         recal, val = _batches(ck, data, loaders, batch_size, recal_batches, val_batches, seed, need_val=not fast)
         scorer = AlphaImportance(space, ck.arch_logits) if fast else SupernetAccuracy(ck.model, recal, val)
     options = {"fast": fast} if strategy == "slim" else {"sampler": sampler, "mode": mode, "trials": trials}
@@ -154,7 +156,7 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
         ck.model.set_active(best)
         if recal:
             recalibrate_bn(ck.model, recal)
-        state = {k: v.detach().clone() for k, v in ck.model.extract_subnet(best).eval().state_dict().items()}
+        state = {k: v.detach().cpu().clone() for k, v in ck.model.extract_subnet(best).eval().state_dict().items()}
     result = SearchResult(
         arch=best, predicted_ms=predict(best), budget_ms=float(budget_ms), score=score, score_name=scorer.name,
         accuracy_driven=scorer.accuracy_driven, strategy=strategy, seed=seed, device=device,
@@ -168,6 +170,18 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
 
         write_run(result, Path(out))
     return result
+
+
+def _torch_device(compute: str):
+    import torch
+
+    if compute == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if compute not in ("cpu", "cuda") and not compute.startswith("cuda:"):
+        raise SlimformerError(f"unknown compute device {compute!r}: use auto, cpu or cuda")
+    if compute.startswith("cuda") and not torch.cuda.is_available():
+        raise SlimformerError("--compute cuda was asked for but this machine has no CUDA device")
+    return torch.device(compute)
 
 
 def _batches(ck, data, loaders, batch_size, n_recal, n_val, seed, *, need_val: bool):
