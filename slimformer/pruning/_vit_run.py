@@ -99,6 +99,7 @@ def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: 
         atomic_write_json(out / "latency.json", latency.to_dict())
     choices, info = vit_allocate(net, imp, budget_params=budget_params, budget_ms=budget_ms, latency=latency,
                                  strategy=strategy, steps=steps)
+    rows = vit_rows(net, choices)  # before pruning: shares are of the original heads x head_dim
     pruned = prune_vit(net, imp, choices)
     n_after = sum(p.numel() for p in pruned.parameters())
     info["params_after"] = n_after
@@ -110,8 +111,10 @@ def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: 
 
         info["measured_ms"] = measure_model_ms(pruned, img_size=size, backend=backend, threads=threads,
                                               repeats=repeats)
-    rows = vit_rows(pruned, choices)
     verdict = pattern_verdict(rows)
+    if weights is None:
+        verdict += (" The weights are a random initialisation (no --weights given): near-uniform attention gives "
+                    "Q/K little gradient, so this reflects the initialisation, not what training learned.")
     atomic_write_json(out / "importance.json", imp.to_dict())
     atomic_write_json(out / "choices.json", {"model": model, "choices": [asdict(c) for c in choices], **info})
     atomic_torch_save(out / "pruned.pt", {"model": model, "model_kwargs": kwargs,

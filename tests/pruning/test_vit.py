@@ -79,6 +79,10 @@ def test_prune_timm_run_dir_and_reload(tmp_path):
     for f in ("pruned.pt", "importance.json", "choices.json", "channels.csv", "channels.png", "report.md"):
         assert (run / f).is_file(), f
     assert "own predictions" in (run / "report.md").read_text()
+    import csv
+
+    for r in csv.DictReader((run / "channels.csv").open()):
+        assert 0 < float(r["qk_kept"]) <= 1 and 0 < float(r["v_kept"]) <= 1
     model = load_pruned_vit(run / "pruned.pt")
     assert sum(p.numel() for p in model.parameters()) == s["params_after"]
     with torch.no_grad():
