@@ -104,3 +104,33 @@ def test_pruned_model_equals_active_subnet(problem_setup):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(net(x), sn.set_active(alloc.cfg)(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("table_name", ["iphone-lut", "iphone12-ios16"])
+def test_shipped_table_budget_on_l1(table_name):
+    from slimformer.latency_lut import get_table
+    from slimformer.pruning import BlockImportance, Importance
+    from slimformer.supernet import arch_key, get_arch, get_space
+
+    space, table = get_space("default"), get_table(table_name)
+    assert table.space_hash == space.hash
+    cfg = get_arch("l1")
+    rng = np.random.default_rng(0)
+    blocks = {}
+    for si, pos, b in cfg.iter_blocks():
+        m = space.max_hidden(si)
+        if b.kind == "mb4d":
+            blocks[arch_key(si, pos)] = BlockImportance("mb4d", -np.sort(-rng.random(m)))
+        else:
+            H, D, E = space.heads[-1], space.qk_dims[-1], space.v_dims[-1]
+            blocks[arch_key(si, pos)] = BlockImportance(
+                "mb3d", -np.sort(-rng.random(m)), -np.sort(-rng.random(H)), -np.sort(-rng.random((H, D)), axis=1),
+                -np.sort(-rng.random((H, E)), axis=1), rng.random(H))
+    prob = build_problem(cfg, space, table, Importance(blocks, 1, expand(cfg, space)))
+    lo = table.predict(prob.build([int(np.argmin(c)) for c in prob.costs]))
+    hi = table.predict(prob.build([int(np.argmax(c)) for c in prob.costs]))
+    assert lo < table.predict(cfg) <= hi
+    for frac in (0.2, 0.5, 0.8):
+        budget = lo + frac * (hi - lo)
+        m, g = (allocate(prob, table, budget, strategy=s) for s in ("milp", "greedy"))
+        assert m.predicted_ms <= budget and g.predicted_ms <= budget and m.value >= g.value - 1e-9
