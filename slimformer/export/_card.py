@@ -82,6 +82,9 @@ def accuracy_from_run(run_info: dict, run_dir: Path | None) -> dict | None:
     for k in keys:
         if isinstance(run_info.get(k), (int, float)):
             return {"top1": float(run_info[k]), "source": f"arch.json:{k}"}
+    if isinstance(run_info.get("top1_pruned_no_finetune"), (int, float)):  # a `slimformer prune` run
+        return {"top1": float(run_info["top1_pruned_no_finetune"]), "source": "arch.json:top1_pruned_no_finetune",
+                "note": "after pruning, before fine-tuning"}
     if run_info.get("accuracy_driven") and isinstance(run_info.get("score"), (int, float)):
         return {"top1": float(run_info["score"]), "source": "arch.json:score",
                 "note": run_info.get("score_name") or "search score (inherited supernet weights)"}
