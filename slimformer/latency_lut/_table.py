@@ -24,7 +24,7 @@ from typing import Any
 from .._errors import ConfigError, SlimformerError
 from .._io import atomic_write_json, read_json
 from ..supernet import ArchConfig, BlockConfig, SearchSpace
-from ._keys import arch_ops, ds_key, flat_key, head_key, mb3d_keys, mb4d_key, stem_key
+from ._keys import arch_ops, block_keys, ds_key, flat_key, head_key, stem_key
 
 SCHEMA = "slimformer.lut/1"
 TABLE_KINDS = ("measured", "imported", "estimated")
@@ -76,7 +76,7 @@ class LatencyTable:
         self.meta = dict(meta or {})
         self.path = Path(path) if path is not None else None
         self._ms = {k: e["median_ms"] for k, e in self.entries.items()}
-        self._cache: dict[tuple, float] = {}
+        self.clear_cache()
 
     @classmethod
     def from_entries(cls, entries: dict[str, Any], **kw) -> "LatencyTable":
@@ -115,78 +115,87 @@ class LatencyTable:
         """``(op key, ms)`` for every op of ``cfg`` in network order (overhead and correction not included)."""
         return [(k, self.ms(k)) for k in arch_ops(cfg)]
 
-    def _cached(self, ck: tuple, make_key) -> float:
-        v = self._cache.get(ck)
-        if v is None:
-            v = self._cache[ck] = sum(self.ms(k) for k in make_key())
+    def _stage_blocks(self, res: int, w: int) -> dict:
+        d = self._blocks.get((res, w))
+        if d is None:
+            d = self._blocks[(res, w)] = {}
+        return d
+
+    def _miss(self, d: dict, ck, keys) -> float:
+        v = d[ck] = sum(self.ms(k) for k in keys)
         return v
 
     def block_ms(self, block: BlockConfig, *, stage: int, width: int) -> float:
         """One block of that kind and dims in ``stage`` of this table's space (skip = 0; no flatten)."""
         res = self.space.img_size // (4 * 2 ** stage)
-        if block.kind == "mb4d":
-            return self._cached(("4", res, width, block.mlp_ratio), lambda: (mb4d_key(res, width, block.hidden(width)),))
-        if block.kind == "mb3d":
-            b = block
-            return self._cached(("3", res, width, b.mlp_ratio, b.heads, b.qk_dim, b.v_dim),
-                                lambda: mb3d_keys(res * res, width, b))
-        return 0.0
+        b = block
+        if b.kind == "mb4d":
+            ck = b.mlp_ratio
+        elif b.kind == "mb3d":
+            ck = (b.mlp_ratio, b.heads, b.qk_dim, b.v_dim)
+        else:
+            return 0.0
+        d = self._stage_blocks(res, width)
+        v = d.get(ck)
+        return v if v is not None else self._miss(d, ck, block_keys(b, res=res, width=width))
 
     def raw_ms(self, cfg: ArchConfig) -> float:
-        """Sum of the entries of ``cfg`` plus the overhead (no correction). Mirrors :func:`arch_ops`."""
-        get, cached = self._cache.get, self._cached
+        """Sum of the entries of ``cfg`` plus the overhead (no correction). Mirrors :func:`arch_ops`.
+
+        The hot path of every search: per-block costs are cached in dicts keyed by plain numbers."""
+        c = self._cache
         st = cfg.stages
         img = cfg.img_size
         w = st[0].width
-        ck = ("s", img, cfg.in_chans, cfg.stem_width, w)
-        total = get(ck)
+        ck = (img, cfg.in_chans, cfg.stem_width, w)
+        total = c["stem"].get(ck)
         if total is None:
-            total = cached(ck, lambda: (stem_key(img, cfg.in_chans, cfg.stem_width, w),))
+            total = self._miss(c["stem"], ck, (stem_key(*ck),))
+        ds, flats, blocks = c["ds"], c["flat"], self._blocks
         tokens, last, prev = False, len(st) - 1, w
         for si in range(len(st)):
-            s = st[si]
-            w = s.width
+            w = st[si].width
             res = img // (4 << si)
             flat = False
             if si:
-                ck = ("d", res, prev, w, tokens)
-                v = get(ck)
-                total += v if v is not None else cached(ck, lambda: (ds_key(res * 2, prev, w, tokens),))
+                ck = (res, prev, w, tokens)
+                v = ds.get(ck)
+                total += v if v is not None else self._miss(ds, ck, (ds_key(res * 2, prev, w, tokens),))
                 if tokens:
-                    total += self._flat(res, w)
+                    v = flats.get((res, w))
+                    total += v if v is not None else self._miss(flats, (res, w), (flat_key(res * res, w),))
                     flat = True
-            for b in s.blocks:
+            d = blocks.get((res, w))
+            if d is None:
+                d = self._stage_blocks(res, w)
+            for b in st[si].blocks:
                 k = b.kind
                 if k == "mb4d":
-                    ck = ("4", res, w, b.mlp_ratio)
+                    ck = b.mlp_ratio
                 elif k == "mb3d":
                     if not flat:
-                        total += self._flat(res, w)
+                        v = flats.get((res, w))
+                        total += v if v is not None else self._miss(flats, (res, w), (flat_key(res * res, w),))
                         flat = True
-                    ck = ("3", res, w, b.mlp_ratio, b.heads, b.qk_dim, b.v_dim)
+                    ck = (b.mlp_ratio, b.heads, b.qk_dim, b.v_dim)
                 else:
                     continue
-                v = get(ck)
-                total += v if v is not None else self.block_ms_at(b, res, w, ck)
+                v = d.get(ck)
+                total += v if v is not None else self._miss(d, ck, block_keys(b, res=res, width=w))
             if si == last and not flat:
-                total += self._flat(res, w)
+                v = flats.get((res, w))
+                total += v if v is not None else self._miss(flats, (res, w), (flat_key(res * res, w),))
                 flat = True
             tokens, prev = flat, w
-        ck = ("h", res, w, cfg.num_classes, cfg.distillation)
-        v = get(ck)
-        total += v if v is not None else cached(ck, lambda: (head_key(res * res, w, cfg.num_classes,
-                                                                         cfg.distillation),))
+        ck = (res, w, cfg.num_classes, cfg.distillation)
+        v = c["head"].get(ck)
+        total += v if v is not None else self._miss(c["head"], ck, (head_key(res * res, *ck[1:]),))
         return total + self.overhead_ms
 
-    def block_ms_at(self, b: BlockConfig, res: int, w: int, ck: tuple) -> float:
-        if b.kind == "mb4d":
-            return self._cached(ck, lambda: (mb4d_key(res, w, b.hidden(w)),))
-        return self._cached(ck, lambda: mb3d_keys(res * res, w, b))
-
-    def _flat(self, res: int, w: int) -> float:
-        ck = ("f", res, w)
-        v = self._cache.get(ck)
-        return v if v is not None else self._cached(ck, lambda: (flat_key(res * res, w),))
+    def clear_cache(self) -> None:
+        """Forget cached per-block sums (after editing ``entries`` in place)."""
+        self._cache = {"stem": {}, "ds": {}, "flat": {}, "head": {}}
+        self._blocks = {}
 
     def correct(self, raw_ms: float) -> float:
         c = self.correction
