@@ -88,10 +88,12 @@ def resolve_model(spec: str) -> BenchModel:
         cfg = m.arch
         name = cfg.name or (p.resolve().parent.name if p.is_file() else p.resolve().name)
     else:
-        cfg = _arch_of(spec)[0]
+        cfg, info, run_dir = _arch_of(spec)
         m = resolve_source(spec, random_init=True).model
-        name = cfg.name or (p.resolve().parent.name if p.name == "arch.json" else p.resolve().name if p.is_dir()
-                            else p.stem)
+        if info and run_dir is not None:  # a search/prune run: its folder names it (configs keep "largest")
+            name = run_dir.resolve().name
+        else:
+            name = cfg.name or p.stem
     return BenchModel(name, "slimformer", cfg.img_size, fold_bn(m), arch=cfg,
                       params=sum(t.numel() for t in m.parameters()), macs=count_macs(cfg))
 
@@ -188,6 +190,9 @@ def run_bench(models: list[str], *, out_root: str | Path | None = None, run_dir:
         if spec in done and all(b in done[spec]["results"] for b in backends):
             continue  # resumed run: measured before the kill
         bm = resolve_model(spec)
+        taken = {e["name"] for s, e in done.items() if s != spec}
+        if bm.name in taken:
+            bm.name = f"{bm.name}#{i + 1}"
         entry = {"name": bm.name, "spec": spec, "kind": bm.kind, "img_size": bm.img_size, "params": bm.params,
                  "macs": bm.macs,
                  "results": bench_one(bm, index=i, backends=backends, run_dir=rd, batch=batch, threads=threads,

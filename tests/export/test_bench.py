@@ -29,7 +29,7 @@ def test_bench_two_tiny_models(two_archs, tiny_lut_dir, tmp_path):
     assert (rd / "bench.json").is_file() and (rd / "bench.png").stat().st_size > 1000
     assert (rd / "report.md").is_file()
     models = list(data["models"].values())
-    assert [m["name"] for m in models] == ["smallest", "largest"]  # the configs' own names
+    assert [m["name"] for m in models] == ["small", "big"]  # run dirs name search outputs
     for m in models:
         for be in ("onnxruntime", "torch"):
             r = m["results"][be]
@@ -39,7 +39,7 @@ def test_bench_two_tiny_models(two_archs, tiny_lut_dir, tmp_path):
         assert m["lut"]["tiny-test"]["ms"] > 0.5
     assert models[0]["macs"] < models[1]["macs"]
     table = format_table(data)
-    assert "smallest" in table and "LUT tiny-test ms" in table
+    assert "small" in table and "LUT tiny-test ms" in table
     assert data["settings"]["threads"] == 1
 
 
