@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--space", default="default")
     ap.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clock", default="wall", choices=("wall", "cpu"))
+    ap.add_argument("--name", default="lut-speed", help="name of the built table")
     ap.add_argument("--lut-dir", default=None, help="keep the built table here (default: a scratch folder)")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--table", default=None, help="table for the throughput part (default: the one just built)")
@@ -57,11 +59,11 @@ def main() -> None:
     if not args.skip_build:
         with tempfile.TemporaryDirectory() as scratch:
             t0 = time.monotonic()
-            table = build_table(name="lut-speed", backend=args.backend, threads=args.threads, space=space,
-                                lut_dir=args.lut_dir or scratch, resume=False)
+            table = build_table(name=args.name, backend=args.backend, threads=args.threads, clock=args.clock,
+                                space=space, lut_dir=args.lut_dir or scratch, resume=False)
             took = time.monotonic() - t0
         print(f"build: {took:.0f} s for {len(table.entries)} ops + {table.correction['samples']} calibration "
-              f"subnets ({len(table.entries) / took:.1f} ops/s; target <= 300 s); load average now "
+              f"subnets ({len(table.entries) / took:.1f} ops/s, {args.clock} clock; target <= 300 s); load average now "
               f"{os.getloadavg()[0]:.1f}")
     if args.table:
         table = get_table(args.table)

@@ -17,6 +17,9 @@ def register(sub) -> None:
     b.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime")
     b.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall time (default), or the thread's CPU time (one thread only: leaves out time the "
+                        "scheduler gives other processes on a shared machine)")
     b.add_argument("--space", default="default", help="space name (default, tiny) or JSON file")
     b.add_argument("--lut-dir", default=None, help="user table folder (default ~/.cache/slimformer/luts)")
     b.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
@@ -63,11 +66,12 @@ def _build(args) -> int:
 
     name, folder = build_target(args.device, args.lut_dir)
     t0 = time.monotonic()
-    t = build_table(name=name, backend=args.backend, threads=args.threads, batch=args.batch, space=args.space,
+    t = build_table(name=name, backend=args.backend, threads=args.threads, batch=args.batch, clock=args.clock,
+                    space=args.space,
                     lut_dir=folder, resume=args.resume, progress=not args.quiet, calibration=args.calibration,
                     repeats=args.repeats)
     print(f"built latency table {t.name!r}: {len(t.entries)} ops of space {t.space.name!r} in "
-          f"{time.monotonic() - t0:.0f} s ({t.backend}, {t.threads} thread(s), batch {t.batch}), "
+          f"{time.monotonic() - t0:.0f} s ({t.backend}, {t.threads} thread(s), batch {t.batch}, {t.clock} clock), "
           f"overhead {t.overhead_ms:.4f} ms/call")
     if t.error:
         from ..latency_lut._validate import format_figures
@@ -87,7 +91,8 @@ def _validate(args) -> int:
     t = get_table(args.device, lut_dir=args.lut_dir)
     r = validate_table(t, samples=args.samples, seed=args.seed, run_dir=args.run_dir, runs_root=args.out,
                        progress=not args.quiet)
-    print(f"{t.name}: {r['samples']} random subnets measured end to end ({t.backend}, {t.threads} thread(s))")
+    print(f"{t.name}: {r['samples']} random subnets measured end to end ({t.backend}, {t.threads} thread(s), "
+          f"{t.clock} clock)")
     print(f"  without correction: {format_figures(r['uncorrected'])}")
     if r["corrected"]:
         print(f"  with correction   : {format_figures(r['corrected'])}")
@@ -105,7 +110,7 @@ def _list(args) -> int:
     if not rows:
         print("no latency tables (build one with `slimformer lut build --device cpu-ort`)")
     for r in rows:
-        print(f"{r['name']:20s} {str(r['kind']):9s} {r['source']:7s} {r['entries']:5d} ops  {r['device']}  "
+        print(f"{r['name']:20s} {r['kind']!s:9s} {r['source']:7s} {r['entries']:5d} ops  {r['device']}  "
               f"[{r['backend']}]  {r['path']}")
     return 0
 

@@ -6,9 +6,9 @@ A table stores the latency of every op of a search space on one device (:mod:`._
 """
 from __future__ import annotations
 
-from ._keys import OP_KINDS, arch_ops, arch_ops_by_stage, block_keys, op_kind, parse_key, space_ops
 from ._build import build_table, calibration_configs
 from ._fidelity import fidelity, fit_correction, measure_arch
+from ._keys import OP_KINDS, arch_ops, arch_ops_by_stage, block_keys, op_kind, parse_key, space_ops
 from ._measure import BACKENDS, export_onnx, measure_module, measure_overhead, ort_session
 from ._ops import build_op, compose_mb3d, mb3d_parts
 from ._registry import SHIPPED_DIR, build_target, get_table, list_tables, table_path, user_lut_dir
@@ -17,9 +17,38 @@ from ._table import SCHEMA, TABLE_KINDS, LatencyTable
 from ._validate import validate_table
 
 __all__ = [
-    "OP_KINDS", "arch_ops", "arch_ops_by_stage", "block_keys", "op_kind", "parse_key", "space_ops", "build_op", "compose_mb3d",
-    "mb3d_parts", "BACKENDS", "export_onnx", "measure_module", "measure_overhead", "ort_session",
-    "SHIPPED_DIR", "build_target", "get_table", "list_tables", "table_path", "user_lut_dir", "SCHEMA", "TABLE_KINDS",
-    "LatencyTable", "build_table", "calibration_configs", "fidelity", "fit_correction", "measure_arch",
-    "validate_table", "by_kind", "by_stage", "describe", "profile",
+    "BACKENDS",
+    "OP_KINDS",
+    "SCHEMA",
+    "SHIPPED_DIR",
+    "TABLE_KINDS",
+    "LatencyTable",
+    "arch_ops",
+    "arch_ops_by_stage",
+    "block_keys",
+    "build_op",
+    "build_table",
+    "build_target",
+    "by_kind",
+    "by_stage",
+    "calibration_configs",
+    "compose_mb3d",
+    "describe",
+    "export_onnx",
+    "fidelity",
+    "fit_correction",
+    "get_table",
+    "list_tables",
+    "mb3d_parts",
+    "measure_arch",
+    "measure_module",
+    "measure_overhead",
+    "op_kind",
+    "ort_session",
+    "parse_key",
+    "profile",
+    "space_ops",
+    "table_path",
+    "user_lut_dir",
+    "validate_table",
 ]

@@ -12,15 +12,16 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .._errors import SlimformerError
 from .._io import atomic_write_json, read_json
 from ..supernet import ArchConfig, SearchSpace, get_space
 from ._fidelity import fidelity, fit_correction, measure_arch
 from ._keys import space_ops
-from ._measure import BACKENDS, cpu_model, measure_module, measure_overhead, runtime_versions
+from ._measure import BACKENDS, check_clock, cpu_model, measure_module, measure_overhead, runtime_versions
 from ._ops import build_op
 from ._registry import check_name, partial_path, table_path
 from ._table import SCHEMA, LatencyTable
@@ -44,8 +45,9 @@ def calibration_configs(space: SearchSpace, n: int, seed: int = CALIBRATION_SEED
     return cfgs
 
 
-def _settings(name, backend, threads, batch, space: SearchSpace) -> dict[str, Any]:
-    return {"name": name, "backend": backend, "threads": threads, "batch": batch, "space_hash": space.hash}
+def _settings(name, backend, threads, batch, clock, space: SearchSpace) -> dict[str, Any]:
+    return {"name": name, "backend": backend, "threads": threads, "batch": batch, "clock": clock,
+            "space_hash": space.hash}
 
 
 def journal_path(ppath: Path) -> Path:
@@ -81,7 +83,7 @@ def _load_partial(path: Path, want: dict[str, Any]) -> dict[str, Any] | None:
     return d
 
 
-def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, batch: int = 1,
+def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, batch: int = 1, clock: str = "wall",
                 space: str | SearchSpace = "default", lut_dir: str | Path | None = None, resume: bool = True,
                 progress: bool = True, calibration: int = 8, repeats: int = 15, min_time_s: float = 0.02,
                 noise: float = 0.1, retries: int = 2,
@@ -94,9 +96,10 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
         raise SlimformerError(f"unknown backend {backend!r}: choose {' or '.join(BACKENDS)}")
     if threads < 1 or batch < 1:
         raise SlimformerError("--threads and --batch must be at least 1")
+    check_clock(clock, threads)
     sp = space if isinstance(space, SearchSpace) else get_space(space)
     keys = space_ops(sp)
-    settings = _settings(name, backend, threads, batch, sp)
+    settings = _settings(name, backend, threads, batch, clock, sp)
     ppath = partial_path(name, lut_dir)
     state = _load_partial(ppath, settings) if resume else None
     jpath = journal_path(ppath)
@@ -107,7 +110,7 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
                  "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "overhead": None}
         atomic_write_json(ppath, state)
         state.update(entries={}, calibration=[])
-    mkw = {"backend": backend, "threads": threads, "batch": batch}
+    mkw = {"backend": backend, "threads": threads, "batch": batch, "clock": clock}
     tkw = {"repeats": repeats, "min_time_s": min_time_s, "noise": noise, "retries": retries}
     entries: dict[str, dict] = state["entries"]
     todo = [k for k in keys if k not in entries]
@@ -139,17 +142,18 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
             state["calibration"].append({"arch": cfg.to_dict(), **r})
             record({"calibration": state["calibration"][-1]})
             bar.update(1)
-    table = _finish(state, sp, name, backend, threads, batch)
+    table = _finish(state, sp, name, backend, threads, batch, clock)
     table.save(table_path(name, lut_dir))
     ppath.unlink(missing_ok=True)
     jpath.unlink(missing_ok=True)
     return table
 
 
-def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int, batch: int) -> LatencyTable:
+def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int, batch: int,
+            clock: str) -> LatencyTable:
     table = LatencyTable(
         name=name, kind="measured", device=name, backend=backend, space=sp, entries=state["entries"],
-        overhead_ms=state["overhead"]["median_ms"], threads=threads, batch=batch, cpu=cpu_model(),
+        overhead_ms=state["overhead"]["median_ms"], threads=threads, batch=batch, clock=clock, cpu=cpu_model(),
         runtime=runtime_versions(backend), date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         meta={"build": {"started": state.get("started"), "overhead": state["overhead"],
                         "calibration": state["calibration"]}})

@@ -6,7 +6,8 @@
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ def fit_correction(predicted: Sequence[float], measured: Sequence[float]) -> dic
         return (z[0] * p + z[1] - m) / m
 
     sol = least_squares(resid, x0=[1.0, 0.0], bounds=([0.2, -np.inf], [5.0, np.inf]))
-    return {"scale": float(sol.x[0]), "offset_ms": float(sol.x[1]), "samples": int(len(p)),
+    return {"scale": float(sol.x[0]), "offset_ms": float(sol.x[1]), "samples": len(p),
             "method": "least squares on relative error (scipy.optimize.least_squares)"}
 
 
@@ -45,5 +46,5 @@ def fidelity(predicted: Sequence[float], measured: Sequence[float]) -> dict[str,
     p, m = np.asarray(predicted, float), np.asarray(measured, float)
     err = np.abs(p - m) / m
     tau = float(kendalltau(p, m).statistic) if len(p) > 1 else float("nan")
-    return {"n": int(len(p)), "within_5pct": float(np.mean(err <= 0.05)), "within_10pct": float(np.mean(err <= 0.10)),
+    return {"n": len(p), "within_5pct": float(np.mean(err <= 0.05)), "within_10pct": float(np.mean(err <= 0.10)),
             "mape_pct": float(100 * err.mean()), "worst_pct": float(100 * err.max()), "kendall_tau": tau}

@@ -8,9 +8,9 @@ to the whole block exactly (tested), so measuring them measures the block.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 from timm.layers import Mlp
 from timm.models.efficientformer import Downsample, Flat, Stem4
+from torch import nn
 
 from ..supernet import BlockConfig
 from ..supernet._model import MB3D, MB4D, Unflat
@@ -105,7 +105,7 @@ def _stem(in_chans: int, stem: int, width: int) -> nn.Module:
 
 def _block(t: int, c: int, h: int = 1, qk: int = 8, v: int = 8) -> MB3D:
     """A small MB3D block of the right token count; callers swap in the layers their key sizes."""
-    return MB3D(c, BlockConfig("mb3d", 1.0, h, qk, v), int(round(t ** 0.5)))
+    return MB3D(c, BlockConfig("mb3d", 1.0, h, qk, v), round(t ** 0.5))
 
 
 def build_op(key: str, *, batch: int = 1) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
@@ -127,7 +127,7 @@ def build_op(key: str, *, batch: int = 1) -> tuple[nn.Module, tuple[torch.Tensor
     elif kind == "mb4d":
         m, x = MB4D(d["c"], d["mlp"]), rand(d["c"], d["r"], d["r"])
     elif kind == "flat":
-        r = int(round(d["t"] ** 0.5))
+        r = round(d["t"] ** 0.5)
         m, x = Flat(), rand(d["c"], r, r)
     elif kind == "mb3d.qkv":
         blk = _block(d["t"], d["c"])

@@ -71,7 +71,7 @@ def describe(table: LatencyTable, cfg: ArchConfig | None = None) -> str:
     have = sum(k in table.entries for k in covered)
     lines = [f"latency table {table.name!r} ({table.kind})",
              f"  device   : {table.device}", f"  backend  : {table.backend}"
-             + (f", {table.threads} thread(s), batch {table.batch}" if table.threads else "")]
+             + (f", {table.threads} thread(s), batch {table.batch}, {table.clock} clock" if table.threads else "")]
     if table.runtime:
         lines.append("  runtime  : " + ", ".join(f"{k} {v}" for k, v in table.runtime.items()
                                                    if k in ("onnxruntime", "torch", "onnx", "python", "coremltools")))

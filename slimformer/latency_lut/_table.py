@@ -55,7 +55,8 @@ class LatencyTable:
 
     def __init__(self, *, name: str, kind: str, device: str, backend: str, space: SearchSpace,
                  entries: dict[str, Any], overhead_ms: float = 0.0, correction: dict | None = None,
-                 error: dict | None = None, threads: int | None = None, batch: int = 1, cpu: str | None = None,
+                 error: dict | None = None, threads: int | None = None, batch: int = 1, clock: str = "wall",
+                 cpu: str | None = None,
                  runtime: dict | None = None, date: str | None = None, meta: dict | None = None,
                  path: str | Path | None = None):
         if kind not in TABLE_KINDS:
@@ -70,7 +71,9 @@ class LatencyTable:
             correction["offset_ms"] = _num(correction.get("offset_ms", 0.0), "correction offset_ms")
         self.correction = correction
         self.error = dict(error) if error is not None else None
-        self.threads, self.batch, self.cpu = threads, int(batch), cpu
+        if clock not in ("wall", "cpu"):
+            raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+        self.threads, self.batch, self.clock, self.cpu = threads, int(batch), clock, cpu
         self.runtime = dict(runtime or {})
         self.date = date
         self.meta = dict(meta or {})
@@ -79,7 +82,7 @@ class LatencyTable:
         self.clear_cache()
 
     @classmethod
-    def from_entries(cls, entries: dict[str, Any], **kw) -> "LatencyTable":
+    def from_entries(cls, entries: dict[str, Any], **kw) -> LatencyTable:
         """A table in memory: ``entries`` maps op keys to ms (or entry dicts); other keywords as the constructor."""
         return cls(entries=entries, **kw)
 
@@ -92,7 +95,7 @@ class LatencyTable:
     def hash(self) -> str:
         """Content hash of what predictions depend on (entries, overhead, correction, device, space)."""
         blob = json.dumps({"device": self.device, "backend": self.backend, "kind": self.kind,
-                           "threads": self.threads, "batch": self.batch, "space": self.space_hash,
+                           "threads": self.threads, "batch": self.batch, "clock": self.clock, "space": self.space_hash,
                            "overhead_ms": self.overhead_ms, "correction": self.correction,
                            "entries": sorted(self._ms.items())}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -211,6 +214,7 @@ class LatencyTable:
         d: dict[str, Any] = {
             "schema": SCHEMA, "name": self.name, "kind": self.kind, "device": self.device,
             "backend": self.backend, "runtime": self.runtime, "threads": self.threads, "batch": self.batch,
+            "clock": self.clock,
             "cpu": self.cpu, "date": self.date, "space": self.space.to_dict(), "space_hash": self.space_hash,
             "overhead_ms": self.overhead_ms, "correction": self.correction, "error": self.error,
         }
@@ -224,7 +228,7 @@ class LatencyTable:
         return self.path
 
     @classmethod
-    def from_dict(cls, d: Any, *, source: str = "latency table", path: str | Path | None = None) -> "LatencyTable":
+    def from_dict(cls, d: Any, *, source: str = "latency table", path: str | Path | None = None) -> LatencyTable:
         if not isinstance(d, dict) or "schema" not in d:
             raise SlimformerError(f"{source} is not a slimformer latency table (no 'schema': {SCHEMA!r})")
         schema = d["schema"]
@@ -243,18 +247,19 @@ class LatencyTable:
             space = SearchSpace.from_dict(d["space"])
             if d.get("space_hash") not in (None, space.hash):
                 raise ValueError(f"space_hash {d['space_hash']!r} does not match its space ({space.hash})")
-            known = {"schema", "name", "kind", "device", "backend", "runtime", "threads", "batch", "cpu", "date",
+            known = {"schema", "name", "kind", "device", "backend", "runtime", "threads", "batch", "clock", "cpu", "date",
                      "space", "space_hash", "overhead_ms", "correction", "error", "entries"}
             return cls(name=d["name"], kind=d["kind"], device=d["device"], backend=d["backend"], space=space,
                        entries=d["entries"], overhead_ms=d.get("overhead_ms", 0.0), correction=d.get("correction"),
-                       error=d.get("error"), threads=d.get("threads"), batch=d.get("batch", 1), cpu=d.get("cpu"),
+                       error=d.get("error"), threads=d.get("threads"), batch=d.get("batch", 1),
+                       clock=d.get("clock", "wall"), cpu=d.get("cpu"),
                        runtime=d.get("runtime"), date=d.get("date"),
                        meta={k: v for k, v in d.items() if k not in known}, path=path)
         except (ValueError, TypeError, AttributeError, ConfigError) as e:
             raise SlimformerError(f"{source} is malformed: {e}") from None
 
     @classmethod
-    def load(cls, path: str | Path) -> "LatencyTable":
+    def load(cls, path: str | Path) -> LatencyTable:
         """Read a table; a missing, truncated, malformed or foreign file is one clear :class:`SlimformerError`."""
         path = Path(path)
         return cls.from_dict(read_json(path, "latency table"), source=f"latency table {path}", path=path)

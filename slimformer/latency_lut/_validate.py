@@ -45,7 +45,7 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
         if isinstance(d, dict) and d.get("table_hash") == table.hash and d.get("seed") == seed:
             rows = list(d.get("rows", []))[:samples]
     cfgs = validation_configs(table, samples, seed)
-    kw = {"backend": table.backend, "threads": table.threads or 1, "batch": table.batch}
+    kw = {"backend": table.backend, "threads": table.threads or 1, "batch": table.batch, "clock": table.clock}
     with tqdm(total=samples, initial=len(rows), desc=f"validate {table.name}", unit="subnet",
               disable=not progress, dynamic_ncols=True) as bar:
         for cfg in cfgs[len(rows):]:
@@ -57,7 +57,8 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
             bar.update(1)
     m = [r["measured_ms"] for r in rows]
     result = {"table": table.name, "table_hash": table.hash, "device": table.device, "backend": table.backend,
-              "threads": table.threads, "batch": table.batch, "samples": len(rows), "seed": seed,
+              "threads": table.threads, "batch": table.batch, "clock": table.clock, "samples": len(rows),
+              "seed": seed,
               "uncorrected": fidelity([r["predicted_ms"] for r in rows], m),
               "corrected": fidelity([r["corrected_ms"] for r in rows], m) if table.correction else None,
               "correction": table.correction, "run_dir": str(out), "rows": rows}
@@ -75,9 +76,10 @@ def format_figures(f: dict[str, float]) -> str:
 
 def report(result: dict[str, Any]) -> str:
     lines = [f"# Latency table fidelity: {result['table']}", "",
-             f"- table hash {result['table_hash']}, backend {result['backend']}, threads {result['threads']}, "
-             f"batch {result['batch']}", f"- {result['samples']} random subnets (seed {result['seed']}), "
-             "measured end to end with the table's backend and settings", "",
+             (f"- table hash {result['table_hash']}, backend {result['backend']}, threads {result['threads']}, "
+              f"batch {result['batch']}, clock {result['clock']}"),
+             (f"- {result['samples']} random subnets (seed {result['seed']}), "
+              "measured end to end with the table's backend and settings"), "",
              f"- without correction: {format_figures(result['uncorrected'])}"]
     if result["corrected"]:
         c = result["correction"]

@@ -74,7 +74,8 @@ def test_resume_refuses_other_settings_and_no_resume_starts_over(tmp_path):
 
 
 @pytest.mark.parametrize("kw, msg", [({"backend": "tensorrt"}, "unknown backend"), ({"threads": 0}, "at least 1"),
-                                     ({"name": "no/slash?"}, "invalid table name")])
+                                     ({"name": "no/slash?"}, "invalid table name"),
+                                     ({"clock": "cpu", "threads": 2}, "--threads 1"), ({"clock": "tsc"}, "unknown clock")])
 def test_build_rejects_bad_options(tmp_path, kw, msg):
     args = {"name": "ok", "space": micro_space(), "lut_dir": tmp_path, "progress": False, **FAST, **kw}
     with pytest.raises(SlimformerError, match=msg):
@@ -126,3 +127,11 @@ def test_build_resumes_after_the_process_is_killed(tmp_path):
     t = build_table(name="killed", space=micro_space(), lut_dir=tmp_path, progress=False, **FAST)
     assert set(t.entries) == set(space_ops(micro_space()))
     assert all(t.entries[k] == e for k, e in before.items())  # kept, not measured again
+
+
+def test_cpu_clock_tables_record_it_and_validate_with_it(tmp_path):
+    sp = micro_space()
+    t = build_table(name="cpu-clock", space=sp, lut_dir=tmp_path, progress=False, clock="cpu", **FAST)
+    assert t.clock == "cpu" and LatencyTable.load(t.path).clock == "cpu"
+    r = validate_table(t, samples=2, run_dir=tmp_path / "v", progress=False, repeats=3, min_time_s=0.0)
+    assert r["clock"] == "cpu" and r["samples"] == 2

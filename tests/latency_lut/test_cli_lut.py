@@ -60,7 +60,7 @@ def test_validate_cli(capsys, micro_table, tmp_path):
 ])
 def test_cli_errors_are_one_line(capsys, tmp_path, monkeypatch, argv, msg):
     monkeypatch.setenv("SLIMFORMER_CACHE", str(tmp_path / "cache"))
-    code, out, err = run(capsys, *argv)
+    code, _, err = run(capsys, *argv)
     assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
 
 

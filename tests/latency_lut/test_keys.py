@@ -4,10 +4,27 @@ import pytest
 import torch
 
 from slimformer._errors import SlimformerError
-from slimformer.latency_lut import (OP_KINDS, arch_ops, build_op, compose_mb3d, mb3d_parts, op_kind, parse_key,
-                                    space_ops)
-from slimformer.supernet import (SKIP, ArchConfig, EfficientFormerNet, SearchSpace, StageConfig, get_arch, get_space,
-                                 mb3d, mb4d)
+from slimformer.latency_lut import (
+    OP_KINDS,
+    arch_ops,
+    build_op,
+    compose_mb3d,
+    mb3d_parts,
+    op_kind,
+    parse_key,
+    space_ops,
+)
+from slimformer.supernet import (
+    SKIP,
+    ArchConfig,
+    EfficientFormerNet,
+    SearchSpace,
+    StageConfig,
+    get_arch,
+    get_space,
+    mb3d,
+    mb4d,
+)
 from slimformer.supernet._model import MB3D
 
 

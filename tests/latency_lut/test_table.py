@@ -84,7 +84,7 @@ def test_malformed_truncated_and_foreign_tables_give_one_clear_error(tmp_path):
         "wrong hash": (json.dumps({**good, "space_hash": "0" * 16}), "does not match"),
         "missing": (json.dumps({k: v for k, v in good.items() if k != "device"}), "missing device"),
     }
-    for name, (content, msg) in cases.items():
+    for content, msg in cases.values():
         with pytest.raises(SlimformerError, match=msg):
             LatencyTable.load(_write(tmp_path, content))
     with pytest.raises(SlimformerError, match="not found"):
