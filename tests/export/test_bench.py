@@ -74,3 +74,12 @@ def test_bench_onnx_file_with_card_and_errors(search_run, tmp_path, capsys):
 def test_timm_baseline_resolves():
     bm = resolve_model("timm:efficientvit_m0")
     assert bm.kind == "timm" and bm.img_size == 224 and bm.params > 1e6 and bm.macs > 1e7
+
+
+def test_bench_cuda_without_gpu_is_a_clear_error(two_archs, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(SlimformerError, match="no CUDA GPU"):
+        run_bench(two_archs[:1], run_dir=tmp_path / "g", device="cuda", progress=False)

@@ -93,3 +93,10 @@ def test_imagenet_names_for_1000_classes():
 
     names = default_class_names(1000)
     assert len(names) == 1000 and names[1] == "goldfish"
+
+
+def test_cli_serve_bad_model_is_one_line_error(tmp_path, capsys):
+    from slimformer.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "missing.onnx")]) == 2
+    assert "model file not found" in capsys.readouterr().err
