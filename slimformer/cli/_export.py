@@ -9,6 +9,10 @@ def register(sub) -> None:
     p.add_argument("source", help="search run dir, arch.json, or a preset (l1, l3, l7)")
     p.add_argument("--supernet", default=None, help="supernet checkpoint to extract the subnet's weights from")
     p.add_argument("--weights", default=None, help="or: a state dict for this architecture (e.g. timm weights)")
+    p.add_argument("--recalibrate", dest="recal_data", default=None, metavar="DATA",
+                   help="with --supernet: re-estimate BN statistics on DATA (builtin or an ImageFolder) first")
+    p.add_argument("--recal-batches", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=64, help="batch size for --recalibrate")
     p.add_argument("--random-init", action="store_true", help="export with random weights (latency work only)")
     p.add_argument("--format", dest="formats", action="append", choices=("pt", "onnx", "torchscript", "coreml"),
                    help="repeatable; default: pt and onnx")
@@ -65,7 +69,8 @@ def _read_names(path: str | None):
 def _export(args) -> int:
     from slimformer.export import export_model, resolve_source
 
-    src = resolve_source(args.source, supernet=args.supernet, weights=args.weights, random_init=args.random_init)
+    src = resolve_source(args.source, supernet=args.supernet, weights=args.weights, random_init=args.random_init,
+                         recal_data=args.recal_data, recal_batches=args.recal_batches, batch_size=args.batch_size)
     card = export_model(src, args.out, formats=tuple(args.formats or ("pt", "onnx")), measure=not args.no_measure,
                         repeats=args.repeats, class_names=_read_names(args.class_names), lut_dir=args.lut_dir)
     print(f"exported {card['summary']}: {card['params'] / 1e6:.2f} M params, {card['macs'] / 1e6:.1f} M MACs")

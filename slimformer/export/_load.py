@@ -90,10 +90,30 @@ def _class_names_from(*sources: Any) -> list[str] | None:
     return None
 
 
+def _recal_batches(data: str, img_size: int, batch_size: int, n: int, seed: int = 0):
+    try:
+        from ..train import build_loaders
+    except ImportError:
+        raise SlimformerError("BN recalibration needs slimformer.train.build_loaders, which is not installed") \
+            from None
+    loaders = build_loaders(str(data), img_size=img_size, batch_size=batch_size, seed=seed)
+    batches = []
+    for b in loaders.train:
+        if len(batches) >= n:
+            break
+        batches.append(b)
+    return batches, list(getattr(loaders, "class_names", None) or [])
+
+
 def resolve_source(src: str | Path, *, supernet: str | Path | None = None, weights: str | Path | None = None,
-                   random_init: bool = False) -> Source:
+                   random_init: bool = False, recal_data: str | None = None, recal_batches: int = 20,
+                   batch_size: int = 64) -> Source:
     """The model ``slimformer export`` exports: a search run (arch.json + subnet.pt, or + ``supernet``),
-    an arch JSON or preset with ``supernet`` or ``weights``, or (``random_init``) random weights."""
+    an arch JSON or preset with ``supernet`` or ``weights``, or (``random_init``) random weights.
+
+    With a supernet, ``recal_data`` (``builtin`` or an ImageFolder) re-estimates the subnet's BatchNorm
+    statistics on ``recal_batches`` training batches before extraction (a search run's ``subnet.pt`` is
+    already recalibrated by the search)."""
     cfg, info, run_dir = _arch_of(src)
     origin: dict[str, Any] = {"arch": str(src)}
     recorded = info.get("supernet") if isinstance(info.get("supernet"), str) else None
@@ -106,9 +126,18 @@ def resolve_source(src: str | Path, *, supernet: str | Path | None = None, weigh
         faults = ck.space.check(cfg)
         if faults:
             raise SlimformerError(f"{src} is not a subnet of the supernet's space {ck.space.name!r}: {faults[0]}")
+        meta = dict(ck.meta)
+        if recal_data is not None:
+            from ..supernet import recalibrate_bn
+
+            batches, names = _recal_batches(recal_data, cfg.img_size, batch_size, recal_batches)
+            ck.model.set_active(cfg)
+            used = recalibrate_bn(ck.model, batches)
+            origin["bn_recalibration"] = {"data": str(recal_data), "batches": used}
+            if names and "class_names" not in meta:
+                meta["class_names"] = names
         model = ck.model.extract_subnet(cfg).eval()
         origin["supernet"] = str(ck.path)
-        meta = ck.meta
     elif weights is not None:
         model = _load_weights(EfficientFormerNet(cfg), Path(weights))
         origin["weights"] = str(weights)

@@ -170,3 +170,33 @@ def test_run_recorded_supernet_and_search_accuracy(search_run, tmp_path):
     info["accuracy_driven"] = False
     (run / "arch.json").write_text(json.dumps(info))
     assert export_model(resolve_source(run), tmp_path / "p", formats=("onnx",), measure=False)["accuracy"] is None
+
+
+def test_supernet_export_recalibrates_bn(search_run, monkeypatch):
+    """--recalibrate: the subnet's BN statistics are re-estimated on the data before extraction."""
+    from types import SimpleNamespace
+
+    from slimformer import train
+
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(8, 3, 32, 32, generator=g) * 3 + 1, torch.zeros(8, dtype=torch.long)) for _ in range(4)]
+    calls = {}
+
+    def fake_build_loaders(data, *, img_size, batch_size, seed=0, **kw):
+        calls.update(data=data, img_size=img_size)
+        return SimpleNamespace(train=batches, val=[], num_classes=10, class_names=[f"c{i}" for i in range(10)])
+
+    monkeypatch.setattr(train, "build_loaders", fake_build_loaders, raising=False)
+    plain = resolve_source(search_run, supernet=search_run / "supernet.pt")
+    recal = resolve_source(search_run, supernet=search_run / "supernet.pt", recal_data="builtin", recal_batches=3)
+    assert calls == {"data": "builtin", "img_size": 32}
+    assert recal.origin["bn_recalibration"] == {"data": "builtin", "batches": 3}
+    assert recal.class_names == [f"thing{i}" for i in range(10)]  # the checkpoint's own names win
+    mean_plain = plain.model.stem.norm1.running_mean
+    mean_recal = recal.model.stem.norm1.running_mean
+    assert not torch.allclose(mean_plain, mean_recal)
+    # the recalibrated statistics are those of the data: stem conv1 output mean over the 3 batches
+    with torch.no_grad():
+        conv = recal.model.stem.conv1
+        expected = torch.stack([conv(x).mean(dim=(0, 2, 3)) for x, _ in batches[:3]]).mean(0)
+    assert torch.allclose(mean_recal, expected, atol=1e-4)
