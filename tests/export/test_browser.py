@@ -1,7 +1,7 @@
 """End to end: the demo page in headless Chromium uploads a photo and shows the top-5 classes.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them) and PyPI ``selenium``
-(the ``dev`` extra). The screenshot is saved under ``$PYTEST_ARTIFACTS`` or ``tests/export/artifacts/``.
+(the ``dev`` extra). The screenshot is saved under ``$PYTEST_ARTIFACTS`` or ``tests/artifacts/`` (gitignored).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from slimformer.export import export_model, resolve_source
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = "/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver") else shutil.which("chromedriver")
-ARTIFACTS = Path(os.environ.get("PYTEST_ARTIFACTS") or Path(__file__).parent / "artifacts")
+ARTIFACTS = Path(os.environ.get("PYTEST_ARTIFACTS") or Path(__file__).parents[1] / "artifacts")
 
 pytestmark = [
     pytest.mark.slow,
