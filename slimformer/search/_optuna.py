@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import optuna
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
@@ -116,6 +123,7 @@ def make_storage(url: str):
     if not url.startswith("sqlite"):
         return url
     from sqlalchemy import event
+    from sqlalchemy.exc import SQLAlchemyError
 
     def _pragmas(dbapi_conn, _record):
         cur = dbapi_conn.cursor()
@@ -123,11 +131,31 @@ def make_storage(url: str):
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}},
-                                         skip_compatibility_check=False)
+    with _schema_lock(url):  # two workers creating the schema of a new file at once would collide
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+        except SQLAlchemyError as e:  # a locked, foreign or unreadable file
+            raise SlimformerError(f"cannot open optuna storage {url}: {str(e).splitlines()[0]}") from None
     event.listen(storage.engine, "connect", _pragmas)
     storage.engine.dispose()  # connections opened during set-up reconnect with the pragmas
     return storage
+
+
+@contextmanager
+def _schema_lock(url: str):
+    """An exclusive lock on ``<db file>.lock`` while a SQLite storage is opened (POSIX; no-op elsewhere)."""
+    path = url.split(":///", 1)[-1]
+    if path in ("", ":memory:") or fcntl is None:
+        yield
+        return
+    lock = Path(path + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def run_study(*, space: SearchSpace, predict: Callable[[ArchConfig], float], scorer: Scorer, budget_ms: float,
