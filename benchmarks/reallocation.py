@@ -7,7 +7,11 @@ fine-tuned for a few steps on the built-in data and evaluated. The latency table
 (onnxruntime, 1 thread) for exactly the ops the candidates need; measured latency is the extracted
 model end to end (median). On a shared machine the timings are noisy: read them as such.
 
-    python benchmarks/reallocation.py [--train-steps 300] [--finetune-steps 100] [--budgets 0.35 0.6]
+    python benchmarks/reallocation.py [--train-steps 300] [--finetune-steps 100] [--budgets 0.3 0.6]
+
+The trained supernet is cached (``--supernet-cache``) so a rerun skips training. Importance kept is
+printed for a sweep of budgets (cheap); fine-tuning and end-to-end timing run for ``--budgets``. Every
+fine-tune sees the same batches in the same order; the nets are timed in interleaved rounds.
 """
 from __future__ import annotations
 
@@ -44,10 +48,11 @@ SEARCHED = ArchConfig(stem_width=16, stages=(
     img_size=64, num_classes=10, distillation=True, name="searched")
 
 
-def loaders(batch: int, n_train: int, n_val: int):
+def loaders(batch: int, n_train: int, n_val: int, seed: int = 0):
     tr = BuiltinShapes(img_size=SPACE.img_size, length=n_train, split="train")
     va = BuiltinShapes(img_size=SPACE.img_size, length=n_val, split="val")
-    return (DataLoader(tr, batch_size=batch, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(0)),
+    return (DataLoader(tr, batch_size=batch, shuffle=True, drop_last=True,
+                       generator=torch.Generator().manual_seed(seed)),
             DataLoader(va, batch_size=256))
 
 
@@ -85,9 +90,11 @@ def train_supernet(sn: Supernet, train, steps: int, seed: int = 0) -> None:
             print(f"  supernet step {step + 1}/{steps} ({time.time() - t0:.0f} s)", flush=True)
 
 
-def finetune(net, train, steps: int) -> None:
+def finetune(net, batch: int, steps: int, seed: int) -> None:
     if steps <= 0:
         return
+    train, _ = loaders(batch, 4096, 0, seed)  # same batches, same order for every candidate
+    torch.manual_seed(seed)
     opt, sched = opt_for(net, 5e-4, steps)
     net.train()
     it = cycle(train)
@@ -130,9 +137,34 @@ def measured_table(cfg: ArchConfig, repeats: int) -> LatencyTable:
                                      backend="onnxruntime", space=SPACE, overhead_ms=overhead, threads=1)
 
 
-def measure_net(net, repeats: int) -> float:
+def measure_nets(nets: list, repeats: int, rounds: int = 3) -> list[float]:
+    """Median over ``rounds`` interleaved rounds (net 1, net 2, ..., net 1, ...) of each net's median."""
     x = torch.randn(1, 3, SPACE.img_size, SPACE.img_size)
-    return measure_module(net.eval(), (x,), backend="onnxruntime", threads=1, repeats=repeats)["median_ms"]
+    times = [[] for _ in nets]
+    for _ in range(rounds):
+        for i, net in enumerate(nets):
+            times[i].append(measure_module(net.eval(), (x,), backend="onnxruntime", threads=1,
+                                           repeats=repeats)["median_ms"])
+    return [float(np.median(t)) for t in times]
+
+
+def trained_supernet(args, train) -> Supernet:
+    from pathlib import Path
+
+    from slimformer.supernet import load_supernet, save_supernet
+
+    path = Path(args.supernet_cache)
+    if path.is_file():
+        ck = load_supernet(path)
+        if ck.space.hash == SPACE.hash and ck.meta.get("train_steps") == args.train_steps:
+            print(f"supernet from cache {path}")
+            return ck.model
+    sn = Supernet(SPACE)
+    t0 = time.time()
+    train_supernet(sn, train, args.train_steps, args.seed)
+    print(f"supernet trained {args.train_steps} steps in {time.time() - t0:.0f} s")
+    save_supernet(path, sn, meta={"train_steps": args.train_steps, "bench": "reallocation"})
+    return sn
 
 
 def main() -> None:
@@ -141,19 +173,18 @@ def main() -> None:
     ap.add_argument("--finetune-steps", type=int, default=100)
     ap.add_argument("--taylor-batches", type=int, default=16)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--budgets", type=float, nargs="+", default=[0.35, 0.6],
+    ap.add_argument("--supernet-cache", default="runs/bench-reallocation/supernet.pt")
+    ap.add_argument("--sweep", type=int, default=9, help="budgets in the importance-kept sweep")
+    ap.add_argument("--budgets", type=float, nargs="+", default=[0.3, 0.6],
                     help="budgets as fractions of the way from the smallest to the largest reallocation")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    train, val = loaders(args.batch, 4096, 1024)
+    train, val = loaders(args.batch, 4096, 2048)
     print(f"space {SPACE.name}: {SPACE.img_size} px, searched {SEARCHED.summary()}")
-    sn = Supernet(SPACE)
-    t0 = time.time()
-    train_supernet(sn, train, args.train_steps, args.seed)
-    print(f"supernet trained {args.train_steps} steps in {time.time() - t0:.0f} s")
+    sn = trained_supernet(args, train)
     analysed = expand(SEARCHED, SPACE)
     sn.set_active(analysed)
     recalibrate_bn(sn, train, max_batches=8)
@@ -165,7 +196,20 @@ def main() -> None:
     lo = table.predict(prob.build([int(np.argmin(c)) for c in prob.costs]))
     hi = table.predict(prob.build([int(np.argmax(c)) for c in prob.costs]))
     print(f"table: smallest reallocation {lo:.3f} ms, largest {hi:.3f} ms (predicted)")
-    rows = []
+    print("\nimportance kept (fraction of the analysed subnet's Taylor importance) over a budget sweep:")
+    print("| budget (frac) | budget ms | milp | greedy | uniform |\n|---|---|---|---|---|")
+    for frac in np.linspace(0.05, 0.95, args.sweep):
+        budget = lo + frac * (hi - lo)
+        kept = []
+        for strategy in ("milp", "greedy", "uniform"):
+            try:
+                a = allocate(prob, table, budget, strategy=strategy, space=SPACE)
+                kept.append(f"{a.kept:.2%} ({a.predicted_ms:.3f} ms)")
+            except Exception as e:  # noqa: BLE001 - a baseline that cannot fit is a result, not a crash
+                kept.append(f"infeasible ({type(e).__name__})")
+        print(f"| {frac:.2f} | {budget:.3f} | " + " | ".join(kept) + " |", flush=True)
+
+    rows, nets = [], []
     for frac in args.budgets:
         budget = lo + frac * (hi - lo)
         for strategy in ("milp", "greedy", "uniform"):
@@ -173,23 +217,25 @@ def main() -> None:
             net = sn.extract_subnet(a.cfg)
             recalibrate_bn(net, train, max_batches=8)
             acc0 = top1(net, val)
-            torch.manual_seed(args.seed)
-            finetune(net, train, args.finetune_steps)
+            finetune(net, args.batch, args.finetune_steps, args.seed)
             acc1 = top1(net, val)
-            ms = measure_net(net, args.repeats)
             blocks = " ".join(f"h{b.heads}q{b.qk_dim}v{b.v_dim}r{b.mlp_ratio:g}" if b.kind == "mb3d"
                               else f"r{b.mlp_ratio:g}" for _, _, b in a.cfg.iter_blocks())
-            rows.append((f"{budget:.3f}", strategy, f"{a.kept:.1%}", f"{a.predicted_ms:.3f}", f"{ms:.3f}",
-                         f"{acc0:.3f}", f"{acc1:.3f}", blocks))
+            rows.append([f"{budget:.3f}", strategy, f"{a.kept:.1%}", f"{a.predicted_ms:.3f}", "",
+                         f"{acc0:.3f}", f"{acc1:.3f}", blocks])
+            nets.append(net)
             print("  " + " | ".join(rows[-1]), flush=True)
+    for r, ms in zip(rows, measure_nets(nets, args.repeats)):
+        r[4] = f"{ms:.3f}"
+    n_val = len(val.dataset)
     head = ("budget ms", "strategy", "importance kept", "predicted ms", "measured ms", "top1 pre-FT",
             f"top1 after {args.finetune_steps} FT steps", "blocks")
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
         print("| " + " | ".join(r) + " |")
-    print(f"\n(torch {torch.__version__}, onnxruntime 1 thread, medians of {args.repeats}; 2 CPU cores shared with "
-          "other jobs, so latencies are noisy)")
-
+    print(f"\n(torch {torch.__version__}, onnxruntime 1 thread, median of 3 interleaved rounds of {args.repeats} "
+          f"runs; 2 CPU cores shared with other jobs, so latencies are noisy; top-1 on {n_val} built-in val "
+          f"images, binomial std ~{100 * (0.25 / n_val) ** 0.5:.1f} points)")
 
 if __name__ == "__main__":
     main()
