@@ -104,7 +104,13 @@ def prune_supernet(*, supernet: str | Path, arch: str | Path | ArchConfig, devic
     out = Path(run_dir) if run_dir is not None else make_run_dir(run_root, "prune")
     out.mkdir(parents=True, exist_ok=True)
     imp = _load_importance(out / "importance.json", analysed, batches)
-    acc_searched = top1(sn.set_active(cfg), loaders.val, eval_batches) if eval_batches != 0 else None
+    acc_searched = None
+    if eval_batches != 0:  # the searched subnet as it stands, with its own BN statistics, for comparison
+        ref = sn.extract_subnet(cfg)
+        recalibrate_bn(ref, loaders.train, max_batches=batches)
+        acc_searched = top1(ref, loaders.val, eval_batches)
+    # Taylor scores need the analysed subnet's own BN statistics (the supernet's are shared by all subnets)
+    recalibrate_bn(sn.set_active(analysed), loaders.train, max_batches=batches)
     if imp is None:
         imp = taylor_importance(sn, loaders.train, cfg=analysed, max_batches=batches, progress=progress)
         if imp.batches < batches:
@@ -145,7 +151,8 @@ def prune_supernet(*, supernet: str | Path, arch: str | Path | ArchConfig, devic
                                                      "a": problem.a, "b": problem.b, "fixed_ms": problem.fixed_ms}})
     atomic_torch_save(out / "subnet.pt", net.state_dict())
     save_supernet(out / "supernet.pt", sn, arch_logits=ck.arch_logits,
-                  meta={**ck.meta, "reordered_by": "taylor", "reorder_arch": analysed.to_dict()})
+                  meta={**ck.meta, "reordered_by": "taylor", "reorder_arch": analysed.to_dict(),
+                        "bn_recalibrated_for": analysed.to_dict()})
     rows, verdict = write_channel_artefacts(out, best.cfg, space,
                                             f"{strategy}: {best.predicted_ms:.3f} ms <= {budget_ms:g} ms")
     atomic_write_text(out / "report.md", _report(summary, allocations, errors, rows, verdict, problem))
@@ -162,7 +169,7 @@ def _report(s, allocations, errors, rows, verdict, problem) -> str:
         (f"- device table: {s['table_name']} ({s['table_kind']}, hash {str(s['table_hash'])[:12]}), budget "
          f"{s['budget_ms']:g} ms"),
         (f"- searched arch: predicted {s['source_predicted_ms']:.3f} ms, {s['source_params'] / 1e6:.3f} M params, "
-         f"top-1 {fmt(s['top1_source'])}"),
+         f"top-1 {fmt(s['top1_source'])} (BN recalibrated)"),
         (f"- reallocated ({s['strategy']}): predicted {s['predicted_ms']:.3f} ms, {s['params'] / 1e6:.3f} M params, "
          f"top-1 {fmt(s['top1_pruned_no_finetune'])} before fine-tuning (BN recalibrated)"),
         (f"- importance: first-order Taylor over {s['taylor_batches']} batches on the searched stages with every "

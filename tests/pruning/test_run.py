@@ -122,3 +122,22 @@ def test_cli_mismatched_inputs(setup, capsys):
     assert rc == 2 and "--arch" in err and "--device" in err
     rc = main(["prune", "--model", "timm:deit_tiny_patch16_224"])
     assert rc == 2 and "--budget-params" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_prune_end_to_end_builtin(setup, capsys):
+    train = pytest.importorskip("slimformer.train")
+    if not hasattr(train, "build_loaders"):
+        pytest.skip("slimformer.train.build_loaders has not landed")
+    d, _space, ck, _cfg, _table, _loaders = setup
+    base = ["prune", "--supernet", str(ck), "--arch", str(d / "arch.json"), "--device", str(d / "tiny-fake.json"),
+            "--data", "builtin", "--batches", "2", "--batch-size", "8", "--eval-batches", "1", "--out", str(d / "cli")]
+    rc = main([*base, "--budget-ms", "0.001"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "infeasible" in err and len(err.strip().splitlines()) == 1
+    rc = main([*base, "--budget-ms", "0.29"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    run = out.strip().splitlines()[-1].split("run directory: ")[1]
+    summary = json.loads((d / "cli" / run.split("/")[-1] / "arch.json").read_text())
+    assert summary["predicted_ms"] <= 0.29 and summary["strategy"] == "prune-milp"
