@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from slimformer._errors import SlimformerError
+from slimformer.latency_lut import build_op, export_onnx, measure_module, measure_overhead, ort_session
+from slimformer.latency_lut._measure import measure_callable
+
+
+@pytest.mark.parametrize("key", ["mb4d-r4-c16-mlp32", "mb3d.attn-t4-h2-qk8-v16", "mb3d.proj-t4-c32-i32",
+                                 "head-t4-c32-k10-d2"])
+def test_exported_op_computes_what_the_module_computes(key):
+    m, x = build_op(key)
+    sess = ort_session(export_onnx(m, x))
+    got = sess.run(None, {i.name: t.numpy() for i, t in zip(sess.get_inputs(), x)})[0]
+    with torch.no_grad():
+        want = m(*x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_measure_module_reports_median_spread_count(backend):
+    m, x = build_op("mb4d-r4-c16-mlp32")
+    r = measure_module(m, x, backend=backend, repeats=5, min_time_s=0.0, batch=2)
+    assert r["median_ms"] > 0 and r["spread_ms"] >= 0 and r["count"] >= 5 and r["attempts"] >= 1
+
+
+def test_noisy_measurements_are_taken_again_and_the_lowest_median_kept():
+    pattern = itertools.cycle([0.0, 0.004])  # half the calls 4 ms slower: spread far above 10% of the median
+
+    def fn():
+        d = next(pattern)
+        if d:
+            time.sleep(d)
+
+    r = measure_callable(fn, warmup=1, repeats=8, min_time_s=0.0, retries=2)
+    assert r["attempts"] == 3
+    steady = measure_callable(lambda: sum(range(2000)), warmup=2, repeats=30, min_time_s=0.0, retries=2, noise=10.0)
+    assert steady["attempts"] == 1
+
+
+def test_cpu_clock_leaves_out_sleeping():
+    r = measure_callable(lambda: time.sleep(0.002), warmup=1, repeats=5, min_time_s=0.0, clock="cpu", retries=0)
+    w = measure_callable(lambda: time.sleep(0.002), warmup=1, repeats=5, min_time_s=0.0, clock="wall", retries=0)
+    assert r["median_ms"] < 1.0 and w["median_ms"] >= 2.0
+
+
+def test_overhead_is_small_and_options_are_checked():
+    assert 0 < measure_overhead(repeats=20, min_time_s=0.0)["median_ms"] < 1.0
+    m, x = build_op("flat-t4-c16")
+    with pytest.raises(SlimformerError, match="unknown backend"):
+        measure_module(m, x, backend="tvm")
+    with pytest.raises(SlimformerError, match="--threads 1"):
+        measure_module(m, x, clock="cpu", threads=2)
