@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_speed import cpu_table, trained_tiny_supernet
+from search_speed import builtin_loaders, cpu_table, trained_tiny_supernet
 
 
 def uniform_width(space, table, budget):
@@ -67,7 +67,6 @@ def main() -> None:
 
     from slimformer.search import SupernetAccuracy, search
     from slimformer.supernet import load_supernet
-    from slimformer.train import build_loaders
 
     work = Path(tempfile.mkdtemp(prefix="search_quality-"))
     path = args.supernet
@@ -79,8 +78,7 @@ def main() -> None:
     sp = ck.space
     table = cpu_table(sp, args.lut_dir)
     bs = 64
-    loaders = build_loaders("builtin", img_size=sp.img_size, batch_size=bs, workers=0, seed=1,
-                            train_size=bs * 4, val_size=bs * (args.search_batches + args.heldout_batches))
+    loaders = builtin_loaders(sp.img_size, bs, bs * 4, bs * (args.search_batches + args.heldout_batches))
     recal = list(itertools.islice(iter(loaders.train), 4))
     val = list(loaders.val)
     search_val, heldout = val[:args.search_batches], val[args.search_batches:]
