@@ -135,3 +135,13 @@ def test_cpu_clock_tables_record_it_and_validate_with_it(tmp_path):
     assert t.clock == "cpu" and LatencyTable.load(t.path).clock == "cpu"
     r = validate_table(t, samples=2, run_dir=tmp_path / "v", progress=False, repeats=3, min_time_s=0.0)
     assert r["clock"] == "cpu" and r["samples"] == 2
+
+
+@pytest.mark.slow
+def test_the_tiny_space_builds_and_validates(tmp_path, tiny_space):
+    t = build_table(name="tiny-ort", space="tiny", lut_dir=tmp_path, progress=False, **FAST)
+    assert set(t.entries) == set(space_ops(tiny_space)) and len(t.entries) == 92
+    r = validate_table(t, samples=5, run_dir=tmp_path / "v", progress=False, repeats=3, min_time_s=0.0)
+    assert r["samples"] == 5 and r["corrected"]["n"] == 5
+    for cfg in (tiny_space.smallest(), tiny_space.largest()):
+        assert t.predict(cfg) > 0
