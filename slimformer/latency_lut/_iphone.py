@@ -9,7 +9,8 @@ Each row names a timm model that builds the architecture, so its op features
     latency = overhead + launch * ops + sum_k cost_k * work_k
 
 with work in dense FLOPs (convolutions, linear layers and attention matmuls: one price, since a linear
-layer is a 1x1 convolution to the Neural Engine, and a free matmul would invite a search to exploit it),
+layer is a 1x1 convolution to the Neural Engine, and a free matmul would invite a search to exploit it;
+never below the chip's peak rate, 0.091 ms per GFLOP),
 depthwise-conv FLOPs (memory-bound, priced apart), norm elements (LayerNorm/GroupNorm; BatchNorm after a
 conv or linear is folded), other elementwise elements (activations, adds, pooling, softmax) and layout
 elements (transposes, gathers, concatenations). The terms were chosen for what the op kinds do on the
@@ -97,19 +98,36 @@ def timm_features(row: PublishedRow) -> tuple[dict[str, float], int, str | None]
 
 
 # --------------------------------------------------------------------------- fitting
-def fit_nonneg(X: np.ndarray, y: np.ndarray, *, iters: int = 50, floor: float = 0.02) -> np.ndarray:
-    """Non-negative coefficients of ``[1, X]`` minimising the sum of absolute relative errors.
+# The A14 Bionic's Neural Engine peaks at 11 trillion operations per second (Apple's figure), so no dense
+# FLOP can cost less than 1/11e12 s: 0.091 ms per GFLOP. The fit may not price FLOPs below that floor
+# (series v1 alone would otherwise make FLOPs almost free, which a search exploits by going wide).
+DENSE_FLOOR_MS_PER_GFLOP = 1e3 / 11e3
+
+
+def _lower_bounds() -> np.ndarray:
+    lb = np.zeros(1 + len(TERMS))
+    lb[1 + [n for n, _, _ in TERMS].index("dense")] = DENSE_FLOOR_MS_PER_GFLOP
+    return lb
+
+
+def fit_nonneg(X: np.ndarray, y: np.ndarray, *, iters: int = 50, floor: float = 0.02,
+               lower: np.ndarray | None = None) -> np.ndarray:
+    """Coefficients of ``[1, X]``, each >= its lower bound (default: 0, and the dense-FLOP floor),
+    minimising the sum of absolute relative errors.
 
     Relative error: each row is divided by its latency. Absolute, not squared: iteratively reweighted
-    NNLS (weights ``1/sqrt(max(|r|, floor))``), which converges to the least-absolute-deviation fit."""
+    NNLS (weights ``1/sqrt(max(|r|, floor))``), which converges to the least-absolute-deviation fit.
+    Lower bounds enter as ``w = lower + v`` with ``v >= 0``, so plain NNLS still solves it."""
+    lower = _lower_bounds() if lower is None else lower
     A = np.hstack([np.ones((len(y), 1)), X]) / y[:, None]
+    b = 1.0 - A @ lower
     scale = np.maximum(A.max(axis=0), 1e-12)  # conditioning only; NNLS is scale-invariant per column
     A = A / scale
-    w, _ = nnls(A, np.ones(len(y)))
+    v, _ = nnls(A, b)
     for _ in range(iters):
-        s = 1.0 / np.sqrt(np.maximum(np.abs(A @ w - 1.0), floor))
-        w, _ = nnls(A * s[:, None], s)
-    return w / scale
+        s = 1.0 / np.sqrt(np.maximum(np.abs(A @ v - b), floor))
+        v, _ = nnls(A * s[:, None], b * s)
+    return lower + v / scale
 
 
 def leave_one_out(X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -181,7 +199,8 @@ def fit_series(series: str, *, progress: bool = False) -> IphoneFit:
     w = fit_nonneg(X, y)
     fitted = w[0] + X @ w[1:]
     loo = leave_one_out(X, y)
-    notes.append("fit: non-negative least absolute relative error (iteratively reweighted scipy nnls)")
+    notes.append("fit: non-negative least absolute relative error (iteratively reweighted scipy nnls); dense "
+                 f"FLOPs priced at >= {DENSE_FLOOR_MS_PER_GFLOP:.3f} ms/GFLOP, the A14 Neural Engine's 11 TOPS peak")
     return IphoneFit(series, float(w[0]), {n: float(c) for (n, _, _), c in zip(TERMS, w[1:])}, rows,
                      [float(v) for v in fitted], [float(v) for v in loo], notes)
 

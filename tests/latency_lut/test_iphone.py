@@ -98,6 +98,18 @@ def test_fit_is_non_negative_and_recovers_a_non_negative_truth():
     assert (w >= 0).all()
 
 
+def test_dense_flops_never_cheaper_than_the_chip_peak():
+    from slimformer.latency_lut._iphone import DENSE_FLOOR_MS_PER_GFLOP
+
+    rng = np.random.default_rng(1)
+    X = rng.uniform(0, 5, size=(18, len(TERMS)))
+    dense = 1 + [n for n, _, _ in TERMS].index("dense")
+    y = 0.5 + X[:, 0] * 0.01 + X[:, 3] * 0.7  # data in which dense FLOPs look free
+    w = fit_nonneg(X, y)
+    assert w[dense] == pytest.approx(DENSE_FLOOR_MS_PER_GFLOP) and (w >= 0).all()
+    assert fit_nonneg(X, y, lower=np.zeros(len(TERMS) + 1))[dense] < DENSE_FLOOR_MS_PER_GFLOP
+
+
 def test_published_data_is_read_from_the_package_and_series_stay_apart():
     v1, v2 = published_rows("v1"), published_rows("v2")
     assert len(v1) == 18 and {r.series for r in v1} == {"v1"}
