@@ -119,6 +119,21 @@ def build_problem(cfg: ArchConfig, space: SearchSpace, table, imp: Importance) -
     return p
 
 
+def smallest_predicted_ms(cfg: ArchConfig, space: SearchSpace, table) -> float:
+    """Predicted latency of ``cfg`` with every block at its cheapest option the table covers (no scores needed)."""
+    out = cfg
+    for si, pos, b in cfg.iter_blocks():
+        if b.kind == "skip":
+            continue
+        width = cfg.stages[si].width
+        costs = [(ms, o) for o in block_options(space, b.kind) if (ms := _block_ms(table, o, si, width)) is not None]
+        if not costs:
+            raise SlimformerError(f"the latency table covers no option of block {arch_key(si, pos)} ({b.kind}, "
+                                  f"width {width})")
+        out = out.with_block(si, pos, min(costs, key=lambda c: c[0])[1])
+    return float(table.predict(out))
+
+
 def _calibrate(p: Problem, table) -> None:
     """Find ``a, b, fixed`` with ``table.predict(c) == a * (fixed + sum block ms) + b``."""
     hi = [int(np.argmax(c)) for c in p.costs]

@@ -17,7 +17,7 @@ from .._io import atomic_torch_save, atomic_write_json, atomic_write_text, make_
 from ..supernet import ArchConfig, count_params, get_arch, load_supernet, recalibrate_bn, save_supernet
 from ._importance import BlockImportance, Importance, taylor_importance
 from ._mckp import Infeasible
-from ._realloc import STRATEGIES, allocate, build_problem, expand
+from ._realloc import STRATEGIES, allocate, build_problem, expand, smallest_predicted_ms
 from ._reorder import reorder_by_importance
 from ._report import rows_markdown, write_channel_artefacts
 
@@ -98,6 +98,10 @@ def prune_supernet(*, supernet: str | Path, arch: str | Path | ArchConfig, devic
         raise SlimformerError(f"architecture {cfg.name or arch} is not in the checkpoint's space {space.name!r}: "
                               f"{faults[0]}")
     table = resolve_table(device, space, lut_dir=lut_dir)
+    floor = smallest_predicted_ms(cfg, space, table)
+    if floor > budget_ms:  # before any expensive step
+        raise Infeasible(f"budget {budget_ms:g} ms is infeasible: the smallest reallocation of this architecture "
+                         f"is predicted at {floor:.3f} ms on {getattr(table, 'name', 'the table')}")
     loaders = resolve_loaders(data, space, batch_size=batch_size, seed=seed)
     analysed = expand(cfg, space)
 

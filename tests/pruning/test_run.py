@@ -141,3 +141,33 @@ def test_cli_prune_end_to_end_builtin(setup, capsys):
     run = out.strip().splitlines()[-1].split("run directory: ")[1]
     summary = json.loads((d / "cli" / run.split("/")[-1] / "arch.json").read_text())
     assert summary["predicted_ms"] <= 0.29 and summary["strategy"] == "prune-milp"
+
+
+def test_cli_prune_with_contract_loaders(setup, capsys, monkeypatch):
+    """The CLI path through `build_loaders` (contract 2), with a stand-in that records its arguments."""
+    import slimformer.train
+
+    d, space, ck, _cfg, _table, loaders = setup
+    calls = []
+
+    def fake_build_loaders(data, *, img_size, batch_size, seed=0, **kw):
+        calls.append((data, img_size, batch_size))
+        return loaders
+
+    monkeypatch.setattr(slimformer.train, "build_loaders", fake_build_loaders, raising=False)
+    base = ["prune", "--supernet", str(ck), "--arch", str(d / "arch.json"), "--device", str(d / "tiny-fake.json"),
+            "--data", "builtin", "--batches", "2", "--batch-size", "8", "--eval-batches", "1", "--out", str(d / "cli2")]
+    rc = main([*base, "--budget-ms", "0.001"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "infeasible" in err and len(err.strip().splitlines()) == 1
+    rc = main([*base, "--budget-ms", "0.29", "--strategy", "greedy"])
+    out = capsys.readouterr().out
+    assert rc == 0 and calls[-1] == ("builtin", space.img_size, 8)
+    assert "pruned" in out and "pattern" in out.lower()
+    run = d / "cli2" / out.strip().splitlines()[-1].split("run directory: ")[1].split("/")[-1]
+    summary = json.loads((run / "arch.json").read_text())
+    assert summary["predicted_ms"] <= 0.29 and summary["strategy"] == "prune-greedy"
+    rc = main([*base, "--budget-ms", "0.29", "--resume", str(run)])
+    assert rc == 0
+    rc = main([*base, "--budget-ms", "0.29", "--resume", str(d / "nowhere")])
+    assert rc == 2 and "not a prune run directory" in capsys.readouterr().err
