@@ -116,6 +116,25 @@ def cpu_table(space, lut_dir=None):
                        resume=False)
 
 
+def default_space_fast(table, repeats: int) -> None:
+    """--fast slimming on the default space: the slimming itself (alpha ranking + table), with an untrained
+    120 M-parameter supernet holding random alpha (timing does not depend on training). Checkpoint loading
+    and BN recalibration of the result are excluded (both scale with the data and the disk, not the search)."""
+    from slimformer.search import search
+    from slimformer.supernet import Supernet, SupernetCheckpoint, arch_key
+
+    sp = table.space
+    g = torch.Generator().manual_seed(0)
+    logits = {arch_key(si, p): torch.randn(len(sp.kinds_at(si)), generator=g)
+              for si in range(4) for p in range(sp.depths[si])}
+    ck = SupernetCheckpoint(model=Supernet(sp).eval(), space=sp, arch_logits=logits)
+    empty = types.SimpleNamespace(train=[], val=[], num_classes=sp.num_classes)
+    t, r = _median_time(lambda: search(budget_ms=1.6, table=table, supernet=ck, fast=True, loaders=empty,
+                                       recal_batches=0), repeats)
+    print(f"--fast slimming, default space, iphone-lut, 1.6 ms: {t:.2f} s median (incl. extracting subnet.pt "
+          f"weights; excl. checkpoint loading and BN recalibration) -> {r.arch.summary()}, {r.predicted_ms:.3f} ms")
+
+
 def _median_time(fn, repeats: int) -> tuple[float, object]:
     times, out = [], None
     for _ in range(repeats):
@@ -132,6 +151,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="epochs when training the tiny supernet")
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--val-batches", type=int, default=4)
+    ap.add_argument("--default-space", action="store_true",
+                    help="also time --fast slimming on the default space (untrained supernet, random alpha)")
     ap.add_argument("--lut-dir", default=None, help="where the tiny cpu-ort table is kept (default: cache)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -154,6 +175,8 @@ def main() -> None:
     dt = time.perf_counter() - t0
     print(f"predictions: {len(cfgs) / dt:,.0f} per s (2000 random default-space subnets, iphone-lut, warm cache)")
 
+    if args.default_space:
+        default_space_fast(iphone, args.repeats)
     work = Path(tempfile.mkdtemp(prefix="search_speed-"))
     path = args.supernet
     if path is None:
