@@ -57,3 +57,18 @@ def test_overhead_is_small_and_options_are_checked():
         measure_module(m, x, backend="tvm")
     with pytest.raises(SlimformerError, match="--threads 1"):
         measure_module(m, x, clock="cpu", threads=2)
+
+
+def test_fit_correction_recovers_scale_and_offset_and_fidelity_figures():
+    from slimformer.latency_lut import fidelity, fit_correction
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(5, 60, 10)
+    m = 1.03 * p + 0.6
+    c = fit_correction(p, m)
+    assert c["scale"] == pytest.approx(1.03, rel=1e-6) and c["offset_ms"] == pytest.approx(0.6, abs=1e-5)
+    f = fidelity(p, m)
+    assert f["kendall_tau"] == pytest.approx(1.0) and f["n"] == 10
+    err = np.abs(p - m) / m
+    assert f["within_5pct"] == np.mean(err <= 0.05) and f["mape_pct"] == pytest.approx(100 * err.mean())
+    assert fidelity(1.03 * p + 0.6, m)["within_5pct"] == 1.0
