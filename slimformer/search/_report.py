@@ -65,6 +65,10 @@ def _plot_trace(r: SearchResult) -> bytes:
         ax.scatter([x for x, f in zip(xs, feas) if f], [y for y, f in zip(ys, feas) if f], s=12, label="trials (fit)")
         ax.scatter([x for x, f in zip(xs, feas) if not f], [y for y, f in zip(ys, feas) if not f], s=12,
                    c="lightgray", label="trials (over budget)")
+        skipped = [t["predicted_ms"] for t in r.trace if not t.get("evaluated", True) and t["predicted_ms"]]
+        if skipped and ys:
+            ax.scatter(skipped, [min(ys)] * len(skipped), marker="x", s=12, c="gray",
+                       label="over budget (not evaluated)")
         if r.pareto:
             ax.plot([p["predicted_ms"] for p in r.pareto], [p["score"] for p in r.pareto], "g.-", label="Pareto front")
         ax.set_xlabel("predicted latency (ms)")
