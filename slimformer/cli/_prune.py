@@ -8,11 +8,12 @@ def register(sub) -> None:
     p = sub.add_parser(
         "prune", help="reallocate heads, Q/K, V and FFN channels by Taylor importance under a budget",
         description="Either a searched subnet of a supernet under a latency budget (--supernet, --arch, --device, "
-                    "--budget-ms) or a timm ViT/DeiT under a parameter budget (--model timm:NAME, --budget-params).")
+                    "--budget-ms) or a timm ViT/DeiT (--model timm:NAME) under a parameter budget (--budget-params) or a "
+                    "latency budget (--budget-ms, on a table measured here for the model's ops).")
     p.add_argument("--supernet", help="supernet checkpoint (file or training run dir)")
     p.add_argument("--arch", help="searched config: arch.json of a search run, a preset or an ArchConfig JSON")
     p.add_argument("--device", help="latency table name or path (see `slimformer lut list`)")
-    p.add_argument("--budget-ms", type=float, help="latency budget in ms on --device's table")
+    p.add_argument("--budget-ms", type=float, help="latency budget in ms on --device's table (with --model: on its measured ops)")
     p.add_argument("--lut-dir", default=None, help="folder of user latency tables")
     p.add_argument("--model", help="timm:NAME of a ViT/DeiT to prune instead of a supernet")
     p.add_argument("--weights", default=None, help="local weights file for --model (no hub downloads)")
