@@ -1,8 +1,8 @@
 """``slimformer prune --model timm:NAME``: Taylor analysis and physical pruning of a timm ViT/DeiT.
 
 Run directory: ``pruned.pt`` (``{"model", "model_kwargs", "choices", "state_dict"}``; rebuild it with
-:func:`load_pruned_vit`), ``importance.json``, ``choices.json``, ``channels.csv`` / ``channels.png``
-and ``report.md``. When the data's classes differ from the model's (ImageNet weights, built-in data),
+:func:`load_pruned_vit`), ``importance.json``, ``choices.json``, ``channels.csv`` / ``channels.png``,
+``report.md`` and, for a latency budget, ``latency.json`` (the op table measured for this model). When the data's classes differ from the model's (ImageNet weights, built-in data),
 the targets are the model's own predictions, so the scores measure how much each group matters to
 what the model currently outputs.
 """
@@ -49,7 +49,12 @@ def vit_rows(model, choices: list[VitChoice]) -> list[dict[str, Any]]:
 
 def load_pruned_vit(path: str | Path):
     """Rebuild a model written by :func:`prune_timm` (``pruned.pt``)."""
-    raw = torch.load(path, map_location="cpu", weights_only=True)
+    if not Path(path).is_file():
+        raise SlimformerError(f"pruned model not found: {path}")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - torch.load raises many kinds on a junk file
+        raw = None
     if not isinstance(raw, dict) or "choices" not in raw:
         raise SlimformerError(f"{path} is not a pruned ViT written by `slimformer prune --model`")
     model = create_vit(raw["model"], **raw.get("model_kwargs", {}))
