@@ -2,9 +2,9 @@
 
 Run directory: ``pruned.pt`` (``{"model", "model_kwargs", "choices", "state_dict"}``; rebuild it with
 :func:`load_pruned_vit`), ``importance.json``, ``choices.json``, ``channels.csv`` / ``channels.png``,
-``report.md`` and, for a latency budget, ``latency.json`` (the op table measured for this model). When the data's classes differ from the model's (ImageNet weights, built-in data),
-the targets are the model's own predictions, so the scores measure how much each group matters to
-what the model currently outputs.
+``report.md`` and, for a latency budget, ``latency.json`` (the op table measured for this model).
+When the data's classes differ from the model's (ImageNet weights, built-in data), the targets are the
+model's own predictions, so the scores measure how much each group matters to what the model outputs.
 """
 from __future__ import annotations
 
