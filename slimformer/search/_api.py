@@ -11,6 +11,7 @@ Which score is optimised, and whether it is accuracy at all, is recorded in the 
 from __future__ import annotations
 
 import itertools
+import re
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,8 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
                 space=space, predict=predict, scorer=scorer, budget_ms=budget_ms, trials=trials, sampler=sampler,
                 mode=mode, seed=seed, storage=storage, study_name=study_name or "slimformer-search", resume=resume,
                 identity=ident, warm_start=[warm], on_trial=(lambda: bar.update(1)) if bar else None)
-        options["storage"] = "study.db (run directory)" if default_storage else (storage or "in-memory")
+        options["storage"] = ("study.db (run directory)" if default_storage
+                              else re.sub(r"://[^@/]*@", "://***@", storage) if storage else "in-memory")
         options["study_name"] = study_name or "slimformer-search"
 
     score = scorer(best)
