@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .._errors import SlimformerError
 from .._io import atomic_write_json, make_run_dir
 from ..supernet import ArchConfig
 from ._keys import OP_KINDS, arch_ops_by_stage, op_kind, space_ops
@@ -85,7 +86,11 @@ def describe(table: LatencyTable, cfg: ArchConfig | None = None) -> str:
     lines.append(f"  correction: x{c['scale']:.4f} {c['offset_ms']:+.3f} ms (fitted on {c.get('samples', '?')} "
                  f"whole subnets)" if c else "  correction: none")
     lines += ["  " + x for x in error_lines(table)]
-    if cfg is not None:
+    faults = table.space.check(cfg) if cfg is not None else []
+    if faults:
+        lines.append(f"{cfg.name or 'architecture'} is not in the table's space ({faults[0]}); give --arch a "
+                     f"config of space {table.space.name!r} for a breakdown")
+    elif cfg is not None:
         kinds = by_kind(table, cfg)
         total = sum(kinds.values())
         raw = table.predict(cfg, corrected=False)
@@ -100,6 +105,10 @@ def describe(table: LatencyTable, cfg: ArchConfig | None = None) -> str:
 def profile(table: LatencyTable, cfg: ArchConfig, *, run_dir: str | Path | None = None,
             runs_root: str | Path | None = None) -> dict[str, Any]:
     """Bar charts of ``cfg``'s predicted latency by op kind and by stage; returns paths and figures."""
+    faults = table.space.check(cfg)
+    if faults:
+        raise SlimformerError(f"{cfg.name or 'the architecture'} is not in the space of table {table.name!r} "
+                              f"({table.space.name!r}): {faults[0]}")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -56,9 +56,8 @@ class LatencyTable:
     def __init__(self, *, name: str, kind: str, device: str, backend: str, space: SearchSpace,
                  entries: dict[str, Any], overhead_ms: float = 0.0, correction: dict | None = None,
                  error: dict | None = None, threads: int | None = None, batch: int = 1, clock: str = "wall",
-                 cpu: str | None = None,
-                 runtime: dict | None = None, date: str | None = None, meta: dict | None = None,
-                 path: str | Path | None = None):
+                 cpu: str | None = None, runtime: dict | None = None, date: str | None = None,
+                 meta: dict | None = None, path: str | Path | None = None):
         if kind not in TABLE_KINDS:
             raise ValueError(f"table kind must be one of {', '.join(TABLE_KINDS)}, got {kind!r}")
         self.name, self.kind, self.device, self.backend = str(name), kind, str(device), str(backend)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,11 @@ def test_show_prints_metadata_error_and_breakdown(capsys, micro_table, tmp_path)
     assert "without correction" in out and "MB4D" in out and "predicted" in out
 
 
+def test_show_with_a_preset_outside_the_space_says_so(capsys, micro_table):
+    code, out, _ = run(capsys, "lut", "show", str(micro_table.path))  # --arch l1 by default
+    assert code == 0 and "not in the table's space" in out
+
+
 def test_profile_writes_a_png(capsys, micro_table, tmp_path):
     arch = tmp_path / "a.json"
     arch.write_text(micro_table.space.largest().to_json())
@@ -57,6 +63,7 @@ def test_validate_cli(capsys, micro_table, tmp_path):
     (["lut", "build", "--device", "x", "--space", "nope"], "unknown search space"),
     (["lut", "validate", "--device", "iphone-lut", "--samples", "3"], "validation measures on this machine"),
     (["lut", "show", "iphone-lut", "--arch", "nope"], "unknown architecture"),
+    (["lut", "profile", "iphone-lut", "--arch", str(Path(__file__).parent / "tiny_arch.json")], "not in the space"),
 ])
 def test_cli_errors_are_one_line(capsys, tmp_path, monkeypatch, argv, msg):
     monkeypatch.setenv("SLIMFORMER_CACHE", str(tmp_path / "cache"))
