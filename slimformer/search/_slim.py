@@ -3,10 +3,10 @@
 Each step scores a few candidate actions: latency saving from the table, score drop from the scorer
 (accuracy of inherited weights, alpha importance, or a training-free proxy) and takes the action with
 the smallest drop per millisecond saved. When some candidate already fits the budget, the step takes
-the fitting candidate with the smallest drop instead (no point saving more than needed). With a cheap
-scorer a *fill* phase then spends leftover budget: it applies the growth (wider stage, block back,
-larger MLP ratio) with the largest gain per millisecond that still fits, until none fits; then a
-*swap* (one growth plus one shrink) that fits and raises the score, and fills again (at most
+the fitting candidate with the smallest drop instead (no point saving more than needed). A *fill* phase
+then spends leftover budget: it applies the growth (wider stage, block back, larger MLP ratio, one more
+MB3D) with the largest gain per millisecond that still fits, until none fits. With a cheap scorer it
+then tries *swaps* (one growth plus one shrink) that fit and raise the score, and fills again (at most
 ``max_swaps`` swaps, so the run time stays bounded and deterministic).
 """
 from __future__ import annotations
@@ -24,13 +24,17 @@ Predict = Callable[[ArchConfig], float]
 def slim(*, space: SearchSpace, predict: Predict, scorer: Scorer, budget_ms: float,
          importance: Callable[[int, int], float] | None = None, fill: bool | None = None,
          start: ArchConfig | None = None, on_step: Callable[[float], None] | None = None,
-         max_swaps: int = 12) -> tuple[ArchConfig, list]:
+         max_swaps: int | None = None) -> tuple[ArchConfig, list]:
     """Slim ``start`` (default: the largest subnet) until ``predict(cfg) <= budget_ms``.
 
     ``importance`` given: EfficientFormer's candidate set (least important block/stage, first MB3D);
     otherwise every single-step shrink is a candidate (cheap scorers only). Returns the config and the
-    trace (one dict per step). ``fill`` defaults to ``scorer.cheap``.
+    trace (one dict per step). The fill phase runs by default; swaps (a growth plus a shrink, each pair
+    scored) default to 12 with a cheap scorer and none with an evaluated one (they cost a forward pass per
+    pair and, on a small validation split, mostly fit its noise).
     """
+    if max_swaps is None:
+        max_swaps = 12 if scorer.cheap else 0
     cfg = start or space.largest()
     ms, score = predict(cfg), scorer(cfg)
     trace = [_row(0, "start", "largest subnet" if start is None else "start", cfg, ms, score, 0)]
@@ -49,7 +53,7 @@ def slim(*, space: SearchSpace, predict: Predict, scorer: Scorer, budget_ms: flo
             on_step(ms - new_ms)
         cfg, ms, score = act.cfg, new_ms, new_score
         trace.append(_row(step, "slim", act.describe(), cfg, ms, score, len(cands)))
-    if fill if fill is not None else scorer.cheap:
+    if fill is None or fill:
         for _ in range(max_swaps + 1):
             while True:
                 grown = _grow(space, cfg, predict, scorer, ms, score, budget_ms)
