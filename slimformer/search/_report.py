@@ -18,7 +18,8 @@ def predicted_text(r: SearchResult) -> str:
     """``1.584 ms`` plus, for an estimated table, its typical error (``± 7.9% typical error``)."""
     text = f"{r.predicted_ms:.3f} ms"
     if r.table_error and "pct" in r.table_error:
-        text += f" (± {r.table_error['pct']:.1f}% typical error of this {r.table_kind} table)"
+        how = f", {r.table_error['method']}" if r.table_error.get("method") else ""
+        text += f" (± {r.table_error['pct']:.1f}% typical error: median absolute error of this {r.table_kind} table{how})"
     elif r.table_kind == "estimated":
         text += " (estimated table: no error figures recorded)"
     return text

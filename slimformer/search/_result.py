@@ -16,7 +16,9 @@ def typical_error(table: Any) -> dict[str, float] | None:
     err = getattr(table, "error", None)
     if not isinstance(err, dict) or not err:
         return None
-    num = {k: float(v) for k, v in err.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    num: dict = {k: float(v) for k, v in err.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if isinstance(err.get("method"), str):
+        num["method"] = err["method"]
     for key in ("median_ape_pct", "median_abs_pct", "median_pct", "mdape_pct", "median_ape", "mdape",
                 "mape_pct", "mape"):
         if key in num:
