@@ -4,12 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-try:
-    from slimformer.latency_lut import LatencyTable, space_ops
-except ImportError:  # the LUT package's public names land in parallel
-    from slimformer.latency_lut._keys import space_ops
-    from slimformer.latency_lut._table import LatencyTable
-from slimformer.latency_lut._keys import parse_key
+from slimformer.latency_lut import LatencyTable, parse_key, space_ops
 
 
 def _op_ms(key: str) -> float:
