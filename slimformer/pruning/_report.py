@@ -65,8 +65,11 @@ def pattern_verdict(rows: list[dict[str, Any]]) -> str:
     if trimmed * 2 > len(att):
         return (f"The Q/K-trimmed, V-kept pattern shows: in {trimmed} of {len(att)} attention blocks Q/K keep a "
                 f"smaller share than V ({nums}).")
-    return (f"The Q/K-trimmed, V-kept pattern does NOT show in this model: only {trimmed} of {len(att)} attention "
-            f"blocks keep a smaller share of Q/K than of V ({nums}).")
+    if trimmed:
+        return (f"The Q/K-trimmed, V-kept pattern shows only partly: {trimmed} of {len(att)} attention blocks keep "
+                f"a smaller share of Q/K than of V, the others do not ({nums}).")
+    return (f"The Q/K-trimmed, V-kept pattern does NOT show in this model: no attention block keeps a smaller "
+            f"share of Q/K than of V ({nums}).")
 
 
 def channel_plot(rows: list[dict[str, Any]], title: str = "") -> bytes:

@@ -134,3 +134,17 @@ def test_shipped_table_budget_on_l1(table_name):
         budget = lo + frac * (hi - lo)
         m, g = (allocate(prob, table, budget, strategy=s) for s in ("milp", "greedy"))
         assert m.predicted_ms <= budget and g.predicted_ms <= budget and m.value >= g.value - 1e-9
+
+
+def test_pattern_verdict_is_honest():
+    from slimformer.pruning import channel_rows, pattern_verdict
+    from slimformer.supernet import get_space, mb3d
+
+    space = get_space("tiny")
+    cfg = _tiny_cfg(space)
+    assert "shows:" in pattern_verdict(channel_rows(cfg.with_block(3, 1, mb3d(2, 8, 32, 1.0)), space))
+    assert "does NOT show" in pattern_verdict(channel_rows(cfg.with_block(3, 1, mb3d(2, 16, 16, 1.0)), space))
+    two = cfg.with_block(3, 1, mb3d(2, 8, 32, 1.0)).with_block(3, 2, mb3d(2, 16, 16, 1.0))
+    assert "only partly" in pattern_verdict(channel_rows(two, space))
+    no_attn = cfg.with_block(3, 1, mb3d(2, 8, 32, 1.0)).with_stage(3, cfg.stages[3].__class__(64, cfg.stages[3].blocks[:1]))
+    assert "no MB3D" in pattern_verdict(channel_rows(no_attn, space))
