@@ -8,6 +8,7 @@ fine-tuned for a few steps on the built-in data and evaluated. The latency table
 model end to end (median). On a shared machine the timings are noisy: read them as such.
 
     python benchmarks/reallocation.py [--train-steps 300] [--finetune-steps 100] [--budgets 0.3 0.6]
+    python benchmarks/reallocation.py --vit-steps 400      # DeiT-tiny trained here, Taylor-pruned (no hub)
 
 The trained supernet is cached (``--supernet-cache``) so a rerun skips training. Importance kept is
 printed for a sweep of budgets (cheap); fine-tuning and end-to-end timing run for ``--budgets``. Every
@@ -167,6 +168,62 @@ def trained_supernet(args, train) -> Supernet:
     return sn
 
 
+def vit_section(args) -> None:
+    """DeiT-tiny (timm, random init, 32 px, patch 4) trained on the built-in data, then the same Taylor
+    analysis and MILP reallocation at half its parameters, with the EfficientViT-style channel table."""
+    import copy
+
+    from slimformer.pruning import create_vit, prune_vit, vit_allocate, vit_importance
+    from slimformer.pruning._report import pattern_verdict
+    from slimformer.pruning._vit_run import vit_rows
+
+    torch.manual_seed(args.seed)
+    tr = BuiltinShapes(img_size=32, length=8192, split="train")
+    va = BuiltinShapes(img_size=32, length=2048, split="val")
+    train = DataLoader(tr, batch_size=args.batch, shuffle=True, drop_last=True,
+                       generator=torch.Generator().manual_seed(args.seed))
+    val = DataLoader(va, batch_size=256)
+    vit = create_vit("timm:deit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10)
+    opt, sched = opt_for(vit, 1e-3, args.vit_steps)
+    it = cycle(train)
+    t0 = time.time()
+    vit.train()
+    for step in range(args.vit_steps):
+        x, y = next(it)
+        opt.zero_grad()
+        F.cross_entropy(vit(x), y).backward()
+        opt.step()
+        sched.step(step + 1)
+        if (step + 1) % 100 == 0:
+            print(f"  deit step {step + 1}/{args.vit_steps} ({time.time() - t0:.0f} s)", flush=True)
+    acc = top1(vit, val)
+    imp = vit_importance(vit, itertools.islice(train, args.taylor_batches))
+    print(f"\nDeiT-tiny (32 px, patch 4, 65 tokens) trained {args.vit_steps} steps: top-1 {acc:.3f}")
+    for frac in (0.5,):
+        choices, info = vit_allocate(vit, imp, budget_params=frac)
+        rows = vit_rows(vit, choices)
+        pruned = prune_vit(copy.deepcopy(vit), imp, choices)
+        acc0 = top1(pruned, val)
+        ft = copy.deepcopy(pruned)
+        opt, sched = opt_for(ft, 2e-4, args.finetune_steps)
+        ft.train()
+        it = cycle(train)
+        for step in range(args.finetune_steps):
+            x, y = next(it)
+            opt.zero_grad()
+            F.cross_entropy(ft(x), y).backward()
+            opt.step()
+            sched.step(step + 1)
+        acc1 = top1(ft, val)
+        print(f"pruned to {frac:.0%} params ({info['params_before']:,} -> {info['params_after']:,}), importance kept "
+              f"{info['importance_kept']:.1%}: top-1 {acc0:.3f} before, {acc1:.3f} after {args.finetune_steps} FT steps")
+        print("| block | heads | Q=K | V | FFN | Q/C | V/C | FFN/C |\n|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['block']} | {r['heads']} | {r['Q']} | {r['V']} | {r['FFN']} | {r['Q/C']:.2f} | "
+                  f"{r['V/C']:.2f} | {r['FFN/C']:.2f} |")
+        print(pattern_verdict(rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-steps", type=int, default=300)
@@ -179,8 +236,12 @@ def main() -> None:
                     help="budgets as fractions of the way from the smallest to the largest reallocation")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vit-steps", type=int, default=0, help="instead: train DeiT-tiny this long and Taylor-prune it")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.vit_steps:
+        vit_section(args)
+        return
     torch.manual_seed(args.seed)
     train, val = loaders(args.batch, 4096, 2048)
     print(f"space {SPACE.name}: {SPACE.img_size} px, searched {SEARCHED.summary()}")
