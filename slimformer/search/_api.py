@@ -188,11 +188,7 @@ def _torch_device(compute: str):
 
 def _batches(ck, data, loaders, batch_size, n_recal, n_val, seed, *, need_val: bool):
     if loaders is None:
-        try:
-            from ..train import build_loaders
-        except ImportError:  # pragma: no cover - only while the training package is incomplete
-            raise SlimformerError("accuracy-driven search needs slimformer.train.build_loaders, which this "
-                                  "install lacks") from None
+        from ..train import build_loaders
 
         sp = ck.space
         loaders = build_loaders(data, img_size=sp.img_size, batch_size=batch_size, workers=0, seed=seed,

@@ -146,19 +146,10 @@ class AlphaImportance(Scorer):
 
 
 def top1(model: torch.nn.Module, batches: Sequence) -> float:
-    """Top-1 accuracy in [0, 1] of ``model`` (eval mode) over a fixed list of ``(images, labels)``."""
-    was = model.training
-    model.eval()
-    correct = total = 0
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for x, y in batches:
-            out = model(x.to(device))
-            out = out[0] if isinstance(out, (tuple, list)) else out
-            correct += int((out.argmax(1).cpu() == y).sum())
-            total += int(y.numel())
-    model.train(was)
-    return correct / max(total, 1)
+    """Top-1 accuracy in [0, 1] of ``model`` over a fixed list of ``(images, labels)`` (``train.evaluate``)."""
+    from ..train import evaluate
+
+    return float(evaluate(model, batches))
 
 
 class SupernetAccuracy(Scorer):

@@ -99,3 +99,18 @@ def test_build_a_missing_cpu_table_for_the_supernet_space(tmp_path, tiny_ckpt, t
     from slimformer.latency_lut import get_table
 
     assert get_table("cpu-ort-test", lut_dir=tmp_path / "luts").space_hash == r.space_hash
+
+
+def test_cli_with_a_supernet_on_builtin_data(capsys, tmp_path, tiny_table, tiny_ckpt):
+    """The accuracy path end to end through the CLI: table file, supernet, built-in data via build_loaders."""
+    table = tiny_table.save(tmp_path / "tiny-table.json")
+    lo, hi = tiny_table.predict(tiny_table.space.smallest()), tiny_table.predict(tiny_table.space.largest())
+    budget = f"{(lo + hi) / 2:.5f}"
+    argv = ["search", "--budget-ms", budget, "--device", str(table), "--supernet", str(tiny_ckpt), "--batch-size",
+            "16", "--recal-batches", "1", "--val-batches", "1", "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "top-1" in text and "accuracy-driven | yes" in text
+    data = json.loads((tmp_path / "run" / "arch.json").read_text())
+    assert data["strategy"] == "slim" and data["accuracy_driven"] and data["predicted_ms"] <= float(budget)
+    assert data["options"]["data"] == "builtin" and (tmp_path / "run" / "subnet.pt").is_file()
