@@ -36,7 +36,7 @@ def trained_tiny_supernet(out_dir: Path, *, epochs: int = 3, seed: int = 0) -> P
         print("slimformer.train.train_supernet is not available: training with the local sandwich/Gumbel loop")
         return _local_train(out_dir, epochs=epochs, seed=seed)
     cfg = TrainConfig(space="tiny", data="builtin", epochs=epochs, batch_size=64, train_size=2560,
-                      val_size=512, seed=seed, workers=0)
+                      val_size=512, seed=seed, workers=0, gumbel=True, quiet=True)
     return Path(train_supernet(cfg, out_dir))
 
 
