@@ -3,6 +3,12 @@ from __future__ import annotations
 
 from ._builtin import CLASSES as BUILTIN_CLASSES
 from ._builtin import BuiltinShapes, render
+from ._config import FinetuneConfig, TrainConfig
 from ._data import Loaders, build_datasets, build_loaders, evaluate
+from ._finetune import finetune, finetune_step
+from ._gumbel import ArchParams, tau_at
+from ._supernet_train import sandwich_step, subnets_for_step, train_supernet
 
-__all__ = ["BUILTIN_CLASSES", "BuiltinShapes", "render", "Loaders", "build_datasets", "build_loaders", "evaluate"]
+__all__ = ["BUILTIN_CLASSES", "BuiltinShapes", "render", "Loaders", "build_datasets", "build_loaders", "evaluate",
+           "TrainConfig", "FinetuneConfig", "train_supernet", "finetune", "finetune_step", "sandwich_step", "subnets_for_step", "ArchParams",
+           "tau_at"]
