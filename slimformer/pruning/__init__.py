@@ -9,10 +9,24 @@ from __future__ import annotations
 
 from ._importance import BlockImportance, Importance, taylor_importance
 from ._mckp import Infeasible, solve_greedy, solve_milp
-from ._realloc import (STRATEGIES, Allocation, Problem, allocate, block_options, build_problem, expand,
-                       option_value, smallest_predicted_ms)
-from ._reorder import (BlockPermutation, permutations, permute_importance, reorder_by_importance,
-                       reorder_supernet)
+from ._realloc import (
+    STRATEGIES,
+    Allocation,
+    Problem,
+    allocate,
+    block_options,
+    build_problem,
+    expand,
+    option_value,
+    smallest_predicted_ms,
+)
+from ._reorder import (
+    BlockPermutation,
+    permutations,
+    permute_importance,
+    reorder_by_importance,
+    reorder_supernet,
+)
 from ._report import channel_rows, pattern_verdict
 from ._run import prune_supernet, summary_line
 from ._vit import PrunedAttention, VitChoice, create_vit, mask_vit, prune_vit, vit_allocate, vit_importance
@@ -20,12 +34,39 @@ from ._vit_latency import VitLatency, measure_vit_latency
 from ._vit_run import load_pruned_vit, prune_timm
 
 __all__ = [
-    "BlockImportance", "Importance", "taylor_importance",
-    "Infeasible", "solve_greedy", "solve_milp",
-    "STRATEGIES", "Allocation", "Problem", "allocate", "block_options", "build_problem", "expand", "option_value",
+    "STRATEGIES",
+    "Allocation",
+    "BlockImportance",
+    "BlockPermutation",
+    "Importance",
+    "Infeasible",
+    "Problem",
+    "PrunedAttention",
+    "VitChoice",
+    "VitLatency",
+    "allocate",
+    "block_options",
+    "build_problem",
+    "channel_rows",
+    "create_vit",
+    "expand",
+    "load_pruned_vit",
+    "mask_vit",
+    "measure_vit_latency",
+    "option_value",
+    "pattern_verdict",
+    "permutations",
+    "permute_importance",
+    "prune_supernet",
+    "prune_timm",
+    "prune_vit",
+    "reorder_by_importance",
+    "reorder_supernet",
     "smallest_predicted_ms",
-    "BlockPermutation", "permutations", "permute_importance", "reorder_by_importance", "reorder_supernet",
-    "channel_rows", "pattern_verdict", "prune_supernet", "summary_line",
-    "PrunedAttention", "VitChoice", "create_vit", "mask_vit", "prune_vit", "vit_allocate", "vit_importance",
-    "VitLatency", "measure_vit_latency", "load_pruned_vit", "prune_timm",
+    "solve_greedy",
+    "solve_milp",
+    "summary_line",
+    "taylor_importance",
+    "vit_allocate",
+    "vit_importance",
 ]
