@@ -22,6 +22,8 @@ def main() -> None:
     ap.add_argument("--lut-dir", default=None)
     ap.add_argument("--out", default=None, help="runs folder (default runs/)")
     ap.add_argument("--build", action="store_true", help="build the table first if it does not exist")
+    ap.add_argument("--recalibrate", action="store_true",
+                    help="also report figures with the correction refitted now on the calibration subnets")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -36,12 +38,16 @@ def main() -> None:
             raise
         table = build_table(name=args.device, lut_dir=args.lut_dir)
     load0 = os.getloadavg()[0]
-    r = validate_table(table, samples=args.samples, seed=args.seed, runs_root=args.out)
+    r = validate_table(table, samples=args.samples, seed=args.seed, runs_root=args.out, recalibrate=args.recalibrate)
     print(f"{table.name} ({table.backend}, {table.threads} thread(s), built {table.date}, cpu {table.cpu}): "
           f"{r['samples']} random subnets; load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end")
     print(f"  without correction: {format_figures(r['uncorrected'])}")
     if r["corrected"]:
         print(f"  with correction   : {format_figures(r['corrected'])}")
+    if r["recalibrated"]:
+        c = r["fresh_correction"]
+        print(f"  correction refitted before validation on {c['samples']} calibration subnets "
+              f"(x{c['scale']:.4f} {c['offset_ms']:+.3f} ms): {format_figures(r['recalibrated'])}")
     print(f"  run directory: {r['run_dir']}")
 
 

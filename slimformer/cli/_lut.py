@@ -36,6 +36,8 @@ def register(sub) -> None:
     v.add_argument("--lut-dir", default=None)
     v.add_argument("--out", default=None, help="runs folder (default runs/)")
     v.add_argument("--run-dir", default=None, help="resume or reuse this run directory")
+    v.add_argument("--recalibrate", action="store_true",
+                   help="also refit the correction on the build's calibration subnets measured now (reports both)")
     v.add_argument("--quiet", action="store_true")
     v.set_defaults(func=_validate)
 
@@ -90,12 +92,15 @@ def _validate(args) -> int:
 
     t = get_table(args.device, lut_dir=args.lut_dir)
     r = validate_table(t, samples=args.samples, seed=args.seed, run_dir=args.run_dir, runs_root=args.out,
-                       progress=not args.quiet)
+                       progress=not args.quiet, recalibrate=args.recalibrate)
     print(f"{t.name}: {r['samples']} random subnets measured end to end ({t.backend}, {t.threads} thread(s), "
           f"{t.clock} clock)")
     print(f"  without correction: {format_figures(r['uncorrected'])}")
     if r["corrected"]:
         print(f"  with correction   : {format_figures(r['corrected'])}")
+    if r["recalibrated"]:
+        print(f"  correction refitted now on {r['fresh_correction']['samples']} calibration subnets: "
+              f"{format_figures(r['recalibrated'])}")
     print(f"wrote {r['run_dir']} (validate.json, scatter.png, report.md)")
     return 0
 

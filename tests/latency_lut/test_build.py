@@ -93,6 +93,14 @@ def test_validate_writes_figures_and_a_scatter(micro_table, tmp_path):
     assert not (run / "samples.partial.json").exists()
 
 
+def test_validate_can_refit_the_correction_on_the_calibration_subnets(micro_table, tmp_path):
+    r = validate_table(micro_table, samples=3, run_dir=tmp_path / "run", progress=False, repeats=3,
+                       min_time_s=0.0, recalibrate=True, calibration=3)
+    assert r["fresh_correction"]["samples"] == 3 and r["recalibrated"]["n"] == 3
+    assert all("recalibrated_ms" in row for row in r["rows"])
+    assert "refitted before validation" in (tmp_path / "run" / "report.md").read_text()
+
+
 def test_validate_refuses_estimated_tables(micro_table):
     est = LatencyTable.from_entries(micro_table.entries, name="est", kind="estimated", device="phone",
                                     backend="coreml (estimated)", space=micro_table.space)
