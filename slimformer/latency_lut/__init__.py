@@ -52,3 +52,17 @@ __all__ = [
     "user_lut_dir",
     "validate_table",
 ]
+
+# Tables for devices this machine cannot reach (bundle -> runner -> import) and the shipped iPhone
+# estimates: loaded on first use, so importing the package stays light.
+_LAZY = {"write_bundle": "_bundle", "read_manifest": "_bundle", "import_results": "_bundle",
+         "estimate_table": "_iphone", "fit_series": "_iphone"}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
