@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import fields
 
 
@@ -85,7 +86,8 @@ def _train(args) -> int:
     from ..train import TrainConfig, train_supernet
 
     path = train_supernet(TrainConfig(**_options(args, TrainConfig)))
-    print(f"checkpoint: {path}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"checkpoint: {path}")
     return 0
 
 
@@ -93,5 +95,6 @@ def _finetune(args) -> int:
     from ..train import FinetuneConfig, finetune
 
     path = finetune(FinetuneConfig(**_options(args, FinetuneConfig)))
-    print(f"checkpoint: {path}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"checkpoint: {path}")
     return 0

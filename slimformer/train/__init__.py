@@ -9,6 +9,21 @@ from ._finetune import finetune, finetune_step
 from ._gumbel import ArchParams, tau_at
 from ._supernet_train import sandwich_step, subnets_for_step, train_supernet
 
-__all__ = ["BUILTIN_CLASSES", "BuiltinShapes", "render", "Loaders", "build_datasets", "build_loaders", "evaluate",
-           "TrainConfig", "FinetuneConfig", "train_supernet", "finetune", "finetune_step", "sandwich_step", "subnets_for_step", "ArchParams",
-           "tau_at"]
+__all__ = [
+           "BUILTIN_CLASSES",
+           "ArchParams",
+           "BuiltinShapes",
+           "FinetuneConfig",
+           "Loaders",
+           "TrainConfig",
+           "build_datasets",
+           "build_loaders",
+           "evaluate",
+           "finetune",
+           "finetune_step",
+           "render",
+           "sandwich_step",
+           "subnets_for_step",
+           "tau_at",
+           "train_supernet",
+]

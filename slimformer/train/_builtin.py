@@ -114,7 +114,7 @@ def render(index: int, *, size: int, seed: int = 0, split: str = "train") -> tup
 class BuiltinShapes(Dataset):
     """``length`` images of the built-in toy dataset at ``img_size`` pixels (see the module docstring)."""
 
-    classes = list(CLASSES)
+    classes: tuple[str, ...] = CLASSES
 
     def __init__(self, *, img_size: int, length: int, seed: int = 0, split: str = "train", normalize: bool = True):
         if split not in _SPLITS:

@@ -99,7 +99,7 @@ def build_loaders(data: str | Path, *, img_size: int, batch_size: int, workers: 
         world, rank = 1, 0
     sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=seed)
     per_rank = len(sampler)
-    common = dict(num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0)
+    common = {"num_workers": workers, "pin_memory": pin_memory, "persistent_workers": workers > 0}
     train_loader = DataLoader(train, batch_size=batch_size, sampler=sampler, drop_last=per_rank >= batch_size,
                               **common)
     val_loader = DataLoader(val, batch_size=batch_size, shuffle=False, **common)

@@ -21,8 +21,27 @@ from ..supernet import ArchConfig, EfficientFormerNet, get_arch, load_supernet, 
 from ..supernet._timm import read_state_dict
 from ._config import FinetuneConfig
 from ._data import build_loaders, evaluate
-from ._engine import Optim, Targets, heads, kd_loss, open_run, record_epoch, run_epoch, say, soft_ce, updates_per_epoch
-from ._state import broadcast_params, init_distributed, is_main, pick_device, rng_state, seed_all, set_rng_state
+from ._engine import (
+    Optim,
+    Targets,
+    heads,
+    kd_loss,
+    open_run,
+    record_epoch,
+    run_epoch,
+    say,
+    soft_ce,
+    updates_per_epoch,
+)
+from ._state import (
+    broadcast_params,
+    init_distributed,
+    is_main,
+    pick_device,
+    rng_state,
+    seed_all,
+    set_rng_state,
+)
 
 FORMAT = "slimformer.subnet"
 VERSION = 1
@@ -118,7 +137,7 @@ def _save(path: Path, net, meta: dict, **extra) -> Path:
 def _load_last(path: Path, arch: ArchConfig) -> dict:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - torch raises several types for a torn or foreign file
         raise SlimformerError(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT or raw.get("version") != VERSION:
         raise SlimformerError(f"{path} is not a slimformer fine-tuning checkpoint")

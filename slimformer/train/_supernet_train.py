@@ -16,13 +16,39 @@ from pathlib import Path
 import torch
 
 from .._errors import SlimformerError
-from ..supernet import (ArchConfig, Supernet, get_space, load_supernet, recalibrate_bn, save_supernet,
-                        supernet_from_pretrained)
+from ..supernet import (
+    ArchConfig,
+    Supernet,
+    get_space,
+    load_supernet,
+    recalibrate_bn,
+    save_supernet,
+    supernet_from_pretrained,
+)
 from ._config import TrainConfig
 from ._data import build_loaders, evaluate
-from ._engine import Optim, Targets, heads, kd_loss, open_run, record_epoch, run_epoch, say, soft_ce, updates_per_epoch
+from ._engine import (
+    Optim,
+    Targets,
+    heads,
+    kd_loss,
+    open_run,
+    record_epoch,
+    run_epoch,
+    say,
+    soft_ce,
+    updates_per_epoch,
+)
 from ._gumbel import ArchParams, tau_at
-from ._state import broadcast_params, init_distributed, is_main, pick_device, rng_state, seed_all, set_rng_state
+from ._state import (
+    broadcast_params,
+    init_distributed,
+    is_main,
+    pick_device,
+    rng_state,
+    seed_all,
+    set_rng_state,
+)
 
 
 def subnets_for_step(space, seed: int, step: int, num_random: int) -> list[ArchConfig]:
@@ -130,8 +156,7 @@ def train_supernet(config: TrainConfig, run_dir: str | Path | None = None) -> Pa
     say(cfg, f"training the {space.name!r} supernet on {loaders.source} ({len(loaders.train.dataset)} images, "
              f"{space.img_size}px) on {device}{f' x{world}' if world > 1 else ''}: {cfg.epochs} epochs x {steps} "
              f"steps, sandwich of {2 + cfg.num_random}{' + Gumbel' if arch else ''}; run directory: {run_dir}")
-    epochs_run = 0
-    for epoch in range(start, cfg.epochs):
+    for epochs_run, epoch in enumerate(range(start, cfg.epochs), start=1):
         loaders.set_epoch(epoch)
         tau = tau_at(step, total_steps, cfg.tau0, cfg.tau_min)
 
@@ -174,7 +199,6 @@ def train_supernet(config: TrainConfig, run_dir: str | Path | None = None) -> Pa
                      + f", {row['images_per_s']:.0f} img/s")
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
-        epochs_run += 1
         if cfg.stop_after and epochs_run >= cfg.stop_after and epoch + 1 < cfg.epochs:
             say(cfg, f"stopping after {epochs_run} epoch(s) as asked; continue with --resume {run_dir}")
             break

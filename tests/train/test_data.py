@@ -49,7 +49,7 @@ def test_image_folder(tmp_path):
     _folder(tmp_path, "val", ["cat", "dog"], n=2)
     ld = build_loaders(tmp_path, img_size=32, batch_size=2, seed=0)
     assert ld.num_classes == 2 and ld.class_names == ["cat", "dog"]
-    x, y = next(iter(ld.train))
+    x, _y = next(iter(ld.train))
     assert x.shape == (2, 3, 32, 32)
     assert len(ld.val.dataset) == 4
     sub = build_loaders(tmp_path, img_size=32, batch_size=2, train_size=4, val_size=1)

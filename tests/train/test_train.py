@@ -7,12 +7,20 @@ import torch
 
 from slimformer._errors import SlimformerError
 from slimformer.supernet import Supernet, get_space, load_supernet, save_supernet
-from slimformer.train import (ArchParams, BuiltinShapes, TrainConfig, build_loaders, sandwich_step,
-                              subnets_for_step, tau_at, train_supernet)
+from slimformer.train import (
+    ArchParams,
+    BuiltinShapes,
+    TrainConfig,
+    build_loaders,
+    sandwich_step,
+    subnets_for_step,
+    tau_at,
+    train_supernet,
+)
 from slimformer.train._engine import Optim, Targets
 
-FAST = dict(space="tiny", batch_size=8, train_size=32, val_size=16, steps_per_epoch=2, eval_batches=1,
-            warmup_epochs=0.5, quiet=True)
+FAST = {"space": "tiny", "batch_size": 8, "train_size": 32, "val_size": 16, "steps_per_epoch": 2, "eval_batches": 1,
+            "warmup_epochs": 0.5, "quiet": True}
 
 
 def _batch(n=8, seed=0):
@@ -159,3 +167,13 @@ def test_checkpoint_weights_only(tmp_path):
     ck = load_supernet(tmp_path / "best.pt")
     assert isinstance(ck.model, Supernet)
     save_supernet(tmp_path / "x.pt", ck.model)
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    from slimformer.cli import main
+
+    rc = main(["train", "--space", "tiny", "--data", str(tmp_path / "none"), "--quiet", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "ImageFolder" in err and len(err.strip().splitlines()) == 1
+    rc = main(["train", "--space", "tiny", "--lat-weight", "1", "--quiet", "--out", str(tmp_path)])
+    assert rc == 2 and "--lut" in capsys.readouterr().err
