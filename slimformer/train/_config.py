@@ -50,6 +50,13 @@ class _Common:
             raise SlimformerError(f"unknown {cls.__name__} options in config.json: {', '.join(unknown)}")
         return cls(**d)
 
+    def absolutize(self) -> None:
+        """Make the paths among the options absolute, so that ``--resume`` works from any directory."""
+        for name in ("data", "space", "lut", "lut_dir", "init_from", "init_arch", "arch", "supernet"):
+            v = getattr(self, name, None)
+            if isinstance(v, (str, Path)) and v != "builtin" and Path(v).expanduser().exists():
+                setattr(self, name, str(Path(v).expanduser().resolve()))
+
     def check(self) -> None:
         f = []
         if self.epochs < 1:
@@ -60,6 +67,9 @@ class _Common:
             f.append("steps per epoch must be at least 1")
         if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
             f.append("Mixup/CutMix needs an even batch size")
+        if str(self.data) != "builtin" and not Path(self.data).expanduser().is_dir():
+            f.append(f"data must be 'builtin' or an ImageFolder directory with train/ and val/; {str(self.data)!r} "
+                     "is neither")
         if not 0.0 <= self.kd_weight <= 1.0:
             f.append("kd_weight must be in [0, 1]")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -150,6 +150,7 @@ def open_run(cfg, run_dir: str | Path | None, prefix: str, cls) -> tuple[Any, Pa
         saved.check()
         return saved, rd, (rd / "last.pt").is_file()
     cfg.check()
+    cfg.absolutize()
     if run_dir is None:
         rd = make_run_dir(cfg.run_root, prefix) if is_main() else None
         if torch.distributed.is_initialized():

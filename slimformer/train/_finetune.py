@@ -65,10 +65,6 @@ def _arch_source(arch: str | None) -> tuple[ArchConfig | None, dict[str, Any], P
     return get_arch(str(arch)), {}, None
 
 
-def _abs(p: str | None) -> str | None:
-    return str(Path(p).resolve()) if p and Path(p).exists() else p
-
-
 def _student_and_teacher(cfg: FinetuneConfig, loaders, device):
     arch, info, src_dir = _arch_source(cfg.arch)
     supernet = cfg.supernet or (info.get("supernet") if isinstance(info.get("supernet"), str)
@@ -149,8 +145,6 @@ def _load_last(path: Path, arch: ArchConfig) -> dict:
 def finetune(config: FinetuneConfig, run_dir: str | Path | None = None) -> Path:
     """Fine-tune (or resume) one subnet; returns the path of ``best.pt``."""
     rank, world = init_distributed(config.device)
-    if not config.resume:
-        config.arch, config.supernet = _abs(config.arch), _abs(config.supernet)
     cfg, run_dir, resuming = open_run(config, run_dir, "finetune", FinetuneConfig)
     device = pick_device(cfg.device)
     seed_all(cfg.seed + rank)

@@ -177,3 +177,23 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert rc == 2 and "ImageFolder" in err and len(err.strip().splitlines()) == 1
     rc = main(["train", "--space", "tiny", "--lat-weight", "1", "--quiet", "--out", str(tmp_path)])
     assert rc == 2 and "--lut" in capsys.readouterr().err
+
+
+def test_init_from_pretrained_file(tmp_path, tiny_space):
+    """--init-from: the supernet starts from a local EfficientFormer-layout file (here the tiny largest arch)."""
+    from slimformer.supernet import EfficientFormerNet
+
+    arch = tiny_space.largest()
+    (tmp_path / "arch.json").write_text(json.dumps(arch.to_dict()))
+    torch.manual_seed(3)
+    net = EfficientFormerNet(arch)
+    torch.save(net.state_dict(), tmp_path / "pre.pth")
+    tiny_lr = {"lr": 1e-12, "warmup_lr": 1e-12, "min_lr": 1e-12, "weight_decay": 0.0}
+    train_supernet(TrainConfig(epochs=1, init_from=str(tmp_path / "pre.pth"), init_arch=str(tmp_path / "arch.json"),
+                               **{**FAST, "steps_per_epoch": 1}, **tiny_lr), tmp_path / "run")
+    got = load_supernet(tmp_path / "run" / "last.pt").model.extract_subnet(arch).state_dict()
+    for k, v in net.state_dict().items():
+        if v.dtype.is_floating_point and "running" not in k:
+            assert torch.allclose(got[k], v, atol=1e-6), k
+    with pytest.raises(SlimformerError, match="not found"):
+        train_supernet(TrainConfig(epochs=1, init_from=str(tmp_path / "nope.pth"), **FAST), tmp_path / "r2")
