@@ -159,7 +159,7 @@ def test_build_loaders_drop_in_for_search(tiny_space):
 
 
 def test_checkpoint_weights_only(tmp_path):
-    train_supernet(TrainConfig(epochs=1, gumbel=True, ema=True, **FAST), tmp_path)
+    train_supernet(TrainConfig(epochs=1, gumbel=True, ema=True, mixup=0.8, cutmix=1.0, **FAST), tmp_path)
     raw = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
     st = raw["train_state"]
     assert {"optimizer", "scheduler", "alpha_optimizer", "ema", "scaler", "rng", "epoch", "step", "model"} <= set(st)
@@ -197,3 +197,17 @@ def test_init_from_pretrained_file(tmp_path, tiny_space):
             assert torch.allclose(got[k], v, atol=1e-6), k
     with pytest.raises(SlimformerError, match="not found"):
         train_supernet(TrainConfig(epochs=1, init_from=str(tmp_path / "nope.pth"), **FAST), tmp_path / "r2")
+
+
+def test_image_folder_training_and_class_mismatch(tmp_path):
+    from tests.train.test_data import _folder
+
+    names = [f"c{i}" for i in range(10)]
+    _folder(tmp_path / "ten", "train", names, n=2, size=36)
+    _folder(tmp_path / "ten", "val", names, n=1, size=36)
+    train_supernet(TrainConfig(epochs=1, **{**FAST, "data": str(tmp_path / "ten"), "train_size": None}), tmp_path / "r")
+    assert load_supernet(tmp_path / "r" / "best.pt").meta["class_names"] == names
+    _folder(tmp_path / "two", "train", ["a", "b"])
+    _folder(tmp_path / "two", "val", ["a", "b"])
+    with pytest.raises(SlimformerError, match="has 2 classes"):
+        train_supernet(TrainConfig(epochs=1, **{**FAST, "data": str(tmp_path / "two")}), tmp_path / "r2")
