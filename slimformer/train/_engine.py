@@ -207,6 +207,24 @@ def record_epoch(run_dir: Path, row: dict[str, Any], *, title: str) -> list[dict
     return rows
 
 
+def write_report(run_dir: Path, title: str, rows: list[dict[str, Any]], keys: list[str], extra: str = "") -> None:
+    """``report.md``: what ran, per-epoch figures and anything ``extra`` (e.g. block importances)."""
+    from .._io import atomic_write_text
+
+    lines = [f"# {title}", "", "Options: `config.json`; per-epoch metrics: `metrics.jsonl`; plots: `curves.png`.", "",
+             "| epoch | step | loss | lr | " + " | ".join(keys) + " | images/s |",
+             "|---" * (len(keys) + 5) + "|"]
+    for r in rows:
+        cells = [f"{100 * r[k]:.1f}%" if k.startswith("top1") and r.get(k) is not None else
+                 (f"{r[k]:.3f}" if isinstance(r.get(k), float) else str(r.get(k, "")))
+                 for k in keys]
+        lines.append(f"| {r['epoch']} | {r['step']} | {r['loss']:.3f} | {r['lr']:.2e} | " + " | ".join(cells)
+                     + f" | {r.get('images_per_s', 0):.0f} |")
+    if extra:
+        lines += ["", extra]
+    atomic_write_text(Path(run_dir) / "report.md", "\n".join(lines) + "\n")
+
+
 def say(cfg, msg: str) -> None:
     if not cfg.quiet and is_main():
         print(msg, flush=True)

@@ -32,12 +32,14 @@ from ._engine import (
     say,
     soft_ce,
     updates_per_epoch,
+    write_report,
 )
 from ._state import (
     broadcast_params,
     init_distributed,
     is_main,
     pick_device,
+    read_metrics,
     rng_state,
     seed_all,
     set_rng_state,
@@ -215,5 +217,10 @@ def finetune(config: FinetuneConfig, run_dir: str | Path | None = None) -> Path:
         if cfg.stop_after and epoch + 1 - start >= cfg.stop_after and epoch + 1 < cfg.epochs:
             say(cfg, f"stopping after {cfg.stop_after} epoch(s) as asked; continue with --resume {run_dir}")
             break
+    if is_main():
+        write_report(run_dir, f"Fine-tuning {student.arch.summary()} on {cfg.data}", read_metrics(run_dir), ["top1"],
+                     f"Top-1 before fine-tuning (inherited weights, BN recalibrated): "
+                     f"{100 * (before or 0):.1f}%; best after: {100 * max(best, 0):.1f}%. Teacher: "
+                     f"{origin.get('teacher', 'none')}.")
     say(cfg, f"run directory: {run_dir}")
     return run_dir / "best.pt"

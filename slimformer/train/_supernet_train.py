@@ -38,6 +38,7 @@ from ._engine import (
     say,
     soft_ce,
     updates_per_epoch,
+    write_report,
 )
 from ._gumbel import ArchParams, tau_at
 from ._state import (
@@ -45,6 +46,7 @@ from ._state import (
     init_distributed,
     is_main,
     pick_device,
+    read_metrics,
     rng_state,
     seed_all,
     set_rng_state,
@@ -202,8 +204,14 @@ def train_supernet(config: TrainConfig, run_dir: str | Path | None = None) -> Pa
         if cfg.stop_after and epochs_run >= cfg.stop_after and epoch + 1 < cfg.epochs:
             say(cfg, f"stopping after {epochs_run} epoch(s) as asked; continue with --resume {run_dir}")
             break
-    if arch is not None:
-        say(cfg, "block importances (softmax of alpha per position):\n" + arch.importance_table())
+    table = ("block importances (softmax of alpha per position):\n" + arch.importance_table()) if arch else ""
+    if is_main():
+        keys = ["top1_largest", "top1_smallest"] + (["tau", "alpha_entropy"] if arch is not None else [])
+        extra = f"```\n{table}\n```" if table else ""
+        write_report(run_dir, f"Supernet training: space {space.name}, data {cfg.data}", read_metrics(run_dir),
+                     keys, extra)
+    if table:
+        say(cfg, table)
     say(cfg, f"run directory: {run_dir}")
     return run_dir / "best.pt"
 
