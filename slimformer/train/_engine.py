@@ -74,7 +74,7 @@ class Optim:
         if cfg.ema:
             from timm.utils import ModelEmaV3
 
-            self.ema = ModelEmaV3(model, decay=cfg.ema_decay)
+            self.ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.extra_params = [p for g in extra.param_groups for p in g["params"]] if extra else []
 
