@@ -211,3 +211,23 @@ def test_image_folder_training_and_class_mismatch(tmp_path):
     _folder(tmp_path / "two", "val", ["a", "b"])
     with pytest.raises(SlimformerError, match="has 2 classes"):
         train_supernet(TrainConfig(epochs=1, **{**FAST, "data": str(tmp_path / "two")}), tmp_path / "r2")
+
+
+def test_latency_penalty_with_a_real_table(tmp_path, tiny_space):
+    """--lut NAME: a LatencyTable of the space (synthetic ms per op) found by name in --lut-dir."""
+    from slimformer.latency_lut import LatencyTable, space_ops
+
+    entries = {k: (2.0 if k.startswith("mb3d") else 0.5 if k.startswith("mb4d") else 0.05)
+               for k in space_ops(tiny_space)}
+    table = LatencyTable.from_entries(entries, name="tiny-test", kind="estimated", device="test", backend="none",
+                                      space=tiny_space)
+    table.save(tmp_path / "luts" / "tiny-test.json")
+    run = tmp_path / "run"
+    train_supernet(TrainConfig(epochs=1, gumbel=True, lut="tiny-test", lut_dir=str(tmp_path / "luts"), lat_weight=1.0,
+                               alpha_lr=0.05, **FAST), run)
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["expected_ms"] > 0
+    logits = load_supernet(run / "last.pt").arch_logits
+    assert float(logits["s3.b0"][1]) < 0 < float(logits["s3.b0"][2])  # costly mb3d down, free skip up
+    with pytest.raises(SlimformerError, match="another search space"):
+        train_supernet(TrainConfig(epochs=1, gumbel=True, lut="iphone-lut", lat_weight=0.1, **FAST), tmp_path / "x")
