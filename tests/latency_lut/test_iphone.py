@@ -7,8 +7,8 @@ import torch.nn as nn
 
 from slimformer.latency_lut import build_op, get_table, space_ops
 from slimformer.latency_lut._features import FEATURES, add_features, op_features
-from slimformer.latency_lut._iphone import (SERIES, TERMS, design_row, fit_nonneg, leave_one_out, published_rows,
-                                            timm_features)
+from slimformer.latency_lut._iphone import (SERIES, TERMS, design_row, fit_nonneg, in_vocabulary, leave_one_out,
+                                            published_rows, timm_features)
 from slimformer.supernet import SearchSpace, get_arch
 
 
@@ -132,7 +132,10 @@ def test_shipped_tables_cover_the_default_space_and_carry_their_error(series):
     assert all(e["median_ms"] >= 0 for e in t.entries.values()) and t.overhead_ms >= 0
     e = t.error
     assert e["method"] == "leave-one-model-out" and e["series"] == series
-    assert e["n_models"] == len(published_rows(series))
+    fitted = [r for r in published_rows(series) if in_vocabulary(r.timm_name)]
+    assert e["n_models"] == len(fitted) == len(e["per_model"])
+    assert len(fitted) + len(e["out_of_vocabulary"]) == len(published_rows(series))
+    assert {o["timm_name"] for o in e["out_of_vocabulary"]} >= {"efficientnet_b0", "mobilevit_xs"}
     assert 0 <= e["median_abs_pct"] <= e["worst_abs_pct"] and -1 <= e["spearman_rho"] <= 1
     assert "ESTIMATE" in t.meta["estimate"]
     l1, l3, l7 = (t.predict(get_arch(p)) for p in ("l1", "l3", "l7"))
