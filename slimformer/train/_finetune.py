@@ -40,9 +40,9 @@ from ._state import (
     is_main,
     pick_device,
     read_metrics,
-    rng_state,
+    restore_rng,
+    rng_states_of_all_ranks,
     seed_all,
-    set_rng_state,
 )
 
 FORMAT = "slimformer.subnet"
@@ -168,7 +168,7 @@ def finetune(config: FinetuneConfig, run_dir: str | Path | None = None) -> Path:
         student.load_state_dict(st.get("model") or raw["state_dict"])
         start, step, best, before = int(st["epoch"]), int(st["step"]), float(st["best"]), st.get("top1_before")
         optim.load_state_dict(st, step)
-        set_rng_state(st["rng"])
+        restore_rng(st)
         say(cfg, f"resuming {run_dir} at epoch {start + 1}/{cfg.epochs} (step {step})")
     elif is_main():
         before = evaluate(student, loaders.val, max_batches=cfg.eval_batches)
@@ -191,13 +191,15 @@ def finetune(config: FinetuneConfig, run_dir: str | Path | None = None) -> Path:
         if is_main():
             row["top1"] = evaluate(optim.eval_model, loaders.val, max_batches=cfg.eval_batches)
             record_epoch(run_dir, row, title=f"fine-tuning {student.arch.summary()}")
+        rngs = rng_states_of_all_ranks()  # after the evaluation (it draws loader seeds): what the next epoch sees
+        if is_main():
             improved = row["top1"] > best
             best = max(best, row["top1"])
             ev = optim.eval_model
             meta = {"class_names": loaders.class_names, "epoch": epoch + 1, "top1": row["top1"], "best_top1": best,
                     "top1_before": before, "origin": origin, "data": cfg.data, "config": cfg.to_dict()}
-            st = {**optim.state_dict(), "rng": rng_state(), "epoch": epoch + 1, "step": step, "best": best,
-                  "top1_before": before}
+            st = {**optim.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "epoch": epoch + 1, "step": step,
+                  "best": best, "top1_before": before}
             if cfg.ema:
                 st["model"] = student.state_dict()
             if improved:

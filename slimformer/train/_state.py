@@ -29,6 +29,23 @@ def rng_state() -> dict[str, Any]:
     return out
 
 
+def rng_states_of_all_ranks() -> list[dict[str, Any]]:
+    """Every rank's :func:`rng_state` (a collective call under torch.distributed; one element otherwise)."""
+    mine = rng_state()
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [mine]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, mine)
+    return out
+
+
+def restore_rng(train_state: dict[str, Any]) -> None:
+    """Restore this rank's RNG states from a ``train_state`` (rank 0's when the run had fewer ranks)."""
+    ranks = train_state.get("rng_ranks") or [train_state["rng"]]
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    set_rng_state(ranks[rank] if rank < len(ranks) else train_state["rng"])
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((int(version), tuple(int(v) for v in internal.tolist()), gauss))

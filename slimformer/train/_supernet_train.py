@@ -47,9 +47,9 @@ from ._state import (
     is_main,
     pick_device,
     read_metrics,
-    rng_state,
+    restore_rng,
+    rng_states_of_all_ranks,
     seed_all,
-    set_rng_state,
 )
 
 
@@ -149,7 +149,7 @@ def train_supernet(config: TrainConfig, run_dir: str | Path | None = None) -> Pa
             arch.load_logits(ck.arch_logits)
         start, step, best = int(st["epoch"]), int(st["step"]), float(st.get("best", -1.0))
         optim.load_state_dict(st, step)
-        set_rng_state(st["rng"])
+        restore_rng(st)
         say(cfg, f"resuming {run_dir} at epoch {start + 1}/{cfg.epochs} (step {step})")
     broadcast_params(model)
     if arch is not None:
@@ -182,13 +182,16 @@ def train_supernet(config: TrainConfig, run_dir: str | Path | None = None) -> Pa
             row["top1_largest"] = _eval_subnet(ev, space.largest(), loaders, recal, cfg.eval_batches)
             row["top1_smallest"] = _eval_subnet(ev, space.smallest(), loaders, recal, cfg.eval_batches)
             record_epoch(run_dir, row, title=f"supernet {space.name} on {loaders.source}")
+        rngs = rng_states_of_all_ranks()  # after the evaluation (it draws loader seeds): what the next epoch sees
+        if is_main():
             improved = row["top1_largest"] > best
             best = max(best, row["top1_largest"])
             meta = {"class_names": loaders.class_names, "epoch": epoch + 1, "step": step, "data": cfg.data,
                     "top1_largest": row["top1_largest"], "top1_smallest": row["top1_smallest"], "best_top1": best,
                     "ema": cfg.ema, "config": cfg.to_dict()}
             logits = arch.logits() if arch is not None else None
-            train_state = {**optim.state_dict(), "rng": rng_state(), "epoch": epoch + 1, "step": step, "best": best}
+            train_state = {**optim.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "epoch": epoch + 1,
+                           "step": step, "best": best}
             if cfg.ema:
                 train_state["model"] = model.state_dict()
             to_save = optim.eval_model

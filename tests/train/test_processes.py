@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from slimformer.supernet import load_supernet
 
@@ -64,4 +65,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert r.stdout.count("checkpoint:") == 1
     rows = _rows(runs[0])
     assert [x["epoch"] for x in rows] == [1, 2] and rows[-1]["step"] == 4
-    assert len(load_supernet(runs[0] / "last.pt").arch_logits) == 10
+    ck = load_supernet(runs[0] / "last.pt")
+    assert len(ck.arch_logits) == 10
+    rngs = ck.raw["train_state"]["rng_ranks"]  # each rank resumes its own random streams
+    assert len(rngs) == 2 and not torch.equal(rngs[0]["torch"], rngs[1]["torch"])
