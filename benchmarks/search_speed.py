@@ -25,78 +25,21 @@ import torch
 
 
 def trained_tiny_supernet(out_dir: Path, *, epochs: int = 3, seed: int = 0) -> Path:
-    """A tiny supernet trained briefly on the built-in data with Gumbel alpha.
+    """A tiny supernet trained briefly on the built-in data with Gumbel alpha (``slimformer train --gumbel``)."""
+    from slimformer.train import TrainConfig, train_supernet
 
-    Uses ``slimformer.train.train_supernet`` when that API is present; otherwise a small local loop
-    (sandwich rule: largest, smallest and one random subnet per step, plus one Gumbel-softmax step over the
-    block kinds that learns alpha, as in EfficientFormer's supernet training)."""
-    try:
-        from slimformer.train import TrainConfig, train_supernet
-    except ImportError:
-        print("slimformer.train.train_supernet is not available: training with the local sandwich/Gumbel loop")
-        return _local_train(out_dir, epochs=epochs, seed=seed)
     cfg = TrainConfig(space="tiny", data="builtin", epochs=epochs, batch_size=64, train_size=2560,
                       val_size=512, seed=seed, workers=0, gumbel=True, quiet=True)
     return Path(train_supernet(cfg, out_dir))
 
 
-def _local_train(out_dir: Path, *, epochs: int, seed: int) -> Path:
-    import torch.nn.functional as F
-    from torch.utils.data import DataLoader
-
-    from slimformer.supernet import Supernet, arch_key, get_space, save_supernet
-    from slimformer.train._builtin import BuiltinShapes
-
-    sp = get_space("tiny")
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    model = Supernet(sp).train()
-    alpha = {(si, p): torch.zeros(len(sp.kinds_at(si)), requires_grad=True)
-             for si in range(4) for p in range(sp.depths[si])}
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    aopt = torch.optim.Adam(list(alpha.values()), lr=3e-3)
-    data = BuiltinShapes(img_size=sp.img_size, length=2560, seed=seed, split="train")
-    dl = DataLoader(data, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    steps = epochs * len(dl)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
-    for _ in range(epochs):
-        for x, y in dl:
-            opt.zero_grad()
-            aopt.zero_grad()
-            model.set_mixture(None)
-            for cfg in (sp.largest(), sp.smallest(), sp.sample(rng)):
-                model.set_active(cfg)
-                F.cross_entropy(model(x), y).backward()
-            model.set_active(sp.largest())
-            model.set_mixture({k: F.gumbel_softmax(a, tau=1.0) for k, a in alpha.items()})
-            F.cross_entropy(model(x), y).backward()
-            model.set_mixture(None)
-            opt.step()
-            aopt.step()
-            sched.step()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return save_supernet(out_dir / "supernet.pt", model.eval(),
-                         arch_logits={arch_key(*k): a.detach() for k, a in alpha.items()},
-                         meta={"trained_by": "benchmarks/search_speed.py local loop", "epochs": epochs})
-
-
 def builtin_loaders(img_size: int, bs: int, n_train: int, n_val: int):
-    """Built-in data as fixed lists of batches (rendered once, so timings exclude image rendering), through
-    ``slimformer.train.build_loaders`` or, if that API is absent, its dataset directly."""
-    try:
-        from slimformer.train import build_loaders
+    """Built-in data as fixed lists of batches (rendered once, so timings exclude image rendering)."""
+    from slimformer.train import build_loaders
 
-        ld = build_loaders("builtin", img_size=img_size, batch_size=bs, workers=0, seed=1, train_size=n_train,
-                           val_size=n_val)
-        train, val, nc = ld.train, ld.val, ld.num_classes
-    except ImportError:
-        from torch.utils.data import DataLoader
-
-        from slimformer.train._builtin import CLASSES, BuiltinShapes
-
-        train = DataLoader(BuiltinShapes(img_size=img_size, length=n_train, seed=1, split="train"), batch_size=bs)
-        val = DataLoader(BuiltinShapes(img_size=img_size, length=n_val, seed=1, split="val"), batch_size=bs)
-        nc = len(CLASSES)
+    ld = build_loaders("builtin", img_size=img_size, batch_size=bs, workers=0, seed=1, train_size=n_train,
+                       val_size=n_val)
+    train, val, nc = ld.train, ld.val, ld.num_classes
     return types.SimpleNamespace(train=list(train)[: n_train // bs], val=list(val)[: n_val // bs], num_classes=nc)
 
 
