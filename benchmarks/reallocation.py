@@ -183,8 +183,9 @@ def vit_section(args) -> None:
     train = DataLoader(tr, batch_size=args.batch, shuffle=True, drop_last=True,
                        generator=torch.Generator().manual_seed(args.seed))
     val = DataLoader(va, batch_size=256)
-    vit = create_vit("timm:deit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10)
-    opt, sched = opt_for(vit, 1e-3, args.vit_steps)
+    kw = {"depth": args.vit_depth} if args.vit_depth else {}
+    vit = create_vit("timm:deit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10, **kw)
+    opt, sched = opt_for(vit, args.vit_lr, args.vit_steps)
     it = cycle(train)
     t0 = time.time()
     vit.train()
@@ -198,7 +199,8 @@ def vit_section(args) -> None:
             print(f"  deit step {step + 1}/{args.vit_steps} ({time.time() - t0:.0f} s)", flush=True)
     acc = top1(vit, val)
     imp = vit_importance(vit, itertools.islice(train, args.taylor_batches))
-    print(f"\nDeiT-tiny (32 px, patch 4, 65 tokens) trained {args.vit_steps} steps: top-1 {acc:.3f}")
+    print(f"\nDeiT-tiny (32 px, patch 4, 65 tokens, depth {len(vit.blocks)}) trained {args.vit_steps} steps "
+          f"(lr {args.vit_lr:g}): top-1 {acc:.3f}")
     for frac in (0.5,):
         choices, info = vit_allocate(vit, imp, budget_params=frac)
         rows = vit_rows(vit, choices)
@@ -237,6 +239,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vit-steps", type=int, default=0, help="instead: train DeiT-tiny this long and Taylor-prune it")
+    ap.add_argument("--vit-depth", type=int, default=0, help="fewer DeiT-tiny blocks (0: all 12)")
+    ap.add_argument("--vit-lr", type=float, default=1e-3)
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.vit_steps:
