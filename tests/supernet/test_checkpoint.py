@@ -43,6 +43,7 @@ def test_atomic_json(tmp_path):
     p = atomic_write_json(tmp_path / "a" / "b.json", {"x": 1})
     assert read_json(p) == {"x": 1}
     assert [f.name for f in p.parent.iterdir()] == ["b.json"]  # no temp file left behind
+    assert p.stat().st_mode & 0o044 == 0o044  # readable by others, like any file (not mkstemp's 0600)
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(SlimformerError, match="not valid JSON"):
         read_json(tmp_path / "bad.json", "table")
