@@ -160,9 +160,10 @@ class ArchConfig:
         return self.with_stage(stage, replace(self.stages[stage], blocks=tuple(blocks)))
 
     def with_stage(self, stage: int, new: StageConfig) -> "ArchConfig":
+        """A copy with one stage replaced; an edited config is no longer the named one, so it has no name."""
         stages = list(self.stages)
         stages[stage] = new
-        return replace(self, stages=tuple(stages))
+        return replace(self, stages=tuple(stages), name="")
 
     def with_width(self, stage: int, width: int) -> "ArchConfig":
         return self.with_stage(stage, replace(self.stages[stage], width=int(width)))

@@ -100,6 +100,7 @@ def test_trailing_skips_are_implied_and_middle_skips_kept():
     assert a == get_arch("l1")
     b = get_arch("l1").with_block(0, 1, SKIP)
     assert b.depths[0] == 2 and len(b.stages[0].blocks) == 3
+    assert get_arch("l1").name == "efficientformer_l1" and b.name == ""  # an edited preset is not the preset
 
 
 def test_malformed_json():
