@@ -14,18 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def ort_session(path: str | Path, *, threads: int = 1):
-    """An onnxruntime CPU session with ``threads`` intra-op threads and all graph optimizations."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+from ..latency_lut._measure import ort_session  # one session setup for tables and exports
 
 
 def time_fn(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20) -> dict:
