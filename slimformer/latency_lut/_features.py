@@ -21,7 +21,7 @@ import math
 from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary

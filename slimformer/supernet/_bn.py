@@ -1,10 +1,10 @@
 """BatchNorm recalibration: after weight sharing, a subnet's BN statistics must be its own."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 
 @torch.no_grad()

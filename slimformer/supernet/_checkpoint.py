@@ -75,7 +75,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise SlimformerError(f"checkpoint not found: {path}")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a torn or foreign file
         raise SlimformerError(f"{path} is not a readable checkpoint ({type(e).__name__}); "
                               "was it written by `slimformer train`?") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:

@@ -14,8 +14,9 @@ positive and the image side is a multiple of 32. Whether a config belongs to a g
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any
 
 from .._errors import ConfigError
 
@@ -50,7 +51,7 @@ class BlockConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BlockConfig":
+    def from_dict(cls, d: dict[str, Any]) -> BlockConfig:
         if not isinstance(d, dict) or "kind" not in d:
             raise ConfigError(f"a block must be an object with a 'kind', got {d!r}")
         unknown = set(d) - {"kind", "mlp_ratio", "heads", "qk_dim", "v_dim"}
@@ -153,19 +154,19 @@ class ArchConfig:
         return blocks[pos] if pos < len(blocks) else SKIP
 
     # ----------------------------------------------------------------- edits (return new configs)
-    def with_block(self, stage: int, pos: int, block: BlockConfig) -> "ArchConfig":
+    def with_block(self, stage: int, pos: int, block: BlockConfig) -> ArchConfig:
         blocks = list(self.stages[stage].blocks)
         blocks += [SKIP] * (pos + 1 - len(blocks))
         blocks[pos] = block
         return self.with_stage(stage, replace(self.stages[stage], blocks=tuple(blocks)))
 
-    def with_stage(self, stage: int, new: StageConfig) -> "ArchConfig":
+    def with_stage(self, stage: int, new: StageConfig) -> ArchConfig:
         """A copy with one stage replaced; an edited config is no longer the named one, so it has no name."""
         stages = list(self.stages)
         stages[stage] = new
         return replace(self, stages=tuple(stages), name="")
 
-    def with_width(self, stage: int, width: int) -> "ArchConfig":
+    def with_width(self, stage: int, width: int) -> ArchConfig:
         return self.with_stage(stage, replace(self.stages[stage], width=int(width)))
 
     # ----------------------------------------------------------------- validation
@@ -221,7 +222,7 @@ class ArchConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ArchConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ArchConfig:
         if not isinstance(d, dict):
             raise ConfigError("an architecture config must be a JSON object")
         if "arch" in d and "stages" not in d:  # an arch.json written by `search` wraps the config
@@ -253,7 +254,7 @@ class ArchConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "ArchConfig":
+    def from_json(cls, text: str) -> ArchConfig:
         try:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as e:

@@ -16,8 +16,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from ._config import BlockConfig
 from ._model import relative_position_index

@@ -10,9 +10,9 @@ positions are simply absent, and a config without MB3D still flattens before the
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 from timm.layers import DropPath, LayerScale, LayerScale2d, Mlp, trunc_normal_
 from timm.models.efficientformer import ConvMlpWithNorm, Downsample, Flat, Pooling, Stem4
+from torch import nn
 
 from ._config import ArchConfig, BlockConfig
 
@@ -93,7 +93,7 @@ class Unflat(nn.Module):
         self.resolution = resolution
 
     def forward(self, x):
-        B, N, C = x.shape
+        B, _, C = x.shape
         return x.transpose(1, 2).reshape(B, C, self.resolution, self.resolution)
 
 

@@ -196,13 +196,13 @@ class SearchSpace:
             for _ in range(self.depths[si]):
                 nxt: dict[tuple[bool, bool], int] = {}
                 for (started, nonempty), w in st.items():
-                    def add(k, v):
-                        nxt[k] = nxt.get(k, 0) + v
-                    add((started, nonempty), w)                    # skip
+                    moves = [((started, nonempty), w)]                  # skip
                     if not started:
-                        add((False, True), w * n4)                 # mb4d
+                        moves.append(((False, True), w * n4))          # mb4d
                     if allow3:
-                        add((True, True), w * n3)                  # mb3d
+                        moves.append(((True, True), w * n3))           # mb3d
+                    for k, v in moves:
+                        nxt[k] = nxt.get(k, 0) + v
                 st = nxt
             ways = {False: 0, True: 0}
             for (started, nonempty), w in st.items():
@@ -231,7 +231,7 @@ class SearchSpace:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SearchSpace":
+    def from_dict(cls, d: dict[str, Any]) -> SearchSpace:
         if not isinstance(d, dict):
             raise ConfigError("a search space must be a JSON object")
         if d.get("schema", SPACE_SCHEMA) != SPACE_SCHEMA:

@@ -16,15 +16,22 @@ blocks, so positions with a mixture of kinds compose; standalone models flatten 
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from ._config import ArchConfig, BlockConfig, mb4d
-from ._elastic import (ElasticDownsample, ElasticHead, ElasticMB3D, ElasticMB4D, ElasticStem, read_slices,
-                       write_slices)
+from ._elastic import (
+    ElasticDownsample,
+    ElasticHead,
+    ElasticMB3D,
+    ElasticMB4D,
+    ElasticStem,
+    read_slices,
+    write_slices,
+)
 from ._model import MB3D, MB4D, EfficientFormerNet
 from ._space import SearchSpace
 
@@ -54,7 +61,7 @@ def _to_tokens(x: torch.Tensor) -> torch.Tensor:
 def _to_map(x: torch.Tensor, res: int) -> torch.Tensor:
     if x.dim() == 4:
         return x
-    B, N, C = x.shape
+    B, _, C = x.shape
     return x.transpose(1, 2).reshape(B, C, res, res)
 
 
@@ -75,7 +82,7 @@ class Supernet(nn.Module):
         self.apply(_init_weights)
 
     # ----------------------------------------------------------------- active subnet
-    def set_active(self, cfg: ArchConfig) -> "Supernet":
+    def set_active(self, cfg: ArchConfig) -> Supernet:
         self._active = self.space.validate(cfg)
         return self
 

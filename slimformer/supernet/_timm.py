@@ -41,7 +41,7 @@ def read_state_dict(path: str | Path) -> dict:
         raise SlimformerError(f"weights file not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for a torn/foreign file
+    except Exception as e:  # noqa: BLE001 - torch raises several types for a torn/foreign file
         raise SlimformerError(f"{path} is not a readable PyTorch weights file ({type(e).__name__})") from None
     if not isinstance(obj, dict):
         raise SlimformerError(f"{path} does not hold a state dict")

@@ -3,12 +3,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from slimformer.latency_lut import build_op, get_table, space_ops
 from slimformer.latency_lut._features import FEATURES, add_features, op_features
-from slimformer.latency_lut._iphone import (SERIES, TERMS, design_row, fit_nonneg, in_vocabulary, leave_one_out,
-                                            published_rows, timm_features)
+from slimformer.latency_lut._iphone import (
+    SERIES,
+    TERMS,
+    design_row,
+    fit_nonneg,
+    in_vocabulary,
+    leave_one_out,
+    published_rows,
+    timm_features,
+)
 from slimformer.supernet import SearchSpace, get_arch
 
 

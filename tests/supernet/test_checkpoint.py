@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
 
 from slimformer._errors import SlimformerError
 from slimformer._io import atomic_write_json, read_json

@@ -5,8 +5,17 @@ import random
 import pytest
 
 from slimformer._errors import ConfigError
-from slimformer.supernet import (SKIP, ArchConfig, SearchSpace, StageConfig, count_params, get_arch, get_space,
-                                 mb3d, mb4d)
+from slimformer.supernet import (
+    SKIP,
+    ArchConfig,
+    SearchSpace,
+    StageConfig,
+    count_params,
+    get_arch,
+    get_space,
+    mb3d,
+    mb4d,
+)
 
 
 def test_presets_are_efficientformer_exactly():

@@ -4,8 +4,15 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from slimformer.supernet import (EfficientFormerNet, SearchSpace, Supernet, count_macs, count_params, get_arch,
-                                 recalibrate_bn)
+from slimformer.supernet import (
+    EfficientFormerNet,
+    SearchSpace,
+    Supernet,
+    count_macs,
+    count_params,
+    get_arch,
+    recalibrate_bn,
+)
 from tests.conftest import randomize_
 
 

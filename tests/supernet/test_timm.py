@@ -5,8 +5,15 @@ import timm
 import torch
 
 from slimformer._errors import SlimformerError
-from slimformer.supernet import (EfficientFormerNet, SearchSpace, Supernet, checkpoint_filter_fn, get_arch,
-                                 load_pretrained, supernet_from_pretrained)
+from slimformer.supernet import (
+    EfficientFormerNet,
+    SearchSpace,
+    Supernet,
+    checkpoint_filter_fn,
+    get_arch,
+    load_pretrained,
+    supernet_from_pretrained,
+)
 from tests.conftest import randomize_
 
 TIMM_PARAMS = {"l1": 12_289_928, "l3": 31_406_000, "l7": 82_229_328}
