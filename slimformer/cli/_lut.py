@@ -24,7 +24,7 @@ def register(sub) -> None:
     b.add_argument("--lut-dir", default=None, help="user table folder (default ~/.cache/slimformer/luts)")
     b.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue an interrupted build (default) or start over")
-    b.add_argument("--calibration", type=int, default=10, help="whole subnets measured to fit the correction")
+    b.add_argument("--calibration", type=int, default=30, help="whole subnets measured to fit the correction")
     b.add_argument("--repeats", type=int, default=15, help="timed runs per op (at least)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_build)

@@ -85,7 +85,7 @@ def _load_partial(path: Path, want: dict[str, Any]) -> dict[str, Any] | None:
 
 def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, batch: int = 1, clock: str = "wall",
                 space: str | SearchSpace = "default", lut_dir: str | Path | None = None, resume: bool = True,
-                progress: bool = True, calibration: int = 10, repeats: int = 15, min_time_s: float = 0.02,
+                progress: bool = True, calibration: int = 30, repeats: int = 15, min_time_s: float = 0.02,
                 noise: float = 0.1, retries: int = 2,
                 on_entry: Callable[[str, dict], None] | None = None) -> LatencyTable:
     """Measure every op of ``space`` with ``backend`` and write the table ``name`` into the user folder.
