@@ -29,7 +29,7 @@ def main() -> None:
 
     from slimformer._errors import SlimformerError
     from slimformer.latency_lut import build_table, get_table, validate_table
-    from slimformer.latency_lut._validate import format_figures
+    from slimformer.latency_lut._validate import figure_lines
 
     try:
         table = get_table(args.device, lut_dir=args.lut_dir)
@@ -41,13 +41,7 @@ def main() -> None:
     r = validate_table(table, samples=args.samples, seed=args.seed, runs_root=args.out, recalibrate=args.recalibrate)
     print(f"{table.name} ({table.backend}, {table.threads} thread(s), built {table.date}, cpu {table.cpu}): "
           f"{r['samples']} random subnets; load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end")
-    print(f"  without correction: {format_figures(r['uncorrected'])}")
-    if r["corrected"]:
-        print(f"  with correction   : {format_figures(r['corrected'])}")
-    if r["recalibrated"]:
-        c = r["fresh_correction"]
-        print(f"  correction refitted before validation on {c['samples']} calibration subnets "
-              f"(x{c['scale']:.4f} {c['offset_ms']:+.3f} ms): {format_figures(r['recalibrated'])}")
+    print("\n".join(figure_lines(r)))
     print(f"  run directory: {r['run_dir']}")
 
 

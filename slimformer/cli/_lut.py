@@ -88,19 +88,14 @@ def _build(args) -> int:
 
 def _validate(args) -> int:
     from ..latency_lut import get_table
-    from ..latency_lut._validate import format_figures, validate_table
+    from ..latency_lut._validate import figure_lines, validate_table
 
     t = get_table(args.device, lut_dir=args.lut_dir)
     r = validate_table(t, samples=args.samples, seed=args.seed, run_dir=args.run_dir, runs_root=args.out,
                        progress=not args.quiet, recalibrate=args.recalibrate)
     print(f"{t.name}: {r['samples']} random subnets measured end to end ({t.backend}, {t.threads} thread(s), "
           f"{t.clock} clock)")
-    print(f"  without correction: {format_figures(r['uncorrected'])}")
-    if r["corrected"]:
-        print(f"  with correction   : {format_figures(r['corrected'])}")
-    if r["recalibrated"]:
-        print(f"  correction refitted now on {r['fresh_correction']['samples']} calibration subnets: "
-              f"{format_figures(r['recalibrated'])}")
+    print("\n".join(figure_lines(r)))
     print(f"wrote {r['run_dir']} (validate.json, scatter.png, report.md)")
     return 0
 

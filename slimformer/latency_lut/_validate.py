@@ -93,21 +93,27 @@ def format_figures(f: dict[str, float]) -> str:
             f"MAPE {f['mape_pct']:.2f}%, worst {f['worst_pct']:.1f}%, Kendall tau {f['kendall_tau']:.3f}")
 
 
+def figure_lines(result: dict[str, Any], *, bullet: str = "  ") -> list[str]:
+    """The figures of a validation, one line each: without, with the build's, and with a refitted correction."""
+    lines = [f"{bullet}without correction: {format_figures(result['uncorrected'])}"]
+    if result["corrected"]:
+        c = result["correction"]
+        lines.append(f"{bullet}with the build's correction (x{c['scale']:.4f} {c['offset_ms']:+.3f} ms): "
+                     f"{format_figures(result['corrected'])}")
+    if result.get("recalibrated"):
+        c = result["fresh_correction"]
+        lines.append(f"{bullet}with the correction refitted before validation on {c['samples']} calibration "
+                     f"subnets (x{c['scale']:.4f} {c['offset_ms']:+.3f} ms): {format_figures(result['recalibrated'])}")
+    return lines
+
+
 def report(result: dict[str, Any]) -> str:
     lines = [f"# Latency table fidelity: {result['table']}", "",
              (f"- table hash {result['table_hash']}, backend {result['backend']}, threads {result['threads']}, "
               f"batch {result['batch']}, clock {result['clock']}"),
              (f"- {result['samples']} random subnets (seed {result['seed']}), "
-              "measured end to end with the table's backend and settings"), "",
-             f"- without correction: {format_figures(result['uncorrected'])}"]
-    if result["corrected"]:
-        c = result["correction"]
-        lines.append(f"- with the build's correction (x{c['scale']:.4f} {c['offset_ms']:+.3f} ms): "
-                     f"{format_figures(result['corrected'])}")
-    if result.get("recalibrated"):
-        c = result["fresh_correction"]
-        lines.append(f"- with the correction refitted before validation on {c['samples']} calibration subnets "
-                     f"(x{c['scale']:.4f} {c['offset_ms']:+.3f} ms): {format_figures(result['recalibrated'])}")
+              "measured end to end with the table's backend and settings"), ""]
+    lines += figure_lines(result, bullet="- ")
     lines += ["", "![predicted vs measured](scatter.png)", ""]
     return "\n".join(lines)
 
