@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._errors import ConfigError, SlimformerError
+from .._errors import SlimformerError
 from .._io import read_json
-from ..supernet import ArchConfig, EfficientFormerNet, checkpoint_filter_fn, get_arch, load_supernet
+from ..supernet import ArchConfig, EfficientFormerNet, checkpoint_filter_fn, load_supernet, read_arch
 from ..supernet._timm import read_state_dict
 
 MODEL_FORMAT = "slimformer.model"
@@ -36,19 +36,9 @@ class Source:
 
 
 def _arch_of(src: str | Path) -> tuple[ArchConfig, dict, Path | None]:
-    p = Path(src)
-    if p.is_dir():
-        if not (p / "arch.json").is_file():
-            raise SlimformerError(f"{p} holds no arch.json (expected a `slimformer search` run directory)")
-        p = p / "arch.json"
-    if p.suffix == ".json":
-        info = read_json(p, "architecture file")
-        try:
-            cfg = ArchConfig.from_dict(info)
-        except ConfigError as e:
-            raise ConfigError(f"{p}: {e}") from None
-        return cfg, (info if "arch" in info else {}), p.parent
-    return get_arch(str(src)), {}, None
+    """(config, search/prune output around it or {}, run dir) of a preset, arch JSON or run directory."""
+    cfg, info, folder = read_arch(src)
+    return cfg, (info if "arch" in info else {}), folder
 
 
 def _state_dict_from(obj: Any, path: Path) -> dict:

@@ -66,16 +66,28 @@ def get_space(name_or_path: str | Path | None = None) -> SearchSpace:
     return SearchSpace.from_dict(read_json(key, "search space file"))
 
 
-def get_arch(name_or_path: str | Path) -> ArchConfig:
-    """A preset (``l1``, ``l3``, ``l7``, also ``efficientformer_l1``...) or an ArchConfig JSON file."""
-    key = str(name_or_path)
+def read_arch(src: str | Path) -> tuple[ArchConfig, dict, Path | None]:
+    """(config, the JSON it was read from, its folder) for a preset, an ArchConfig JSON file, or a run
+    directory holding ``arch.json`` (search, prune, finetune). A preset has no JSON and no folder."""
+    key = str(src)
     short = key.removeprefix("efficientformer_")
     if short in PRESETS:
-        return PRESETS[short]()
-    if not Path(key).suffix == ".json" and not Path(key).exists():
-        raise SlimformerError(f"unknown architecture {key!r}: use a preset ({', '.join(PRESETS)}) or a JSON file")
-    data = read_json(key, "architecture file")
+        return PRESETS[short](), {}, None
+    p = Path(key)
+    if p.is_dir():
+        if not (p / "arch.json").is_file():
+            raise SlimformerError(f"{p} holds no arch.json (expected a search, prune or finetune run directory)")
+        p = p / "arch.json"
+    if p.suffix != ".json" and not p.exists():
+        raise SlimformerError(f"unknown architecture {key!r}: use a preset ({', '.join(PRESETS)}), "
+                              "an arch JSON file or a run directory")
+    data = read_json(p, "architecture file")
     try:
-        return ArchConfig.from_dict(data)
+        return ArchConfig.from_dict(data), data, p.parent
     except ConfigError as e:
-        raise ConfigError(f"{key}: {e}") from None
+        raise ConfigError(f"{p}: {e}") from None
+
+
+def get_arch(name_or_path: str | Path) -> ArchConfig:
+    """A preset (``l1``, ``l3``, ``l7``, also ``efficientformer_l1``...), an ArchConfig JSON file or a run dir."""
+    return read_arch(name_or_path)[0]

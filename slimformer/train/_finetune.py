@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from .._errors import ConfigError, SlimformerError
-from .._io import atomic_torch_save, atomic_write_json, read_json
-from ..supernet import ArchConfig, EfficientFormerNet, get_arch, load_supernet, recalibrate_bn
+from .._errors import SlimformerError
+from .._io import atomic_torch_save, atomic_write_json
+from ..supernet import ArchConfig, EfficientFormerNet, load_supernet, read_arch, recalibrate_bn
 from ..supernet._timm import read_state_dict
 from ._config import FinetuneConfig
 from ._data import build_loaders, evaluate
@@ -51,20 +51,7 @@ VERSION = 1
 
 def _arch_source(arch: str | None) -> tuple[ArchConfig | None, dict[str, Any], Path | None]:
     """(config, arch.json contents, run dir) of ``--arch``: an arch JSON, a run dir holding one, or a preset."""
-    if not arch:
-        return None, {}, None
-    p = Path(arch)
-    if p.is_dir():
-        if not (p / "arch.json").is_file():
-            raise SlimformerError(f"{p} holds no arch.json (expected a search or prune run directory)")
-        p = p / "arch.json"
-    if p.suffix == ".json":
-        info = read_json(p, "architecture file")
-        try:
-            return ArchConfig.from_dict(info), info, p.parent
-        except (ConfigError, KeyError, TypeError) as e:
-            raise SlimformerError(f"{p} does not describe an architecture ({e})") from None
-    return get_arch(str(arch)), {}, None
+    return read_arch(arch) if arch else (None, {}, None)
 
 
 def _student_and_teacher(cfg: FinetuneConfig, loaders, device):

@@ -52,3 +52,18 @@ def test_malformed_arch_file_is_one_line(tmp_path):
     bad.write_text('{"stem_width": 24, "stages": [{"width": 48, "blocks": [{"kind": "mb3d"}]}]}')
     r = subprocess.run([sys.executable, "-m", "slimformer", "arch", "show", str(bad)], capture_output=True, text=True, check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_arch_show_reads_a_run_directory(tmp_path, capsys):
+    from slimformer.supernet import get_arch, read_arch
+
+    run = tmp_path / "search-run"
+    run.mkdir()
+    (run / "arch.json").write_text(json.dumps({"arch": get_arch("l1").to_dict(), "predicted_ms": 1.6}))
+    cfg, info, folder = read_arch(run)
+    assert cfg == get_arch("l1") and info["predicted_ms"] == 1.6 and folder == run
+    assert main(["arch", "show", str(run)]) == 0
+    assert "w48-96-224-448" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main(["arch", "show", str(tmp_path / "empty")]) == 2
+    assert "holds no arch.json" in capsys.readouterr().err
