@@ -36,6 +36,7 @@ from slimformer.pruning import (
     taylor_importance,
 )
 from slimformer.supernet import ArchConfig, SearchSpace, StageConfig, Supernet, mb3d, mb4d, recalibrate_bn
+from slimformer.train import evaluate
 from slimformer.train._builtin import BuiltinShapes
 
 SPACE = SearchSpace(stage_widths=((16, 32), (32, 48), (48, 64, 80), (64, 96, 128)), depths=(2, 2, 3, 3),
@@ -106,16 +107,6 @@ def finetune(net, batch: int, steps: int, seed: int) -> None:
         opt.step()
         sched.step(step + 1)
     net.eval()
-
-
-@torch.no_grad()
-def top1(model, val) -> float:
-    model.eval()
-    hit = n = 0
-    for x, y in val:
-        hit += int((model(x).argmax(1) == y).sum())
-        n += len(y)
-    return hit / n
 
 
 def measured_table(cfg: ArchConfig, repeats: int) -> LatencyTable:
@@ -197,7 +188,7 @@ def vit_section(args) -> None:
         sched.step(step + 1)
         if (step + 1) % 100 == 0:
             print(f"  deit step {step + 1}/{args.vit_steps} ({time.time() - t0:.0f} s)", flush=True)
-    acc = top1(vit, val)
+    acc = evaluate(vit, val)
     imp = vit_importance(vit, itertools.islice(train, args.taylor_batches))
     print(f"\nDeiT-tiny (32 px, patch 4, 65 tokens, depth {len(vit.blocks)}) trained {args.vit_steps} steps "
           f"(lr {args.vit_lr:g}): top-1 {acc:.3f}")
@@ -205,7 +196,7 @@ def vit_section(args) -> None:
         choices, info = vit_allocate(vit, imp, budget_params=frac)
         rows = vit_rows(vit, choices)
         pruned = prune_vit(copy.deepcopy(vit), imp, choices)
-        acc0 = top1(pruned, val)
+        acc0 = evaluate(pruned, val)
         ft = copy.deepcopy(pruned)
         opt, sched = opt_for(ft, 2e-4, args.finetune_steps)
         ft.train()
@@ -216,7 +207,7 @@ def vit_section(args) -> None:
             F.cross_entropy(ft(x), y).backward()
             opt.step()
             sched.step(step + 1)
-        acc1 = top1(ft, val)
+        acc1 = evaluate(ft, val)
         print(f"pruned to {frac:.0%} params ({info['params_before']:,} -> {info['params_after']:,}), importance kept "
               f"{info['importance_kept']:.1%}: top-1 {acc0:.3f} before, {acc1:.3f} after {args.finetune_steps} FT steps")
         print("| block | heads | Q=K | V | FFN | Q/C | V/C | FFN/C |\n|---|---|---|---|---|---|---|---|")
@@ -253,7 +244,7 @@ def main() -> None:
     analysed = expand(SEARCHED, SPACE)
     sn.set_active(analysed)
     recalibrate_bn(sn, train, max_batches=8)
-    print(f"analysed subnet (every block at its largest): top-1 {top1(sn, val):.3f}")
+    print(f"analysed subnet (every block at its largest): top-1 {evaluate(sn, val):.3f}")
     imp = taylor_importance(sn, itertools.islice(train, args.taylor_batches), cfg=analysed)
     imp = reorder_by_importance(sn, imp)
     table = measured_table(SEARCHED, max(10, args.repeats // 2))
@@ -281,9 +272,9 @@ def main() -> None:
             a = allocate(prob, table, budget, strategy=strategy, space=SPACE)
             net = sn.extract_subnet(a.cfg)
             recalibrate_bn(net, train, max_batches=8)
-            acc0 = top1(net, val)
+            acc0 = evaluate(net, val)
             finetune(net, args.batch, args.finetune_steps, args.seed)
-            acc1 = top1(net, val)
+            acc1 = evaluate(net, val)
             blocks = " ".join(f"h{b.heads}q{b.qk_dim}v{b.v_dim}r{b.mlp_ratio:g}" if b.kind == "mb3d"
                               else f"r{b.mlp_ratio:g}" for _, _, b in a.cfg.iter_blocks())
             rows.append([f"{budget:.3f}", strategy, f"{a.kept:.1%}", f"{a.predicted_ms:.3f}", "",
