@@ -76,11 +76,12 @@ def _build(args) -> int:
           f"{time.monotonic() - t0:.0f} s ({t.backend}, {t.threads} thread(s), batch {t.batch}, {t.clock} clock), "
           f"overhead {t.overhead_ms:.4f} ms/call")
     if t.error:
+        from ..latency_lut._fidelity import correction_text
         from ..latency_lut._validate import format_figures
 
         print(f"  calibration ({t.error['samples']} subnets), without correction: "
               f"{format_figures(t.error['uncorrected'])}")
-        print(f"  with correction x{t.correction['scale']:.4f} {t.correction['offset_ms']:+.3f} ms: "
+        print(f"  with correction {correction_text(t.correction)}: "
               f"{format_figures(t.error['corrected'])}")
     print(f"wrote {t.path}")
     return 0

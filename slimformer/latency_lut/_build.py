@@ -3,9 +3,9 @@
 An unfinished build keeps ``<lut_dir>/<name>.partial.json`` (its settings and per-call overhead, written
 atomically) and ``<name>.partial.jsonl`` (one line per measured op or calibration subnet, appended and
 flushed as each is measured), so a killed build resumes where it stopped and loses at most the entry in
-flight (a torn last line is ignored). At the end it measures a handful of whole random subnets end to end, fits
-``measured ~ scale * predicted + offset`` on them (scipy, relative residuals) and writes the finished
-table to ``<lut_dir>/<name>.json``.
+flight (a torn last line is ignored). It also measures a handful of whole random subnets end to end, fits
+``measured ~ scale * raw + offset + per_op * n_ops`` on them (scipy, relative residuals; see
+:mod:`._fidelity`) and writes the finished table to ``<lut_dir>/<name>.json``.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from ._registry import check_name, partial_path, table_path
 from ._table import SCHEMA, LatencyTable
 
 CALIBRATION_SEED = 1_000_003  # calibration subnets come from their own stream, apart from validation's
+ORDER_SEED = 7
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):
@@ -43,6 +44,21 @@ def calibration_configs(space: SearchSpace, n: int, seed: int = CALIBRATION_SEED
     while len(cfgs) < n:
         cfgs.append(space.sample(rng))
     return cfgs
+
+
+def schedule(keys: list[str], n_calibration: int, seed: int = ORDER_SEED) -> list[str | int]:
+    """The order of a build: the op keys shuffled, with calibration subnet ``i`` (an int) spread among them.
+
+    On a shared machine the speed of every timing drifts by a few per cent over minutes. Measured in
+    enumeration order, all ops of one kind would share one moment's drift, and a network's sum would
+    inherit it; shuffled, the drift becomes independent noise that averages out over a network's ops.
+    Calibration subnets measured throughout the build fit the correction to the build's average level
+    rather than to its last minute's."""
+    order: list[str | int] = list(keys)
+    random.Random(seed).shuffle(order)
+    for i in reversed(range(n_calibration)):
+        order.insert(int((i + 0.5) * len(keys) / n_calibration), i)
+    return order
 
 
 def _settings(name, backend, threads, batch, clock, space: SearchSpace) -> dict[str, Any]:
@@ -90,6 +106,8 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
                 on_entry: Callable[[str, dict], None] | None = None) -> LatencyTable:
     """Measure every op of ``space`` with ``backend`` and write the table ``name`` into the user folder.
 
+    Ops are measured in a shuffled order with the ``calibration`` subnets spread among them (:func:`schedule`).
+
     ``on_entry(key, entry)`` is called after each op is measured (progress hooks, tests)."""
     check_name(name)
     if backend not in BACKENDS:
@@ -113,10 +131,10 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
     mkw = {"backend": backend, "threads": threads, "batch": batch, "clock": clock}
     tkw = {"repeats": repeats, "min_time_s": min_time_s, "noise": noise, "retries": retries}
     entries: dict[str, dict] = state["entries"]
-    todo = [k for k in keys if k not in entries]
     cal_cfgs = calibration_configs(sp, calibration)
-    bar = _progress(len(keys) + len(cal_cfgs), len(keys) - len(todo) + len(state["calibration"]),
-                    f"lut {name}", progress)
+    cal = state["calibration"]
+    todo = [x for x in schedule(keys, len(cal_cfgs)) if (x >= len(cal) if isinstance(x, int) else x not in entries)]
+    bar = _progress(len(keys) + len(cal_cfgs), len(keys) + len(cal_cfgs) - len(todo), f"lut {name}", progress)
     with bar, open(jpath, "a", encoding="utf-8") as journal:
         def record(rec: dict) -> None:
             journal.write(json.dumps(rec) + "\n")
@@ -126,21 +144,22 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
             state["overhead"] = measure_overhead(**mkw)
             atomic_write_json(ppath, {k: v for k, v in state.items() if k not in ("entries", "calibration")})
         overhead = state["overhead"]["median_ms"]
-        for key in todo:
-            bar.set_postfix_str(key, refresh=False)
-            module, example = build_op(key)
-            r = measure_module(module, example, **mkw, **tkw)
-            entries[key] = {"median_ms": max(r["median_ms"] - overhead, 0.0), "spread_ms": r["spread_ms"],
-                            "count": r["count"], "raw_ms": r["median_ms"], "attempts": r["attempts"]}
-            record({"key": key, "entry": entries[key]})
-            if on_entry is not None:
-                on_entry(key, entries[key])
-            bar.update(1)
-        for cfg in cal_cfgs[len(state["calibration"]):]:
-            bar.set_postfix_str(f"subnet {cfg.summary()}", refresh=False)
-            r = measure_arch(cfg, **mkw, **tkw)
-            state["calibration"].append({"arch": cfg.to_dict(), **r})
-            record({"calibration": state["calibration"][-1]})
+        for item in todo:
+            if isinstance(item, int):  # a calibration subnet, measured whole
+                cfg = cal_cfgs[item]
+                bar.set_postfix_str(f"subnet {cfg.summary()}", refresh=False)
+                r = measure_arch(cfg, **mkw, **tkw)
+                cal.append({"arch": cfg.to_dict(), **r})
+                record({"calibration": cal[-1]})
+            else:
+                bar.set_postfix_str(item, refresh=False)
+                module, example = build_op(item)
+                r = measure_module(module, example, **mkw, **tkw)
+                entries[item] = {"median_ms": max(r["median_ms"] - overhead, 0.0), "spread_ms": r["spread_ms"],
+                                 "count": r["count"], "raw_ms": r["median_ms"], "attempts": r["attempts"]}
+                record({"key": item, "entry": entries[item]})
+                if on_entry is not None:
+                    on_entry(item, entries[item])
             bar.update(1)
     table = _finish(state, sp, name, backend, threads, batch, clock)
     table.save(table_path(name, lut_dir))
@@ -162,8 +181,9 @@ def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int,
         cfgs = [ArchConfig.from_dict(c["arch"]) for c in cal]
         measured = [c["median_ms"] for c in cal]
         predicted = [table.predict(c, corrected=False) for c in cfgs]
-        table.correction = fit_correction(predicted, measured)
+        n_ops = [table.n_ops(c) for c in cfgs]
+        table.correction = fit_correction(predicted, measured, n_ops)
         table.error = {"method": "build-time calibration subnets (in-sample fit)", "samples": len(cal),
                        "uncorrected": fidelity(predicted, measured),
-                       "corrected": fidelity([table.correct(p) for p in predicted], measured)}
+                       "corrected": fidelity([table.predict(c) for c in cfgs], measured)}
     return table

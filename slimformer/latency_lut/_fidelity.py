@@ -1,8 +1,14 @@
 """Fidelity of a table: whole subnets measured end to end against the table's predictions.
 
 ``measure_arch`` measures a standalone subnet with the same code as single ops; ``fit_correction`` fits
-``measured ~ scale * predicted + offset`` on relative error (scipy ``least_squares``, robust loss);
-``fidelity`` gives the figures (share within +-5% / +-10%, MAPE, worst error, Kendall tau).
+``measured ~ scale * raw + offset + per_op * n_ops`` on relative error (scipy ``least_squares``, robust
+loss), where ``raw`` is the table's sum of entries and ``n_ops`` the number of ops summed; ``fidelity``
+gives the figures (share within +-5% / +-10%, MAPE, worst error, Kendall tau).
+
+Why a per-op term: an op measured alone, over and over, finds its weights in cache; inside a network
+every op's weights were pushed out by the ops before it, and the runtime hands tensors from op to op.
+On this project's 2-core CPU that costs about 0.1 ms per op, which a scale and an offset cannot express
+(a network of many small ops pays it more often than one of few large ops).
 """
 from __future__ import annotations
 
@@ -25,19 +31,36 @@ def measure_arch(cfg: ArchConfig, *, backend: str = "onnxruntime", threads: int 
     return measure_module(net, (x,), backend=backend, threads=threads, batch=batch, **kw)
 
 
-def fit_correction(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, Any]:
-    """``{"scale", "offset_ms", "samples"}`` minimising the relative residuals of ``scale * p + offset``."""
+def fit_correction(predicted: Sequence[float], measured: Sequence[float],
+                   n_ops: Sequence[int] | None = None) -> dict[str, Any]:
+    """``{"scale", "offset_ms", "per_op_ms", "samples"}`` minimising the relative residuals of
+    ``scale * p + offset + per_op * n`` (``per_op`` is 0 when ``n_ops`` is not given)."""
     from scipy.optimize import least_squares
 
     p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    n = np.zeros_like(p) if n_ops is None else np.asarray(n_ops, float)
+    cols = np.stack([p, np.ones_like(p), n], axis=1)
+    if n_ops is None:
+        cols = cols[:, :2]
 
     def resid(z):
-        return (z[0] * p + z[1] - m) / m
+        return (cols @ z - m) / m
 
     # soft-L1 loss: one subnet measured during a burst of load elsewhere does not drag the fit
-    sol = least_squares(resid, x0=[1.0, 0.0], bounds=([0.2, -np.inf], [5.0, np.inf]), loss="soft_l1", f_scale=0.02)
-    return {"scale": float(sol.x[0]), "offset_ms": float(sol.x[1]), "samples": len(p),
+    lo, hi = [0.2, -np.inf, -np.inf][:cols.shape[1]], [5.0, np.inf, np.inf][:cols.shape[1]]
+    sol = least_squares(resid, x0=np.r_[1.0, np.zeros(cols.shape[1] - 1)], bounds=(lo, hi), loss="soft_l1",
+                        f_scale=0.02)
+    z = list(sol.x) + [0.0] * (3 - len(sol.x))
+    return {"scale": float(z[0]), "offset_ms": float(z[1]), "per_op_ms": float(z[2]), "samples": len(p),
             "method": "robust (soft-L1) fit of relative error, scipy.optimize.least_squares"}
+
+
+def correction_text(c: dict[str, Any] | None) -> str:
+    """``x1.0130 -1.085 ms +0.114 ms/op`` (or ``none``)."""
+    if not c:
+        return "none"
+    per_op = c.get("per_op_ms", 0.0)
+    return f"x{c['scale']:.4f} {c['offset_ms']:+.3f} ms" + (f" {per_op:+.4f} ms/op" if per_op else "")
 
 
 def fidelity(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:

@@ -7,6 +7,7 @@ from typing import Any
 from .._errors import SlimformerError
 from .._io import atomic_write_json, make_run_dir
 from ..supernet import ArchConfig
+from ._fidelity import correction_text
 from ._keys import OP_KINDS, arch_ops_by_stage, op_kind, space_ops
 from ._table import LatencyTable
 
@@ -83,8 +84,8 @@ def describe(table: LatencyTable, cfg: ArchConfig | None = None) -> str:
               f"  file     : {table.path or '(in memory)'}  (table hash {table.hash})",
               f"  overhead : {table.overhead_ms:.4f} ms per call"]
     c = table.correction
-    lines.append(f"  correction: x{c['scale']:.4f} {c['offset_ms']:+.3f} ms (fitted on {c.get('samples', '?')} "
-                 f"whole subnets)" if c else "  correction: none")
+    lines.append(f"  correction: {correction_text(c)} (fitted on {c.get('samples', '?')} whole subnets)"
+                 if c else "  correction: none")
     lines += ["  " + x for x in error_lines(table)]
     faults = table.space.check(cfg) if cfg is not None else []
     if faults:

@@ -5,13 +5,16 @@ A table is one JSON file (schema ``slimformer.lut/1``)::
     {"schema": "slimformer.lut/1", "name": "cpu-ort", "kind": "measured", "device": "cpu-ort",
      "backend": "onnxruntime", "runtime": {"onnxruntime": "1.31.1", ...}, "threads": 1, "batch": 1,
      "cpu": "...", "date": "...", "space": {...}, "space_hash": "...", "overhead_ms": 0.01,
-     "correction": {"scale": 1.02, "offset_ms": 0.1, ...} | null, "error": {...} | null,
+     "correction": {"scale": 1.02, "offset_ms": -0.9, "per_op_ms": 0.1, ...} | null, "error": {...} | null,
      "entries": {"mb4d-r56-c48-mlp192": {"median_ms": 0.41, "spread_ms": 0.01, "count": 25}, ...}}
 
-``predict(cfg)`` = sum of the entries of ``arch_ops(cfg)`` + ``overhead_ms``, then (by default) the fitted
-correction ``scale * x + offset_ms``. Entries hold the op's latency with the per-call overhead removed,
-so that a sum of many ops carries the overhead once. Prediction caches per-block costs keyed by plain
-numbers, so a search can ask for well over 100 000 predictions a second.
+``predict(cfg)`` = sum of the entries of ``arch_ops(cfg)`` + ``overhead_ms`` (the *raw* sum), then (by
+default) the fitted correction ``scale * raw + offset_ms + per_op_ms * n_ops``, where ``n_ops`` is the
+number of ops of ``cfg``: an op inside a network costs a little more than the same op measured alone
+(its weights are no longer in cache, the runtime moves data between ops), and that extra cost is paid
+per op, not per millisecond. Entries hold the op's latency with the per-call overhead removed, so that
+a sum of many ops carries the overhead once. Prediction caches per-block costs keyed by plain numbers
+(the per-op term folded in), so a search can ask for well over 100 000 predictions a second.
 """
 from __future__ import annotations
 
@@ -68,6 +71,7 @@ class LatencyTable:
             correction = dict(correction)
             correction["scale"] = _num(correction.get("scale"), "correction scale")
             correction["offset_ms"] = _num(correction.get("offset_ms", 0.0), "correction offset_ms")
+            correction["per_op_ms"] = _num(correction.get("per_op_ms", 0.0), "correction per_op_ms")
         self.correction = correction
         self.error = dict(error) if error is not None else None
         if clock not in ("wall", "cpu"):
@@ -117,18 +121,32 @@ class LatencyTable:
         """``(op key, ms)`` for every op of ``cfg`` in network order (overhead and correction not included)."""
         return [(k, self.ms(k)) for k in arch_ops(cfg)]
 
-    def _stage_blocks(self, res: int, w: int) -> dict:
-        d = self._blocks.get((res, w))
+    def _caches(self, per_op: float) -> dict:
+        """Cached sums for one per-op add-on (0 for raw sums): ``{"stem", "ds", "flat", "head", "blocks", ...}``."""
+        c = self._cache.get(per_op)
+        if c is None:
+            c = self._cache[per_op] = {"per_op": per_op, "stem": {}, "ds": {}, "flat": {}, "head": {}, "blocks": {}}
+        return c
+
+    def _stage_blocks(self, c: dict, res: int, w: int) -> dict:
+        d = c["blocks"].get((res, w))
         if d is None:
-            d = self._blocks[(res, w)] = {}
+            d = c["blocks"][(res, w)] = {}
         return d
 
-    def _miss(self, d: dict, ck, keys) -> float:
-        v = d[ck] = sum(self.ms(k) for k in keys)
+    def _miss(self, c: dict, d: dict, ck, keys) -> float:
+        v = d[ck] = sum(self.ms(k) for k in keys) + c["per_op"] * len(keys)
         return v
 
-    def block_ms(self, block: BlockConfig, *, stage: int, width: int) -> float:
-        """One block of that kind and dims in ``stage`` of this table's space (skip = 0; no flatten)."""
+    def block_ms(self, block: BlockConfig, *, stage: int, width: int, corrected: bool = False) -> float:
+        """One block of that kind and dims in ``stage`` of this table's space (skip = 0; no flatten).
+
+        ``corrected=True`` gives the block's share of the corrected prediction (``scale * ms + per_op_ms *
+        ops``), so that block costs add up to ``predict(cfg)`` less a constant."""
+        c = self.correction
+        if corrected and c is not None:
+            return c["scale"] * self.block_ms(block, stage=stage, width=width) + c["per_op_ms"] * len(
+                block_keys(block, res=self.space.img_size // (4 * 2 ** stage), width=width))
         res = self.space.img_size // (4 * 2 ** stage)
         b = block
         if b.kind == "mb4d":
@@ -137,23 +155,32 @@ class LatencyTable:
             ck = (b.mlp_ratio, b.heads, b.qk_dim, b.v_dim)
         else:
             return 0.0
-        d = self._stage_blocks(res, width)
+        c0 = self._caches(0.0)
+        d = self._stage_blocks(c0, res, width)
         v = d.get(ck)
-        return v if v is not None else self._miss(d, ck, block_keys(b, res=res, width=width))
+        return v if v is not None else self._miss(c0, d, ck, block_keys(b, res=res, width=width))
 
     def raw_ms(self, cfg: ArchConfig) -> float:
-        """Sum of the entries of ``cfg`` plus the overhead (no correction). Mirrors :func:`arch_ops`.
+        """Sum of the entries of ``cfg`` plus the overhead (no correction). Mirrors :func:`arch_ops`."""
+        return self._sum(cfg, 0.0) + self.overhead_ms
 
-        The hot path of every search: per-block costs are cached in dicts keyed by plain numbers."""
-        c = self._cache
+    def n_ops(self, cfg: ArchConfig) -> int:
+        """How many ops ``cfg`` runs (the count the correction's per-op term multiplies)."""
+        return len(arch_ops(cfg))
+
+    def _sum(self, cfg: ArchConfig, per_op: float) -> float:
+        """Sum over the ops of ``cfg`` of (entry + ``per_op``).
+
+        The hot path of every search: per-block sums are cached in dicts keyed by plain numbers."""
+        c = self._caches(per_op)
         st = cfg.stages
         img = cfg.img_size
         w = st[0].width
         ck = (img, cfg.in_chans, cfg.stem_width, w)
         total = c["stem"].get(ck)
         if total is None:
-            total = self._miss(c["stem"], ck, (stem_key(*ck),))
-        ds, flats, blocks = c["ds"], c["flat"], self._blocks
+            total = self._miss(c, c["stem"], ck, (stem_key(*ck),))
+        ds, flats, blocks = c["ds"], c["flat"], c["blocks"]
         tokens, last, prev = False, len(st) - 1, w
         for si in range(len(st)):
             w = st[si].width
@@ -162,14 +189,14 @@ class LatencyTable:
             if si:
                 ck = (res, prev, w, tokens)
                 v = ds.get(ck)
-                total += v if v is not None else self._miss(ds, ck, (ds_key(res * 2, prev, w, tokens),))
+                total += v if v is not None else self._miss(c, ds, ck, (ds_key(res * 2, prev, w, tokens),))
                 if tokens:
                     v = flats.get((res, w))
-                    total += v if v is not None else self._miss(flats, (res, w), (flat_key(res * res, w),))
+                    total += v if v is not None else self._miss(c, flats, (res, w), (flat_key(res * res, w),))
                     flat = True
             d = blocks.get((res, w))
             if d is None:
-                d = self._stage_blocks(res, w)
+                d = self._stage_blocks(c, res, w)
             for b in st[si].blocks:
                 k = b.kind
                 if k == "mb4d":
@@ -177,36 +204,41 @@ class LatencyTable:
                 elif k == "mb3d":
                     if not flat:
                         v = flats.get((res, w))
-                        total += v if v is not None else self._miss(flats, (res, w), (flat_key(res * res, w),))
+                        total += v if v is not None else self._miss(c, flats, (res, w), (flat_key(res * res, w),))
                         flat = True
                     ck = (b.mlp_ratio, b.heads, b.qk_dim, b.v_dim)
                 else:
                     continue
                 v = d.get(ck)
-                total += v if v is not None else self._miss(d, ck, block_keys(b, res=res, width=w))
+                total += v if v is not None else self._miss(c, d, ck, block_keys(b, res=res, width=w))
             if si == last and not flat:
                 v = flats.get((res, w))
-                total += v if v is not None else self._miss(flats, (res, w), (flat_key(res * res, w),))
+                total += v if v is not None else self._miss(c, flats, (res, w), (flat_key(res * res, w),))
                 flat = True
             tokens, prev = flat, w
         ck = (res, w, cfg.num_classes, cfg.distillation)
         v = c["head"].get(ck)
-        total += v if v is not None else self._miss(c["head"], ck, (head_key(res * res, *ck[1:]),))
-        return total + self.overhead_ms
+        total += v if v is not None else self._miss(c, c["head"], ck, (head_key(res * res, *ck[1:]),))
+        return total
 
     def clear_cache(self) -> None:
-        """Forget cached per-block sums (after editing ``entries`` in place)."""
-        self._cache = {"stem": {}, "ds": {}, "flat": {}, "head": {}}
-        self._blocks = {}
+        """Forget cached per-block sums (after editing ``entries`` or ``correction`` in place)."""
+        self._cache: dict[float, dict] = {}
 
-    def correct(self, raw_ms: float) -> float:
+    def correct(self, raw_ms: float, n_ops: int = 0) -> float:
+        """The correction applied to a raw sum of ``n_ops`` ops."""
         c = self.correction
-        return raw_ms if c is None else c["scale"] * raw_ms + c["offset_ms"]
+        return raw_ms if c is None else c["scale"] * raw_ms + c["offset_ms"] + c["per_op_ms"] * n_ops
 
     def predict(self, cfg: ArchConfig, *, corrected: bool = True) -> float:
-        """Predicted latency of ``cfg`` in ms: entries + overhead, then the correction if asked and present."""
-        raw = self.raw_ms(cfg)
-        return self.correct(raw) if corrected else raw
+        """Predicted latency of ``cfg`` in ms: entries + overhead, then the correction if asked and present.
+
+        Equal to ``correct(raw_ms(cfg), n_ops(cfg))``; the per-op term rides in the cached block sums."""
+        c = self.correction
+        if not corrected or c is None:
+            return self.raw_ms(cfg)
+        a = c["scale"]
+        return a * (self._sum(cfg, c["per_op_ms"] / a) + self.overhead_ms) + c["offset_ms"]
 
     # ----------------------------------------------------------------- files
     def to_dict(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from .._errors import SlimformerError
 from .._io import atomic_write_json, atomic_write_text, make_run_dir, read_json
 from ..supernet import ArchConfig
 from ._build import calibration_configs
-from ._fidelity import fidelity, fit_correction, measure_arch
+from ._fidelity import correction_text, fidelity, fit_correction, measure_arch
 from ._table import LatencyTable
 
 VALIDATION_SEED = 0
@@ -58,7 +58,8 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
         cal = calibration_configs(table.space, calibration)
         it = tqdm(cal, desc="recalibrate", unit="subnet", disable=not progress, dynamic_ncols=True)
         measured = [measure_arch(c, **kw, repeats=repeats, min_time_s=min_time_s)["median_ms"] for c in it]
-        fresh = fit_correction([table.predict(c, corrected=False) for c in cal], measured)
+        fresh = fit_correction([table.predict(c, corrected=False) for c in cal], measured,
+                               [table.n_ops(c) for c in cal])
         rows = []
     with tqdm(total=samples, initial=len(rows), desc=f"validate {table.name}", unit="subnet",
               disable=not progress, dynamic_ncols=True) as bar:
@@ -68,7 +69,8 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
             rows.append({"summary": cfg.summary(), "arch": cfg.to_dict(), "measured_ms": r["median_ms"],
                          "spread_ms": r["spread_ms"], "predicted_ms": raw, "corrected_ms": table.predict(cfg)})
             if fresh:
-                rows[-1]["recalibrated_ms"] = fresh["scale"] * raw + fresh["offset_ms"]
+                rows[-1]["recalibrated_ms"] = (fresh["scale"] * raw + fresh["offset_ms"]
+                                               + fresh.get("per_op_ms", 0.0) * table.n_ops(cfg))
             atomic_write_json(partial, {"table_hash": table.hash, "seed": seed, "rows": rows,
                                         "fresh_correction": fresh})
             bar.update(1)
@@ -98,12 +100,12 @@ def figure_lines(result: dict[str, Any], *, bullet: str = "  ") -> list[str]:
     lines = [f"{bullet}without correction: {format_figures(result['uncorrected'])}"]
     if result["corrected"]:
         c = result["correction"]
-        lines.append(f"{bullet}with the build's correction (x{c['scale']:.4f} {c['offset_ms']:+.3f} ms): "
+        lines.append(f"{bullet}with the build's correction ({correction_text(c)}): "
                      f"{format_figures(result['corrected'])}")
     if result.get("recalibrated"):
         c = result["fresh_correction"]
         lines.append(f"{bullet}with the correction refitted before validation on {c['samples']} calibration "
-                     f"subnets (x{c['scale']:.4f} {c['offset_ms']:+.3f} ms): {format_figures(result['recalibrated'])}")
+                     f"subnets ({correction_text(c)}): {format_figures(result['recalibrated'])}")
     return lines
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from slimformer._errors import SlimformerError
 from slimformer.latency_lut import LatencyTable, arch_ops, build_table, get_table, space_ops, validate_table
+from slimformer.latency_lut._build import schedule
 
 from .conftest import FAST, micro_space
 
@@ -27,7 +28,8 @@ def test_built_table_covers_the_space_and_predicts(micro_table):
     cfg = sp.sample(5)
     raw = sum(t.entries[k]["median_ms"] for k in arch_ops(cfg)) + t.overhead_ms
     assert t.predict(cfg, corrected=False) == pytest.approx(raw)
-    assert t.predict(cfg) == pytest.approx(t.correction["scale"] * raw + t.correction["offset_ms"])
+    c, n = t.correction, len(arch_ops(cfg))
+    assert t.predict(cfg) == pytest.approx(c["scale"] * raw + c["offset_ms"] + c["per_op_ms"] * n)
     loaded = get_table("micro-ort", lut_dir=t.path.parent)
     assert loaded.hash == t.hash and loaded.meta["build"]["calibration"]
 
@@ -47,14 +49,27 @@ def test_build_resumes_after_an_interruption_and_keeps_what_was_measured(tmp_pat
     with pytest.raises(SlimformerError, match="did not finish"):
         get_table("resume", lut_dir=tmp_path)
     journal = [json.loads(x) for x in (tmp_path / "resume.partial.jsonl").read_text().splitlines()]
-    first = {r["key"]: r["entry"] for r in journal}
+    first = {r["key"]: r["entry"] for r in journal if "key" in r}
     assert list(first) == seen
+    assert sum("calibration" in r for r in journal) == 1  # the first calibration subnet comes early in the schedule
     again: list[str] = []
     t = build_table(name="resume", space=sp, lut_dir=tmp_path, progress=False,
                     on_entry=lambda k, e: again.append(k), **FAST)
     assert len(again) == len(space_ops(sp)) - 7 and not set(again) & set(seen)
-    assert all(t.entries[k] == first[k] for k in seen)
+    assert all(t.entries[k] == first[k] for k in seen) and t.correction["samples"] == 3
     assert not (tmp_path / "resume.partial.jsonl").exists()
+
+
+def test_schedule_shuffles_the_ops_and_spreads_the_calibration_subnets():
+    keys = space_ops(micro_space())
+    order = schedule(keys, 3)
+    assert order == schedule(keys, 3)  # deterministic: a resumed build follows the same order
+    ops = [x for x in order if isinstance(x, str)]
+    assert sorted(ops) == sorted(keys) and ops != keys
+    where = [i for i, x in enumerate(order) if isinstance(x, int)]
+    assert [order[i] for i in where] == [0, 1, 2]
+    assert where[0] < len(order) / 3 < where[1] < 2 * len(order) / 3 < where[2] < len(order) - 1
+    assert schedule(keys, 0) == ops
 
 
 def test_resume_refuses_other_settings_and_no_resume_starts_over(tmp_path):
@@ -124,17 +139,21 @@ def test_build_resumes_after_the_process_is_killed(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    before = {}
+    before, cal = {}, []
     for line in journal.read_text().splitlines():
         try:
             rec = json.loads(line)
         except ValueError:
             continue
-        before[rec["key"]] = rec["entry"]
-    assert len(before) >= 5 and not (tmp_path / "killed.json").exists()
+        if "key" in rec:
+            before[rec["key"]] = rec["entry"]
+        else:
+            cal.append(rec["calibration"])
+    assert len(before) + len(cal) >= 5 and before and not (tmp_path / "killed.json").exists()
     t = build_table(name="killed", space=micro_space(), lut_dir=tmp_path, progress=False, **FAST)
     assert set(t.entries) == set(space_ops(micro_space()))
     assert all(t.entries[k] == e for k, e in before.items())  # kept, not measured again
+    assert t.meta["build"]["calibration"][:len(cal)] == cal and len(t.meta["build"]["calibration"]) == 3
 
 
 def test_cpu_clock_tables_record_it_and_validate_with_it(tmp_path):

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from slimformer._errors import SlimformerError
+from slimformer._errors import ConfigError, SlimformerError
 from slimformer.latency_lut import LatencyTable, arch_ops, block_keys, get_table, list_tables, space_ops
 from slimformer.supernet import SKIP, get_arch, get_space, mb3d, mb4d
 
@@ -20,12 +20,16 @@ def fake_table(space, *, correction=None, name="fake", seed=0, **kw):
 @pytest.mark.parametrize("space_name", ["tiny", "default"])
 def test_predict_is_the_sum_of_its_keys_plus_overhead_and_correction(space_name):
     sp = get_space(space_name)
-    t = fake_table(sp, correction={"scale": 1.1, "offset_ms": 0.3})
+    t = fake_table(sp, correction={"scale": 1.1, "offset_ms": -0.3, "per_op_ms": 0.07})
+    old = fake_table(sp, correction={"scale": 1.1, "offset_ms": 0.3})  # tables written before the per-op term
     for seed in range(300):
         cfg = sp.sample(seed)
         raw = sum(t.entries[k]["median_ms"] for k in arch_ops(cfg)) + 0.05
+        n = len(arch_ops(cfg))
         assert t.predict(cfg, corrected=False) == pytest.approx(raw, rel=1e-12)
-        assert t.predict(cfg) == pytest.approx(1.1 * raw + 0.3, rel=1e-12)
+        assert t.predict(cfg) == pytest.approx(1.1 * raw - 0.3 + 0.07 * n, rel=1e-12)
+        assert t.predict(cfg) == pytest.approx(t.correct(raw, t.n_ops(cfg)), rel=1e-12)
+        assert old.predict(cfg) == pytest.approx(1.1 * raw + 0.3, rel=1e-12)
         assert sum(ms for _, ms in t.breakdown(cfg)) + 0.05 == pytest.approx(raw, rel=1e-12)
     assert fake_table(sp).predict(cfg) == pytest.approx(raw)  # no correction: corrected == raw
 
@@ -33,14 +37,40 @@ def test_predict_is_the_sum_of_its_keys_plus_overhead_and_correction(space_name)
 def test_block_ms_matches_the_block_keys():
     sp = get_space("default")
     t = fake_table(sp)
+    c = fake_table(sp, correction={"scale": 1.2, "offset_ms": 0.5, "per_op_ms": 0.1})
     for blk in (mb4d(3.0), mb3d(6, 16, 96, 2.0)):
         for stage, width in ((2, 224), (3, 448)):
             if blk.kind == "mb3d" and stage != 3:
                 continue
             res = 224 // (4 * 2 ** stage)
-            want = sum(t.entries[k]["median_ms"] for k in block_keys(blk, res=res, width=width))
+            keys = block_keys(blk, res=res, width=width)
+            want = sum(t.entries[k]["median_ms"] for k in keys)
             assert t.block_ms(blk, stage=stage, width=width) == pytest.approx(want)
-    assert t.block_ms(SKIP, stage=0, width=32) == 0.0
+            assert c.block_ms(blk, stage=stage, width=width, corrected=True) == pytest.approx(1.2 * want + 0.1 * len(keys))
+    assert t.block_ms(SKIP, stage=0, width=32) == 0.0 == c.block_ms(SKIP, stage=0, width=32, corrected=True)
+
+
+def test_corrected_block_costs_add_up_to_the_prediction():
+    """Swapping one block changes predict() by exactly the difference of the blocks' corrected costs."""
+    sp = get_space("default")
+    t = fake_table(sp, correction={"scale": 1.05, "offset_ms": -0.8, "per_op_ms": 0.1})
+    cfg = get_arch("l3")
+    swaps = [(si, pos, b, other) for si, pos, b in cfg.iter_blocks()
+             for other in (SKIP, mb4d(2.0), mb3d(4, 16, 64, 2.0)) if other != b]
+    checked = 0
+    for si, pos, b, other in swaps:
+        try:
+            new = cfg.with_block(si, pos, other)
+        except ConfigError:
+            continue  # MB3D not as the tail
+        if sp.check(new) or t.n_ops(new) - t.n_ops(cfg) != len(block_keys(other, res=1, width=1)) - len(
+                block_keys(b, res=1, width=1)):
+            continue  # outside the space, or the swap moved the flatten
+        w = cfg.stages[si].width
+        want = t.block_ms(other, stage=si, width=w, corrected=True) - t.block_ms(b, stage=si, width=w, corrected=True)
+        assert t.predict(new) - t.predict(cfg) == pytest.approx(want, abs=1e-9)
+        checked += 1
+    assert checked > 20
 
 
 def test_missing_key_names_the_key_and_the_space():
