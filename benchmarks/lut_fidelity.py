@@ -22,6 +22,7 @@ def main() -> None:
     ap.add_argument("--lut-dir", default=None)
     ap.add_argument("--out", default=None, help="runs folder (default runs/)")
     ap.add_argument("--build", action="store_true", help="build the table first if it does not exist")
+    ap.add_argument("--rounds", type=int, default=2, help="measure every subnet this many times, keep the faster")
     ap.add_argument("--recalibrate", action="store_true",
                     help="also report figures with the correction refitted now on the calibration subnets")
     args = ap.parse_args()
@@ -38,9 +39,10 @@ def main() -> None:
             raise
         table = build_table(name=args.device, lut_dir=args.lut_dir)
     load0 = os.getloadavg()[0]
-    r = validate_table(table, samples=args.samples, seed=args.seed, runs_root=args.out, recalibrate=args.recalibrate)
+    r = validate_table(table, samples=args.samples, seed=args.seed, runs_root=args.out, recalibrate=args.recalibrate,
+                       rounds=args.rounds)
     print(f"{table.name} ({table.backend}, {table.threads} thread(s), built {table.date}, cpu {table.cpu}): "
-          f"{r['samples']} random subnets; load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end")
+          f"{r['samples']} random subnets, faster of {r['rounds']} round(s); load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end")
     print("\n".join(figure_lines(r)))
     print(f"  run directory: {r['run_dir']}")
 

@@ -25,6 +25,8 @@ def register(sub) -> None:
     b.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue an interrupted build (default) or start over")
     b.add_argument("--calibration", type=int, default=30, help="whole subnets measured to fit the correction")
+    b.add_argument("--rounds", type=int, default=2,
+                   help="times each calibration subnet is measured, minutes apart; the faster is kept (default 2)")
     b.add_argument("--repeats", type=int, default=15, help="timed runs per op (at least)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_build)
@@ -36,6 +38,8 @@ def register(sub) -> None:
     v.add_argument("--lut-dir", default=None)
     v.add_argument("--out", default=None, help="runs folder (default runs/)")
     v.add_argument("--run-dir", default=None, help="resume or reuse this run directory")
+    v.add_argument("--rounds", type=int, default=2,
+                   help="times each subnet is measured (all once, then all again); the faster is kept (default 2)")
     v.add_argument("--recalibrate", action="store_true",
                    help="also refit the correction on the build's calibration subnets measured now (reports both)")
     v.add_argument("--quiet", action="store_true")
@@ -71,7 +75,7 @@ def _build(args) -> int:
     t = build_table(name=name, backend=args.backend, threads=args.threads, batch=args.batch, clock=args.clock,
                     space=args.space,
                     lut_dir=folder, resume=args.resume, progress=not args.quiet, calibration=args.calibration,
-                    repeats=args.repeats)
+                    rounds=args.rounds, repeats=args.repeats)
     print(f"built latency table {t.name!r}: {len(t.entries)} ops of space {t.space.name!r} in "
           f"{time.monotonic() - t0:.0f} s ({t.backend}, {t.threads} thread(s), batch {t.batch}, {t.clock} clock), "
           f"overhead {t.overhead_ms:.4f} ms/call")
@@ -93,9 +97,9 @@ def _validate(args) -> int:
 
     t = get_table(args.device, lut_dir=args.lut_dir)
     r = validate_table(t, samples=args.samples, seed=args.seed, run_dir=args.run_dir, runs_root=args.out,
-                       progress=not args.quiet, recalibrate=args.recalibrate)
+                       progress=not args.quiet, recalibrate=args.recalibrate, rounds=args.rounds)
     print(f"{t.name}: {r['samples']} random subnets measured end to end ({t.backend}, {t.threads} thread(s), "
-          f"{t.clock} clock)")
+          f"{t.clock} clock; the faster of {r['rounds']} round(s) each)")
     print("\n".join(figure_lines(r)))
     print(f"wrote {r['run_dir']} (validate.json, scatter.png, report.md)")
     return 0

@@ -10,6 +10,8 @@ def register(lut_sub) -> None:
                    help="onnx (runner needs numpy + onnxruntime) or coreml (.mlpackage; needs coremltools)")
     p.add_argument("-o", "--out", required=True, help="bundle folder (resumes a partial bundle there)")
     p.add_argument("--space", default="default", help="space name (default, tiny) or JSON file")
+    p.add_argument("--calibration", type=int, default=10,
+                   help="whole subnets to include, to fit the table's composition correction on (default 10)")
     p.set_defaults(func=_bundle)
 
     p = lut_sub.add_parser("import", help="turn a bundle runner's results JSON into a latency table")
@@ -25,7 +27,7 @@ def _bundle(args) -> int:
     from ..latency_lut._bundle import write_bundle
     from ..supernet import get_space
 
-    manifest = write_bundle(args.out, space=get_space(args.space), fmt=args.format)
+    manifest = write_bundle(args.out, space=get_space(args.space), fmt=args.format, calibration=args.calibration)
     size = sum(f.stat().st_size for f in manifest.parent.rglob("*") if f.is_file())
     print(f"wrote bundle {manifest.parent} ({args.format}, space {args.space!r}, {size / 1e6:.1f} MB)")
     print(f"on the device: python {manifest.parent / 'run_bundle.py'}   (writes results.json there)")
@@ -41,4 +43,12 @@ def _import(args) -> int:
     table = import_results(args.results, name=args.name, lut_dir=args.lut_dir, bundle=args.bundle, space=space)
     print(f"imported {len(table.entries)} ops as table {table.name!r} (kind imported, per-call overhead "
           f"{table.overhead_ms:.4f} ms): {table.path}")
+    if table.error:
+        from ..latency_lut._fidelity import correction_text
+        from ..latency_lut._validate import format_figures
+
+        print(f"  correction {correction_text(table.correction)} fitted on {table.error['samples']} calibration "
+              f"subnets; on them with it: {format_figures(table.error['corrected'])}")
+    else:
+        print("  no correction: the results hold fewer than 3 calibration subnets")
     return 0

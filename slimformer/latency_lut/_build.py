@@ -19,7 +19,7 @@ from typing import Any
 from .._errors import SlimformerError
 from .._io import atomic_write_json, read_json
 from ..supernet import ArchConfig, SearchSpace, get_space
-from ._fidelity import fidelity, fit_correction, measure_arch
+from ._fidelity import fastest, fidelity, fit_correction, measure_arch
 from ._keys import space_ops
 from ._measure import BACKENDS, check_clock, cpu_model, measure_module, measure_overhead, runtime_versions
 from ._ops import build_op
@@ -46,18 +46,22 @@ def calibration_configs(space: SearchSpace, n: int, seed: int = CALIBRATION_SEED
     return cfgs
 
 
-def schedule(keys: list[str], n_calibration: int, seed: int = ORDER_SEED) -> list[str | int]:
-    """The order of a build: the op keys shuffled, with calibration subnet ``i`` (an int) spread among them.
+def schedule(keys: list[str], n_calibration: int, rounds: int = 1, seed: int = ORDER_SEED) -> list[str | int]:
+    """The order of a build: the op keys shuffled, with ``rounds`` measurements of each calibration subnet
+    spread among them; calibration item ``j`` (an int) is subnet ``j % n_calibration`` in round
+    ``j // n_calibration``.
 
     On a shared machine the speed of every timing drifts by a few per cent over minutes. Measured in
     enumeration order, all ops of one kind would share one moment's drift, and a network's sum would
     inherit it; shuffled, the drift becomes independent noise that averages out over a network's ops.
     Calibration subnets measured throughout the build fit the correction to the build's average level
-    rather than to its last minute's."""
+    rather than to its last minute's, and a subnet measured in two rounds, half a build apart, keeps the
+    faster one (see :func:`._fidelity.fastest`)."""
     order: list[str | int] = list(keys)
     random.Random(seed).shuffle(order)
-    for i in reversed(range(n_calibration)):
-        order.insert(int((i + 0.5) * len(keys) / n_calibration), i)
+    total = n_calibration * rounds
+    for j in reversed(range(total)):
+        order.insert(int((j + 0.5) * len(keys) / total), j)
     return order
 
 
@@ -101,19 +105,20 @@ def _load_partial(path: Path, want: dict[str, Any]) -> dict[str, Any] | None:
 
 def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, batch: int = 1, clock: str = "wall",
                 space: str | SearchSpace = "default", lut_dir: str | Path | None = None, resume: bool = True,
-                progress: bool = True, calibration: int = 30, repeats: int = 15, min_time_s: float = 0.02,
-                noise: float = 0.1, retries: int = 2,
+                progress: bool = True, calibration: int = 30, rounds: int = 2, repeats: int = 15,
+                min_time_s: float = 0.02, noise: float = 0.1, retries: int = 2,
                 on_entry: Callable[[str, dict], None] | None = None) -> LatencyTable:
     """Measure every op of ``space`` with ``backend`` and write the table ``name`` into the user folder.
 
-    Ops are measured in a shuffled order with the ``calibration`` subnets spread among them (:func:`schedule`).
+    Ops are measured in a shuffled order with ``rounds`` measurements of each of the ``calibration``
+    subnets spread among them (:func:`schedule`).
 
     ``on_entry(key, entry)`` is called after each op is measured (progress hooks, tests)."""
     check_name(name)
     if backend not in BACKENDS:
         raise SlimformerError(f"unknown backend {backend!r}: choose {' or '.join(BACKENDS)}")
-    if threads < 1 or batch < 1:
-        raise SlimformerError("--threads and --batch must be at least 1")
+    if threads < 1 or batch < 1 or rounds < 1:
+        raise SlimformerError("--threads, --batch and --rounds must be at least 1")
     check_clock(clock, threads)
     sp = space if isinstance(space, SearchSpace) else get_space(space)
     keys = space_ops(sp)
@@ -133,8 +138,9 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
     entries: dict[str, dict] = state["entries"]
     cal_cfgs = calibration_configs(sp, calibration)
     cal = state["calibration"]
-    todo = [x for x in schedule(keys, len(cal_cfgs)) if (x >= len(cal) if isinstance(x, int) else x not in entries)]
-    bar = _progress(len(keys) + len(cal_cfgs), len(keys) + len(cal_cfgs) - len(todo), f"lut {name}", progress)
+    order = schedule(keys, len(cal_cfgs), rounds)
+    todo = [x for x in order if (x >= len(cal) if isinstance(x, int) else x not in entries)]
+    bar = _progress(len(order), len(order) - len(todo), f"lut {name}", progress)
     with bar, open(jpath, "a", encoding="utf-8") as journal:
         def record(rec: dict) -> None:
             journal.write(json.dumps(rec) + "\n")
@@ -146,10 +152,10 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
         overhead = state["overhead"]["median_ms"]
         for item in todo:
             if isinstance(item, int):  # a calibration subnet, measured whole
-                cfg = cal_cfgs[item]
+                cfg = cal_cfgs[item % len(cal_cfgs)]
                 bar.set_postfix_str(f"subnet {cfg.summary()}", refresh=False)
                 r = measure_arch(cfg, **mkw, **tkw)
-                cal.append({"arch": cfg.to_dict(), **r})
+                cal.append({"arch": cfg.to_dict(), "index": item % len(cal_cfgs), "round": item // len(cal_cfgs), **r})
                 record({"calibration": cal[-1]})
             else:
                 bar.set_postfix_str(item, refresh=False)
@@ -176,7 +182,7 @@ def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int,
         runtime=runtime_versions(backend), date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         meta={"build": {"started": state.get("started"), "overhead": state["overhead"],
                         "calibration": state["calibration"]}})
-    cal = state["calibration"]
+    cal = fastest(state["calibration"])
     if len(cal) >= 3:
         cfgs = [ArchConfig.from_dict(c["arch"]) for c in cal]
         measured = [c["median_ms"] for c in cal]

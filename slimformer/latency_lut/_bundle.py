@@ -4,11 +4,13 @@
 
     DIR/manifest.json      the space, every op key with its model file and input shapes, a no-op model
     DIR/models/<key>.onnx  (or .mlpackage) one model per op of the space, built by ``build_op``
+    DIR/models/_calibration-<i>.onnx  whole random subnets (the build's calibration subnets)
     DIR/run_bundle.py      a standalone runner (numpy + onnxruntime, or coremltools on macOS)
 
 Copy the folder to the device, run ``python run_bundle.py``, bring back ``results.json`` and
 ``import_results`` turns it into a table of kind ``imported`` (entries with the per-call overhead
-removed; the overhead becomes the table's). The bundle resumes: files already written are kept.
+removed; the overhead becomes the table's), with the composition correction fitted on the calibration
+subnets exactly as ``lut build`` fits it here. The bundle resumes: files already written are kept.
 """
 from __future__ import annotations
 
@@ -76,10 +78,22 @@ def _save_coreml(ct, module, example, path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _calibration_net(cfg):
+    from ..supernet import EfficientFormerNet
+
+    torch.manual_seed(0)
+    net = EfficientFormerNet(cfg).eval()
+    return net, (torch.randn(1, cfg.in_chans, cfg.img_size, cfg.img_size),)
+
+
 def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: str = "onnx",
-                 progress: bool = True) -> Path:
-    """Write the bundle for ``space`` into ``out_dir``; returns the manifest path. Resumes a partial bundle."""
+                 calibration: int = 10, progress: bool = True) -> Path:
+    """Write the bundle for ``space`` into ``out_dir``; returns the manifest path. Resumes a partial bundle.
+
+    ``calibration`` whole subnets (``lut build``'s calibration subnets) go with the ops, so that the
+    imported table gets the same composition correction as a table built here."""
     from .. import __version__
+    from ._build import calibration_configs
     from ._ops import build_op
 
     if fmt not in FORMATS:
@@ -96,25 +110,36 @@ def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: 
             raise SlimformerError(f"{out} already holds a bundle of another space or format; choose another folder")
     (out / "models").mkdir(parents=True, exist_ok=True)
     ext = ".onnx" if fmt == "onnx" else ".mlpackage"
+    if calibration < 0:
+        raise SlimformerError("--calibration must be 0 or more")
     keys = space_ops(space)
-    ops = []
-    it = keys
+    cal_cfgs = calibration_configs(space, calibration)
+    items: list = [*keys, *range(len(cal_cfgs))]
+    ops, cal = [], []
+    it = items
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(keys, desc=f"bundle ({fmt})", unit="op")
+        it = tqdm(items, desc=f"bundle ({fmt})", unit="model")
     if fmt == "onnx":
         from ._measure import export_onnx
-    for key in it:
-        module, example = build_op(key)
-        rel = f"models/{key}{ext}"
+    for item in it:
+        if isinstance(item, int):
+            rel = f"models/_calibration-{item}{ext}"
+            module, example = _calibration_net(cal_cfgs[item])
+        else:
+            rel = f"models/{item}{ext}"
+            module, example = build_op(item)
         path = out / rel
         if not path.exists():
             if fmt == "onnx":
                 atomic_write_bytes(path, export_onnx(module, example))
             else:
                 _save_coreml(ct, module, example, path)
-        ops.append({"key": key, "file": rel, "inputs": _inputs(example)})
+        if isinstance(item, int):
+            cal.append({"arch": cal_cfgs[item].to_dict(), "file": rel, "inputs": _inputs(example)})
+        else:
+            ops.append({"key": item, "file": rel, "inputs": _inputs(example)})
     noop_rel = f"models/_noop{ext}"
     if not (out / noop_rel).exists():
         if fmt == "onnx":
@@ -125,7 +150,8 @@ def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: 
     runner.chmod(0o755)
     manifest = {"schema": BUNDLE_SCHEMA, "format": fmt, "space": space.to_dict(), "space_hash": space.hash,
                 "batch": 1, "slimformer": __version__, "torch": torch.__version__,
-                "noop": {"file": noop_rel, "inputs": [{"name": "x0", "shape": [1, 1]}]}, "ops": ops}
+                "noop": {"file": noop_rel, "inputs": [{"name": "x0", "shape": [1, 1]}]}, "ops": ops,
+                "calibration": cal, "calibration_rounds": 2 if cal else 1}
     return atomic_write_json(out / "manifest.json", manifest)
 
 
@@ -186,12 +212,30 @@ def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path |
             date=(r.get("finished") or r.get("started") or "")[:10] or None,
             meta={"host": r.get("device"), "platform": r.get("platform"), "settings": r.get("settings"),
                   "manifest_id": r["manifest_id"], "overhead_spread_ms": ov.get("spread_ms")})
+        _fit_correction(table, list(r.get("calibration", {}).values()))
     except ConfigError as e:
-        raise SlimformerError(f"{src} is malformed: its space is invalid ({e})") from None
+        raise SlimformerError(f"{src} is malformed: its space or a calibration subnet is invalid ({e})") from None
     except SlimformerError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise SlimformerError(f"{src} is malformed ({e.__class__.__name__}: {e})") from None
     table.save(table_path(name, lut_dir))
     return table
+
+
+def _fit_correction(table, cal: list[dict]) -> None:
+    """The composition correction from the device's calibration subnets (needs 3), as ``lut build`` fits it."""
+    from ..supernet import ArchConfig
+    from ._fidelity import fastest, fidelity, fit_correction
+
+    cal = fastest(cal)
+    if len(cal) < 3:
+        return
+    cfgs = [ArchConfig.from_dict(c["arch"]) for c in cal]
+    measured = [float(c["median_ms"]) for c in cal]
+    predicted = [table.predict(c, corrected=False) for c in cfgs]
+    table.correction = fit_correction(predicted, measured, [table.n_ops(c) for c in cfgs])
+    table.error = {"method": "the bundle's calibration subnets, measured on the device (in-sample fit)",
+                   "samples": len(cal), "uncorrected": fidelity(predicted, measured),
+                   "corrected": fidelity([table.predict(c) for c in cfgs], measured)}
 

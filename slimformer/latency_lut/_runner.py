@@ -8,7 +8,9 @@ Needs only numpy plus onnxruntime (ONNX bundles), or coremltools on macOS (CoreM
     python run_bundle.py BUNDLE_DIR -o results.json --warmup 10 --repeats 50 --threads 1
 
 For each op: load the model, run it ``warmup`` times, then time ``repeats`` single calls; record the
-median, the spread (interquartile range) and the count. A measurement whose spread exceeds ``--noise``
+median, the spread (interquartile range) and the count. The bundle's calibration subnets (whole networks)
+are measured the same way, spread among the ops, which are taken in a shuffled order (see ``schedule``):
+``slimformer lut import`` fits the table's composition correction on them. A measurement whose spread exceeds ``--noise``
 times its median is taken again (up to ``--retries`` times) and the attempt with the lowest median is kept.
 The per-call overhead of the runtime is measured on the bundle's no-op model the same way. The results
 file is rewritten atomically after every op, so a killed run resumes where it stopped (``--fresh`` to start
@@ -22,6 +24,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import sys
 import tempfile
 import time
@@ -92,6 +95,19 @@ def coreml_loader(compute_units: str):
         return lambda: predict(feeds)
 
     return load, {"runtime": "coremltools", "coremltools": ct.__version__, "compute_units": compute_units}
+
+
+def schedule(items: list, n_calibration: int, rounds: int = 1, seed: int = 7) -> list:
+    """The items shuffled, with ``rounds`` measurements of each calibration subnet spread among them (item
+    ``j``, an int, is subnet ``j % n_calibration``), as ``lut build`` does: drift in the device's speed then
+    averages out over a network's ops instead of hitting one op kind, and the import keeps each subnet's
+    faster round."""
+    order = list(items)
+    random.Random(seed).shuffle(order)
+    total = n_calibration * rounds
+    for j in reversed(range(total)):
+        order.insert(int((j + 0.5) * len(items) / total), j)
+    return order
 
 
 # ------------------------------------------------------------------------------------------------ timing
@@ -168,30 +184,44 @@ def main(argv=None) -> int:
                          "processor": platform.processor(), "python": platform.python_version()},
             "runtime": info, "settings": settings,
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "complete": False, "overhead": None, "entries": {},
+            "complete": False, "overhead": None, "entries": {}, "calibration": {},
         }
 
-    todo = [op for op in manifest["ops"] if op["key"] not in results["entries"]]
-    total = len(manifest["ops"])
+    cal = manifest.get("calibration", [])
+    rounds = int(manifest.get("calibration_rounds", 1))
+    results.setdefault("calibration", {})
+    order = schedule(manifest["ops"], len(cal), rounds)
+    todo = [x for x in order
+            if (str(x) not in results["calibration"] if isinstance(x, int) else x["key"] not in results["entries"])]
+    total = len(order)
     if results["overhead"] is None:
         noop = manifest["noop"]
         results["overhead"] = measure(load(os.path.join(args.bundle, noop["file"]), noop["inputs"]),
                                       args.warmup, args.repeats, args.noise, args.retries)
         write_json(out, results)
     t_start = time.time()
-    for i, op in enumerate(todo):
-        fn = load(os.path.join(args.bundle, op["file"]), op["inputs"])
-        results["entries"][op["key"]] = measure(fn, args.warmup, args.repeats, args.noise, args.retries)
+    for i, item in enumerate(todo):
+        if isinstance(item, int):  # a whole calibration subnet
+            i = item % len(cal)
+            sub = cal[i]
+            fn = load(os.path.join(args.bundle, sub["file"]), sub["inputs"])
+            r = results["calibration"][str(item)] = {"arch": sub["arch"], "index": i, "round": item // len(cal),
+                                                     **measure(fn, args.warmup, args.repeats, args.noise, args.retries)}
+            label = f"calibration subnet {i}"
+        else:
+            fn = load(os.path.join(args.bundle, item["file"]), item["inputs"])
+            r = results["entries"][item["key"]] = measure(fn, args.warmup, args.repeats, args.noise, args.retries)
+            label = item["key"]
         write_json(out, results)
         done = total - len(todo) + i + 1
         el = time.time() - t_start
         eta = el / (i + 1) * (len(todo) - i - 1)
-        print(f"\r[{done}/{total}] {op['key']:<40s} {results['entries'][op['key']]['median_ms']:8.3f} ms"
-              f"  eta {eta:5.0f}s", end="", file=sys.stderr, flush=True)
+        print(f"\r[{done}/{total}] {label:<40s} {r['median_ms']:8.3f} ms  eta {eta:5.0f}s", end="",
+              file=sys.stderr, flush=True)
     results["complete"] = True
     results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     write_json(out, results)
-    print(f"\nmeasured {total} ops (per-call overhead {results['overhead']['median_ms']:.4f} ms); wrote {out}",
+    print(f"\nmeasured {len(manifest['ops'])} ops and {len(cal)} calibration subnets (per-call overhead {results['overhead']['median_ms']:.4f} ms); wrote {out}",
           file=sys.stderr)
     print(f"next: slimformer lut import {out} --name NAME", file=sys.stderr)
     return 0

@@ -32,6 +32,8 @@ def test_bundle_holds_every_op_a_manifest_and_a_standalone_runner(measured_bundl
 
     assert [op["key"] for op in m["ops"]] == space_ops(get_space("tiny"))
     assert all((b / op["file"]).is_file() for op in m["ops"]) and (b / m["noop"]["file"]).is_file()
+    assert len(m["calibration"]) == 10 and all((b / c["file"]).is_file() for c in m["calibration"])
+    assert m["calibration_rounds"] == 2
     runner = (b / "run_bundle.py").read_text()
     assert "slimformer" not in "".join(l for l in runner.splitlines() if l.startswith(("import", "from")))
 
@@ -50,6 +52,9 @@ def test_round_trip_gives_a_usable_imported_table(measured_bundle, tmp_path, cap
     assert t.entries[key]["median_ms"] == pytest.approx(max(r["entries"][key]["median_ms"] - t.overhead_ms, 0))
     sp = t.space
     assert 0 < t.predict(sp.smallest()) < t.predict(sp.largest())
+    # the composition correction is fitted on the device's calibration subnets, the faster of 2 rounds each
+    assert len(r["calibration"]) == 20 and t.correction["samples"] == 10 and t.error["samples"] == 10
+    assert set(t.error) >= {"uncorrected", "corrected"} and t.correction["scale"] > 0
 
 
 def test_runner_resumes_after_a_kill_and_refuses_a_foreign_folder(measured_bundle, tmp_path):
@@ -65,7 +70,9 @@ def test_runner_resumes_after_a_kill_and_refuses_a_foreign_folder(measured_bundl
     assert after["complete"] and set(after["entries"]) == set(before["entries"])
     kept = list(before["entries"])[:-3]
     assert all(after["entries"][k] == before["entries"][k] for k in kept)  # only the missing ops were measured
-    assert f"[{len(kept) + 1}/" in out.stderr and f"[{len(kept)}/" not in out.stderr
+    total = len(before["entries"]) + len(before["calibration"])  # ops + 2 rounds of the calibration subnets
+    assert f"[{total - 2}/{total}]" in out.stderr and f"[{total - 3}/" not in out.stderr
+    assert after["calibration"] == before["calibration"]
     bad = subprocess.run([sys.executable, str(b / "run_bundle.py"), str(tmp_path)],
                          check=False, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "manifest" in bad.stderr and "Traceback" not in bad.stderr
