@@ -5,7 +5,7 @@ and each keeps its faster round (:func:`._fidelity.fastest`: interference from o
 in phases and only adds time). The build measures its calibration subnets the same way.
 
 With ``recalibrate=True`` the table's calibration subnets (the build's, disjoint from the validation
-samples) are measured again first and the scale/offset refitted on them: on a shared machine the level
+samples) are measured again first and the correction refitted on them: on a shared machine the level
 of every timing drifts with the neighbours' load between build and validation, and this separates that
 drift from the composition error. Both corrected figures are reported; the table is not changed.
 

@@ -8,7 +8,8 @@ prefixes: ``sum_{i<h} (bias_i + sum_{j<d} qk_ij + sum_{j<e} v_ij) + sum_{j<m} ff
 ``table.block_ms(block, stage=, width=)``.
 
 The table predicts ``a * (fixed + sum of block ms) + b`` (an affine correction fitted to
-measurements, or the identity). ``a`` and ``b`` are read off ``table.predict`` with and without the
+measurements, or the identity; the correction's per-op term is part of ``b`` here, because every
+option of a block runs the same number of ops). ``a`` and ``b`` are read off ``table.predict`` with and without the
 correction, and the budget becomes a capacity on the sum of block costs; every answer is checked
 against ``table.predict`` itself and the capacity tightened if a rounding let it slip over.
 """

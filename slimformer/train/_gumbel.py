@@ -62,14 +62,17 @@ class ArchParams(nn.Module):
 
     # ------------------------------------------------------------ expected latency
     def attach_latency(self, table, widths: tuple[int, ...]) -> None:
-        """Per-position LUT costs of each kind at ``widths`` (the supernet's widths during the Gumbel step)."""
+        """Per-position LUT costs of each kind at ``widths`` (the supernet's widths during the Gumbel step).
+
+        Costs are the blocks' shares of the corrected prediction (scale and per-op term included); the
+        ops outside blocks (stem, downsamples, flatten, head) are left out."""
         if table.space_hash != self.space.hash:
             raise SlimformerError(f"latency table {table.name!r} was built for another search space "
                                   f"({table.space_hash}) than the one trained ({self.space.hash})")
         blocks = {"mb4d": mb4d(self.space.max_mlp_ratio), "mb3d": self.space.largest_mb3d(), "skip": SKIP}
         rows = []
         for s, _p, _k in self.positions():
-            rows.append([table.block_ms(blocks[kind], stage=s, width=widths[s]) for kind in self.space.kinds_at(s)])
+            rows.append([table.block_ms(blocks[kind], stage=s, width=widths[s], corrected=True) for kind in self.space.kinds_at(s)])
         width = max(len(r) for r in rows)
         self.lat_ms = torch.tensor([r + [0.0] * (width - len(r)) for r in rows], dtype=torch.float32)
 

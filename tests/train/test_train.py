@@ -71,7 +71,8 @@ def test_inplace_kd_is_used(tiny_space):
 class _FakeTable:
     name, space_hash = "fake", None
 
-    def block_ms(self, block, *, stage, width):
+    def block_ms(self, block, *, stage, width, corrected=False):
+        assert corrected  # the Gumbel step weighs blocks as the corrected prediction does
         return {"mb4d": 1.0 + stage, "mb3d": 3.0, "skip": 0.0}[block.kind]
 
 
