@@ -49,17 +49,25 @@ def error_lines(table: LatencyTable) -> list[str]:
         else:
             lines.append(f"  error: {_scalars(e)}")
         return lines
-    if not e:
-        return ["error figures: none stored (run `slimformer lut validate`)"]
-    if "uncorrected" in e:
-        from ._validate import format_figures
+    from ._validate import format_figures
 
+    v = table.meta.get("validation")
+    val = []
+    if isinstance(v, dict) and v.get("uncorrected"):
+        val = [(f"last validation ({v.get('date', '?')}, {v.get('samples', '?')} random subnets not used in the fit, "
+                f"faster of {v.get('rounds', 1)} round(s) each; {v.get('run_dir', '')}):"),
+               f"  without correction: {format_figures(v['uncorrected'])}"]
+        if v.get("corrected"):
+            val.append(f"  with correction   : {format_figures(v['corrected'])}")
+    if not e:
+        return val or ["error figures: none stored (run `slimformer lut validate`)"]
+    if "uncorrected" in e:
         lines = [f"fidelity at build time ({e.get('method', '')}, {e.get('samples', '?')} subnets):"]
         lines.append(f"  without correction: {format_figures(e['uncorrected'])}")
         if e.get("corrected"):
             lines.append(f"  with correction   : {format_figures(e['corrected'])}")
-        return lines
-    return [f"error: {_scalars(e)}"]
+        return lines + val
+    return [f"error: {_scalars(e)}"] + val
 
 
 def _scalars(d: dict) -> str:

@@ -103,10 +103,24 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
               "recalibrated": fidelity([r["recalibrated_ms"] for r in rows], m) if fresh else None,
               "fresh_correction": fresh, "run_dir": str(out), "rows": rows}
     atomic_write_json(out / "validate.json", result)
+    _remember(table, result)
     scatter_plot(rows, out / "scatter.png", title=f"{table.name}: {len(rows)} random subnets")
     atomic_write_text(out / "report.md", report(result))
     partial.unlink(missing_ok=True)
     return result
+
+
+def _remember(table: LatencyTable, result: dict[str, Any]) -> None:
+    """Store the figures in the table file (``meta["validation"]``; predictions and hash unchanged) for ``lut show``."""
+    if table.path is None or not Path(table.path).is_file():
+        return
+    import datetime as _dt
+
+    table.meta["validation"] = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "samples": result["samples"],
+        "seed": result["seed"], "rounds": result["rounds"], "uncorrected": result["uncorrected"],
+        "corrected": result["corrected"], "run_dir": result["run_dir"]}
+    table.save(table.path)
 
 
 def format_figures(f: dict[str, float]) -> str:

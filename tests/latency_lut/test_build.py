@@ -13,6 +13,7 @@ from slimformer._errors import SlimformerError
 from slimformer.latency_lut import LatencyTable, arch_ops, build_table, get_table, space_ops, validate_table
 from slimformer.latency_lut._build import schedule
 from slimformer.latency_lut._fidelity import fastest
+from slimformer.latency_lut._report import describe
 
 from .conftest import FAST, micro_space
 
@@ -117,6 +118,9 @@ def test_validate_writes_figures_and_a_scatter(micro_table, tmp_path):
     assert (run / "scatter.png").stat().st_size > 1000 and (run / "report.md").is_file()
     rows = json.loads((run / "validate.json").read_text())["rows"]
     assert len(rows) == 4 and r["rounds"] == 2
+    again = LatencyTable.load(micro_table.path)  # the figures are remembered in the table for `lut show`
+    assert again.hash == micro_table.hash and again.meta["validation"]["corrected"] == r["corrected"]
+    assert "last validation" in describe(again)
     assert all(len(x["runs"]) == 2 and x["measured_ms"] == min(y["median_ms"] for y in x["runs"]) for x in rows)
     assert not (run / "samples.partial.json").exists()
 
