@@ -41,7 +41,8 @@ def register(sub) -> None:
     v.add_argument("--rounds", type=int, default=2,
                    help="times each subnet is measured (all once, then all again); the faster is kept (default 2)")
     v.add_argument("--recalibrate", action="store_true",
-                   help="also refit the correction on the build's calibration subnets measured now (reports both)")
+                   help="also measure 10 of the build's calibration subnets again and report the figures with "
+                        "the machine's speed now relative to the build (its level) factored out")
     v.add_argument("--quiet", action="store_true")
     v.set_defaults(func=_validate)
 

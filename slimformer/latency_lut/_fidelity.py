@@ -70,6 +70,14 @@ def fit_correction(predicted: Sequence[float], measured: Sequence[float],
             "method": "robust (soft-L1) fit of relative error, scipy.optimize.least_squares"}
 
 
+def fit_level(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, Any]:
+    """``{"factor", "samples"}``: how much slower (>1) the machine runs now than the table predicts, one factor
+    fitted on relative error (the robust median of measured / predicted)."""
+    r = np.asarray(measured, float) / np.asarray(predicted, float)
+    return {"factor": float(np.median(r)), "samples": len(r),
+            "method": "median of measured / predicted over calibration subnets measured again"}
+
+
 def correction_text(c: dict[str, Any] | None) -> str:
     """``x1.0130 -1.085 ms +0.114 ms/op`` (or ``none``)."""
     if not c:

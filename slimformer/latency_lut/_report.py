@@ -59,6 +59,8 @@ def error_lines(table: LatencyTable) -> list[str]:
                f"  without correction: {format_figures(v['uncorrected'])}"]
         if v.get("corrected"):
             val.append(f"  with correction   : {format_figures(v['corrected'])}")
+        if v.get("with_level"):
+            val.append(f"  x machine level {v['level']['factor']:.4f} then: {format_figures(v['with_level'])}")
     if not e:
         return val or ["error figures: none stored (run `slimformer lut validate`)"]
     if "uncorrected" in e:

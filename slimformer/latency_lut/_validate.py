@@ -4,10 +4,12 @@ Every subnet is measured in ``rounds`` rounds (default 2): all samples once, the
 and each keeps its faster round (:func:`._fidelity.fastest`: interference from other processes comes
 in phases and only adds time). The build measures its calibration subnets the same way.
 
-With ``recalibrate=True`` the table's calibration subnets (the build's, disjoint from the validation
-samples) are measured again first and the correction refitted on them: on a shared machine the level
-of every timing drifts with the neighbours' load between build and validation, and this separates that
-drift from the composition error. Both corrected figures are reported; the table is not changed.
+With ``recalibrate=True`` the first ``calibration`` of the build's calibration subnets (disjoint from
+the validation samples) are measured again first, and the factor by which the machine now runs slower
+or faster than during the build (its *level*) is fitted on them, keeping the build's correction: on a
+shared machine every timing drifts by a per cent or two over ten minutes with the neighbours' load,
+and this separates that drift from the table's own error. Both figures are reported; the table is not
+changed.
 
 Writes into one run directory: ``validate.json`` (figures and every sample), ``scatter.png``
 (predicted vs measured, with and without the correction) and ``report.md``. Samples are saved as they
@@ -23,7 +25,7 @@ from .._errors import SlimformerError
 from .._io import atomic_write_json, atomic_write_text, make_run_dir, read_json
 from ..supernet import ArchConfig
 from ._build import calibration_configs
-from ._fidelity import correction_text, fastest, fidelity, fit_correction, measure_arch
+from ._fidelity import correction_text, fastest, fidelity, fit_level, measure_arch
 from ._table import LatencyTable
 
 VALIDATION_SEED = 0
@@ -58,7 +60,7 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
         d = read_json(partial, "validation samples")
         if (isinstance(d, dict) and d.get("table_hash") == table.hash and d.get("seed") == seed
                 and d.get("rounds") == rounds):
-            rows, fresh = list(d.get("rows", []))[:samples], d.get("fresh_correction")
+            rows, fresh = list(d.get("rows", []))[:samples], d.get("level")
     cfgs = validation_configs(table, samples, seed)
     kw = {"backend": table.backend, "threads": table.threads or 1, "batch": table.batch, "clock": table.clock}
     if recalibrate and fresh is None:
@@ -66,9 +68,7 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
         it = tqdm([(r, i) for r in range(rounds) for i in range(len(cal))], desc="recalibrate", unit="subnet",
                   disable=not progress, dynamic_ncols=True)
         recs = [{"index": i, **measure_arch(cal[i], **kw, repeats=repeats, min_time_s=min_time_s)} for _, i in it]
-        measured = [r["median_ms"] for r in fastest(recs)]
-        fresh = fit_correction([table.predict(c, corrected=False) for c in cal], measured,
-                               [table.n_ops(c) for c in cal])
+        fresh = fit_level([table.predict(c) for c in cal], [r["median_ms"] for r in fastest(recs)])
         rows = []
     done = sum(len(r["runs"]) for r in rows)
     with tqdm(total=samples * rounds, initial=done, desc=f"validate {table.name}", unit="subnet",
@@ -84,14 +84,13 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
                     rows.append({"summary": cfg.summary(), "arch": cfg.to_dict(), "runs": [],
                                  "predicted_ms": raw, "corrected_ms": table.predict(cfg)})
                     if fresh:
-                        rows[-1]["recalibrated_ms"] = (fresh["scale"] * raw + fresh["offset_ms"]
-                                                       + fresh.get("per_op_ms", 0.0) * table.n_ops(cfg))
+                        rows[-1]["recalibrated_ms"] = fresh["factor"] * rows[-1]["corrected_ms"]
                 row = rows[i]
                 row["runs"].append(run)
                 best = min(row["runs"], key=lambda x: x["median_ms"])
                 row["measured_ms"], row["spread_ms"] = best["median_ms"], best["spread_ms"]
                 atomic_write_json(partial, {"table_hash": table.hash, "seed": seed, "rounds": rounds, "rows": rows,
-                                            "fresh_correction": fresh})
+                                            "level": fresh})
                 bar.update(1)
     m = [r["measured_ms"] for r in rows]
     result = {"table": table.name, "table_hash": table.hash, "device": table.device, "backend": table.backend,
@@ -101,7 +100,7 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
               "corrected": fidelity([r["corrected_ms"] for r in rows], m) if table.correction else None,
               "correction": table.correction,
               "recalibrated": fidelity([r["recalibrated_ms"] for r in rows], m) if fresh else None,
-              "fresh_correction": fresh, "run_dir": str(out), "rows": rows}
+              "level": fresh, "run_dir": str(out), "rows": rows}
     atomic_write_json(out / "validate.json", result)
     _remember(table, result)
     scatter_plot(rows, out / "scatter.png", title=f"{table.name}: {len(rows)} random subnets")
@@ -119,7 +118,8 @@ def _remember(table: LatencyTable, result: dict[str, Any]) -> None:
     table.meta["validation"] = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "samples": result["samples"],
         "seed": result["seed"], "rounds": result["rounds"], "uncorrected": result["uncorrected"],
-        "corrected": result["corrected"], "run_dir": result["run_dir"]}
+        "corrected": result["corrected"], "level": result["level"], "with_level": result["recalibrated"],
+        "run_dir": result["run_dir"]}
     table.save(table.path)
 
 
@@ -136,9 +136,9 @@ def figure_lines(result: dict[str, Any], *, bullet: str = "  ") -> list[str]:
         lines.append(f"{bullet}with the build's correction ({correction_text(c)}): "
                      f"{format_figures(result['corrected'])}")
     if result.get("recalibrated"):
-        c = result["fresh_correction"]
-        lines.append(f"{bullet}with the correction refitted before validation on {c['samples']} calibration "
-                     f"subnets ({correction_text(c)}): {format_figures(result['recalibrated'])}")
+        c = result["level"]
+        lines.append(f"{bullet}with the build's correction times the machine's level now (x{c['factor']:.4f}, from "
+                     f"{c['samples']} calibration subnets measured again): {format_figures(result['recalibrated'])}")
     return lines
 
 
@@ -172,7 +172,7 @@ def scatter_plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> Path:
         ax.scatter(m, [r["corrected_ms"] for r in rows], s=12, color="tab:blue", label="corrected")
     if rows and "recalibrated_ms" in rows[0]:
         ax.scatter(m, [r["recalibrated_ms"] for r in rows], s=10, marker="^", color="tab:green",
-                   label="correction refitted now")
+                   label="corrected x level now")
     ax.set_xlabel("measured end to end (ms)")
     ax.set_ylabel("predicted by the table (ms)")
     ax.set_title(title, fontsize=10)

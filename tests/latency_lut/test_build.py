@@ -12,7 +12,7 @@ import pytest
 from slimformer._errors import SlimformerError
 from slimformer.latency_lut import LatencyTable, arch_ops, build_table, get_table, space_ops, validate_table
 from slimformer.latency_lut._build import schedule
-from slimformer.latency_lut._fidelity import fastest
+from slimformer.latency_lut._fidelity import fastest, fit_level
 from slimformer.latency_lut._report import describe
 
 from .conftest import FAST, micro_space
@@ -148,12 +148,16 @@ def test_a_killed_validation_resumes_in_its_second_round(micro_table, tmp_path, 
     assert [x["runs"][0] for x in r["rows"]] == [x["runs"][0] for x in part["rows"]]  # round 1 kept
 
 
-def test_validate_can_refit_the_correction_on_the_calibration_subnets(micro_table, tmp_path):
+def test_validate_can_factor_out_the_machines_level_now(micro_table, tmp_path):
     r = validate_table(micro_table, samples=3, run_dir=tmp_path / "run", progress=False, repeats=3,
                        min_time_s=0.0, recalibrate=True, calibration=3)
-    assert r["fresh_correction"]["samples"] == 3 and r["recalibrated"]["n"] == 3
-    assert all("recalibrated_ms" in row for row in r["rows"])
-    assert "refitted before validation" in (tmp_path / "run" / "report.md").read_text()
+    assert r["level"]["samples"] == 3 and r["level"]["factor"] > 0 and r["recalibrated"]["n"] == 3
+    assert all(row["recalibrated_ms"] == pytest.approx(r["level"]["factor"] * row["corrected_ms"]) for row in r["rows"])
+    assert "level now" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_fit_level_is_the_median_ratio():
+    assert fit_level([10.0, 20.0, 40.0], [10.2, 20.4, 48.0])["factor"] == pytest.approx(1.02)
 
 
 def test_validate_refuses_estimated_tables(micro_table):
