@@ -70,12 +70,12 @@ def fit_correction(predicted: Sequence[float], measured: Sequence[float],
             "method": "robust (soft-L1) fit of relative error, scipy.optimize.least_squares"}
 
 
-def fit_level(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, Any]:
-    """``{"factor", "samples"}``: how much slower (>1) the machine runs now than the table predicts, one factor
-    fitted on relative error (the robust median of measured / predicted)."""
-    r = np.asarray(measured, float) / np.asarray(predicted, float)
+def fit_level(then: Sequence[float], now: Sequence[float]) -> dict[str, Any]:
+    """``{"factor", "samples"}``: how much slower (>1) the machine runs now than when ``then`` was measured,
+    from the same subnets measured again (the median of now / then)."""
+    r = np.asarray(now, float) / np.asarray(then, float)
     return {"factor": float(np.median(r)), "samples": len(r),
-            "method": "median of measured / predicted over calibration subnets measured again"}
+            "method": "median of now / build-time latency of the same calibration subnets"}
 
 
 def correction_text(c: dict[str, Any] | None) -> str:

@@ -6,10 +6,10 @@ in phases and only adds time). The build measures its calibration subnets the sa
 
 With ``recalibrate=True`` the first ``calibration`` of the build's calibration subnets (disjoint from
 the validation samples) are measured again first, and the factor by which the machine now runs slower
-or faster than during the build (its *level*) is fitted on them, keeping the build's correction: on a
-shared machine every timing drifts by a per cent or two over ten minutes with the neighbours' load,
-and this separates that drift from the table's own error. Both figures are reported; the table is not
-changed.
+or faster than when the build measured the same subnets (its *level*) is reported, and the figures
+with the build's predictions times that factor: on a shared machine every timing drifts by a per cent
+or two over ten minutes with the neighbours' load, and this separates that drift from the table's own
+error. The table is not changed.
 
 Writes into one run directory: ``validate.json`` (figures and every sample), ``scatter.png``
 (predicted vs measured, with and without the correction) and ``report.md``. Samples are saved as they
@@ -24,7 +24,6 @@ from typing import Any
 from .._errors import SlimformerError
 from .._io import atomic_write_json, atomic_write_text, make_run_dir, read_json
 from ..supernet import ArchConfig
-from ._build import calibration_configs
 from ._fidelity import correction_text, fastest, fidelity, fit_level, measure_arch
 from ._table import LatencyTable
 
@@ -64,11 +63,17 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
     cfgs = validation_configs(table, samples, seed)
     kw = {"backend": table.backend, "threads": table.threads or 1, "batch": table.batch, "clock": table.clock}
     if recalibrate and fresh is None:
-        cal = calibration_configs(table.space, calibration)
-        it = tqdm([(r, i) for r in range(rounds) for i in range(len(cal))], desc="recalibrate", unit="subnet",
+        then = {c["index"]: c for c in fastest(table.meta.get("build", {}).get("calibration", [])) if "index" in c}
+        if len(then) < 3:
+            raise SlimformerError(f"table {table.name!r} holds no calibration subnets measured in rounds; rebuild it "
+                                  f"with this slimformer to use --recalibrate")
+        idx = sorted(then)[:calibration]
+        cal = {i: ArchConfig.from_dict(then[i]["arch"]) for i in idx}
+        it = tqdm([(r, i) for r in range(rounds) for i in idx], desc="recalibrate", unit="subnet",
                   disable=not progress, dynamic_ncols=True)
         recs = [{"index": i, **measure_arch(cal[i], **kw, repeats=repeats, min_time_s=min_time_s)} for _, i in it]
-        fresh = fit_level([table.predict(c) for c in cal], [r["median_ms"] for r in fastest(recs)])
+        now = {r["index"]: r["median_ms"] for r in fastest(recs)}
+        fresh = fit_level([then[i]["median_ms"] for i in idx], [now[i] for i in idx])
         rows = []
     done = sum(len(r["runs"]) for r in rows)
     with tqdm(total=samples * rounds, initial=done, desc=f"validate {table.name}", unit="subnet",
