@@ -5,11 +5,11 @@ and each keeps its faster round (:func:`._fidelity.fastest`: interference from o
 in phases and only adds time). The build measures its calibration subnets the same way.
 
 With ``recalibrate=True`` the first ``calibration`` of the build's calibration subnets (disjoint from
-the validation samples) are measured again first, and the factor by which the machine now runs slower
-or faster than when the build measured the same subnets (its *level*) is reported, and the figures
-with the build's predictions times that factor: on a shared machine every timing drifts by a per cent
-or two over ten minutes with the neighbours' load, and this separates that drift from the table's own
-error. The table is not changed.
+the validation samples) are measured again, spread among the samples of every round, and the factor by
+which the machine now runs slower or faster than when the build measured the same subnets (its
+*level*) is reported, with the figures of the build's predictions times that factor: on a shared
+machine every timing drifts by a per cent or two over minutes with the neighbours' load, and this
+separates that drift from the table's own error. The table is not changed.
 
 Writes into one run directory: ``validate.json`` (figures and every sample), ``scatter.png``
 (predicted vs measured, with and without the correction) and ``report.md``. Samples are saved as they
@@ -54,49 +54,56 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "samples.partial.json"
     rows: list[dict[str, Any]] = []
-    fresh = None
+    again: dict[str, list[float]] = {}  # calibration subnet index -> its medians measured now, one per round
     if partial.is_file():
         d = read_json(partial, "validation samples")
         if (isinstance(d, dict) and d.get("table_hash") == table.hash and d.get("seed") == seed
-                and d.get("rounds") == rounds):
-            rows, fresh = list(d.get("rows", []))[:samples], d.get("level")
+                and d.get("rounds") == rounds and bool(d.get("again")) == recalibrate):
+            rows, again = list(d.get("rows", []))[:samples], dict(d.get("again") or {})
     cfgs = validation_configs(table, samples, seed)
     kw = {"backend": table.backend, "threads": table.threads or 1, "batch": table.batch, "clock": table.clock}
-    if recalibrate and fresh is None:
+    then: dict[int, dict] = {}
+    if recalibrate:
         then = {c["index"]: c for c in fastest(table.meta.get("build", {}).get("calibration", [])) if "index" in c}
         if len(then) < 3:
             raise SlimformerError(f"table {table.name!r} holds no calibration subnets measured in rounds; rebuild it "
                                   f"with this slimformer to use --recalibrate")
-        idx = sorted(then)[:calibration]
-        cal = {i: ArchConfig.from_dict(then[i]["arch"]) for i in idx}
-        it = tqdm([(r, i) for r in range(rounds) for i in idx], desc="recalibrate", unit="subnet",
-                  disable=not progress, dynamic_ncols=True)
-        recs = [{"index": i, **measure_arch(cal[i], **kw, repeats=repeats, min_time_s=min_time_s)} for _, i in it]
-        now = {r["index"]: r["median_ms"] for r in fastest(recs)}
-        fresh = fit_level([then[i]["median_ms"] for i in idx], [now[i] for i in idx])
-        rows = []
-    done = sum(len(r["runs"]) for r in rows)
-    with tqdm(total=samples * rounds, initial=done, desc=f"validate {table.name}", unit="subnet",
+        then = {i: then[i] for i in sorted(then)[:calibration]}
+        for i in then:
+            again.setdefault(str(i), [])
+    # each round: the samples in order, the calibration subnets (if any) spread among them
+    order: list[tuple[str, int]] = [("sample", i) for i in range(samples)]
+    for j, i in reversed(list(enumerate(then))):
+        order.insert(int((j + 0.5) * samples / len(then)), ("again", i))
+    done = sum(len(r["runs"]) for r in rows) + sum(len(v) for v in again.values())
+    with tqdm(total=len(order) * rounds, initial=done, desc=f"validate {table.name}", unit="subnet",
               disable=not progress, dynamic_ncols=True) as bar:
         for rnd in range(rounds):
-            for i, cfg in enumerate(cfgs):
+            for what, i in order:
+                if what == "again":
+                    if len(again[str(i)]) <= rnd:
+                        cfg = ArchConfig.from_dict(then[i]["arch"])
+                        again[str(i)].append(measure_arch(cfg, **kw, repeats=repeats, min_time_s=min_time_s)["median_ms"])
+                        bar.update(1)
+                    continue
                 if i < len(rows) and len(rows[i]["runs"]) > rnd:
                     continue
+                cfg = cfgs[i]
                 r = measure_arch(cfg, **kw, repeats=repeats, min_time_s=min_time_s)
-                run = {"median_ms": r["median_ms"], "spread_ms": r["spread_ms"]}
                 if i == len(rows):
-                    raw = table.predict(cfg, corrected=False)
                     rows.append({"summary": cfg.summary(), "arch": cfg.to_dict(), "runs": [],
-                                 "predicted_ms": raw, "corrected_ms": table.predict(cfg)})
-                    if fresh:
-                        rows[-1]["recalibrated_ms"] = fresh["factor"] * rows[-1]["corrected_ms"]
+                                 "predicted_ms": table.predict(cfg, corrected=False), "corrected_ms": table.predict(cfg)})
                 row = rows[i]
-                row["runs"].append(run)
+                row["runs"].append({"median_ms": r["median_ms"], "spread_ms": r["spread_ms"]})
                 best = min(row["runs"], key=lambda x: x["median_ms"])
                 row["measured_ms"], row["spread_ms"] = best["median_ms"], best["spread_ms"]
                 atomic_write_json(partial, {"table_hash": table.hash, "seed": seed, "rounds": rounds, "rows": rows,
-                                            "level": fresh})
+                                            "again": again})
                 bar.update(1)
+    level = fit_level([then[i]["median_ms"] for i in then], [min(again[str(i)]) for i in then]) if then else None
+    if level:
+        for row in rows:
+            row["recalibrated_ms"] = level["factor"] * row["corrected_ms"]
     m = [r["measured_ms"] for r in rows]
     result = {"table": table.name, "table_hash": table.hash, "device": table.device, "backend": table.backend,
               "threads": table.threads, "batch": table.batch, "clock": table.clock, "samples": len(rows),
@@ -104,8 +111,8 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
               "uncorrected": fidelity([r["predicted_ms"] for r in rows], m),
               "corrected": fidelity([r["corrected_ms"] for r in rows], m) if table.correction else None,
               "correction": table.correction,
-              "recalibrated": fidelity([r["recalibrated_ms"] for r in rows], m) if fresh else None,
-              "level": fresh, "run_dir": str(out), "rows": rows}
+              "recalibrated": fidelity([r["recalibrated_ms"] for r in rows], m) if level else None,
+              "level": level, "run_dir": str(out), "rows": rows}
     atomic_write_json(out / "validate.json", result)
     _remember(table, result)
     scatter_plot(rows, out / "scatter.png", title=f"{table.name}: {len(rows)} random subnets")
