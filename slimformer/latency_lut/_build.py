@@ -65,9 +65,10 @@ def schedule(keys: list[str], n_calibration: int, rounds: int = 1, seed: int = O
     return order
 
 
-def _settings(name, backend, threads, batch, clock, space: SearchSpace) -> dict[str, Any]:
+def _settings(name, backend, threads, batch, clock, space: SearchSpace, calibration: int,
+              rounds: int) -> dict[str, Any]:
     return {"name": name, "backend": backend, "threads": threads, "batch": batch, "clock": clock,
-            "space_hash": space.hash}
+            "space_hash": space.hash, "calibration_subnets": calibration, "rounds": rounds}
 
 
 def journal_path(ppath: Path) -> Path:
@@ -122,7 +123,7 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
     check_clock(clock, threads)
     sp = space if isinstance(space, SearchSpace) else get_space(space)
     keys = space_ops(sp)
-    settings = _settings(name, backend, threads, batch, clock, sp)
+    settings = _settings(name, backend, threads, batch, clock, sp, calibration, rounds)
     ppath = partial_path(name, lut_dir)
     state = _load_partial(ppath, settings) if resume else None
     jpath = journal_path(ppath)

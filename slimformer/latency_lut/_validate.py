@@ -81,22 +81,23 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
         for rnd in range(rounds):
             for what, i in order:
                 if what == "again":
-                    if len(again[str(i)]) <= rnd:
-                        cfg = ArchConfig.from_dict(then[i]["arch"])
-                        again[str(i)].append(measure_arch(cfg, **kw, repeats=repeats, min_time_s=min_time_s)["median_ms"])
-                        bar.update(1)
-                    continue
-                if i < len(rows) and len(rows[i]["runs"]) > rnd:
-                    continue
-                cfg = cfgs[i]
-                r = measure_arch(cfg, **kw, repeats=repeats, min_time_s=min_time_s)
-                if i == len(rows):
-                    rows.append({"summary": cfg.summary(), "arch": cfg.to_dict(), "runs": [],
-                                 "predicted_ms": table.predict(cfg, corrected=False), "corrected_ms": table.predict(cfg)})
-                row = rows[i]
-                row["runs"].append({"median_ms": r["median_ms"], "spread_ms": r["spread_ms"]})
-                best = min(row["runs"], key=lambda x: x["median_ms"])
-                row["measured_ms"], row["spread_ms"] = best["median_ms"], best["spread_ms"]
+                    if len(again[str(i)]) > rnd:
+                        continue
+                    cfg = ArchConfig.from_dict(then[i]["arch"])
+                    again[str(i)].append(measure_arch(cfg, **kw, repeats=repeats, min_time_s=min_time_s)["median_ms"])
+                else:
+                    if i < len(rows) and len(rows[i]["runs"]) > rnd:
+                        continue
+                    cfg = cfgs[i]
+                    r = measure_arch(cfg, **kw, repeats=repeats, min_time_s=min_time_s)
+                    if i == len(rows):
+                        rows.append({"summary": cfg.summary(), "arch": cfg.to_dict(), "runs": [],
+                                     "predicted_ms": table.predict(cfg, corrected=False),
+                                     "corrected_ms": table.predict(cfg)})
+                    row = rows[i]
+                    row["runs"].append({"median_ms": r["median_ms"], "spread_ms": r["spread_ms"]})
+                    best = min(row["runs"], key=lambda x: x["median_ms"])
+                    row["measured_ms"], row["spread_ms"] = best["median_ms"], best["spread_ms"]
                 atomic_write_json(partial, {"table_hash": table.hash, "seed": seed, "rounds": rounds, "rows": rows,
                                             "again": again})
                 bar.update(1)

@@ -94,6 +94,8 @@ def test_resume_refuses_other_settings_and_no_resume_starts_over(tmp_path):
         build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, on_entry=stop, **FAST)
     with pytest.raises(SlimformerError, match="other settings.*--no-resume"):
         build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, threads=2, **FAST)
+    with pytest.raises(SlimformerError, match="rounds 2 .now 1."):  # calibration records would not line up
+        build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, **{**FAST, "rounds": 1})
     n = []
     build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, resume=False,
                 on_entry=lambda k, e: n.append(k), **FAST)
