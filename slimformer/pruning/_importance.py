@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -188,6 +189,48 @@ def default_loss(out, target) -> torch.Tensor:
     return F.cross_entropy(out, target)
 
 
+def accumulate_taylor(model: nn.Module, batches: Iterable, sums: Callable[[], Iterable[tuple[Any, list]]], *,
+                      loss_fn: Callable = default_loss, max_batches: int | None = None,
+                      progress: bool = False) -> tuple[dict[Any, list[torch.Tensor]], int]:
+    """The Taylor loop shared by the supernet and ViT pruners: for each batch, one backward pass, then
+    add every ``(key, [tensors])`` that ``sums()`` yields (called under ``no_grad`` after the backward)
+    into per-key running sums. Returns the sums and the number of batches (the caller divides).
+
+    The model runs in eval mode and its gradients are cleared afterwards; no batch is one clear error."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    acc: dict[Any, list[torch.Tensor]] = {}
+    n = 0
+    it = batches
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(batches, total=max_batches, desc="taylor importance", unit="batch")
+    try:
+        for batch in it:
+            if max_batches is not None and n >= max_batches:
+                break
+            x, y = batch[0].to(device), batch[1].to(device)
+            model.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            with torch.no_grad():
+                for key, vals in sums():
+                    if key not in acc:
+                        acc[key] = [torch.zeros_like(t) for t in vals]
+                    for a, t in zip(acc[key], vals):
+                        a += t
+            n += 1
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    if n == 0:
+        from .._errors import SlimformerError
+
+        raise SlimformerError("no batches to compute Taylor importance from (the data loader is empty)")
+    return acc, n
+
+
 def taylor_importance(model: Supernet | EfficientFormerNet, batches: Iterable, *, cfg: ArchConfig | None = None,
                       max_batches: int | None = None, loss_fn: Callable = default_loss,
                       progress: bool = False) -> Importance:
@@ -205,39 +248,12 @@ def taylor_importance(model: Supernet | EfficientFormerNet, batches: Iterable, *
     else:
         cfg = model.arch
         blocks = list(_net_blocks(model))
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    acc: dict[str, list] = {}
-    n = 0
-    it = batches
-    if progress:
-        from tqdm import tqdm
+    def sums():
+        for key, _kind, m in blocks:
+            ffn, att = _block_sums(m)
+            yield key, [ffn.abs()] + ([t.abs() for t in att] if att is not None else [])
 
-        it = tqdm(batches, total=max_batches, desc="taylor importance", unit="batch")
-    try:
-        for batch in it:
-            if max_batches is not None and n >= max_batches:
-                break
-            x, y = batch[0].to(device), batch[1].to(device)
-            model.zero_grad(set_to_none=True)
-            loss_fn(model(x), y).backward()
-            with torch.no_grad():
-                for key, kind, m in blocks:
-                    ffn, att = _block_sums(m)
-                    vals = [ffn.abs()] + ([t.abs() for t in att] if att is not None else [])
-                    if key not in acc:
-                        acc[key] = [torch.zeros_like(t) for t in vals]
-                    for a, t in zip(acc[key], vals):
-                        a += t
-            n += 1
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
-    if n == 0:
-        from .._errors import SlimformerError
-
-        raise SlimformerError("no batches to compute Taylor importance from (the data loader is empty)")
+    acc, n = accumulate_taylor(model, batches, sums, loss_fn=loss_fn, max_batches=max_batches, progress=progress)
     out: dict[str, BlockImportance] = {}
     for key, kind, m in blocks:
         arrs = [(t / n).cpu().numpy() for t in acc[key]]

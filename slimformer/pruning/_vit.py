@@ -22,7 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._errors import SlimformerError
-from ._importance import BlockImportance, Importance, attention_sums, default_loss, ffn_sums
+from ._importance import (
+    BlockImportance,
+    Importance,
+    accumulate_taylor,
+    attention_sums,
+    ffn_sums,
+)
 from ._mckp import solve_greedy, solve_milp, total
 from ._reorder import order
 
@@ -86,40 +92,18 @@ def vit_importance(model: nn.Module, batches, *, max_batches: int | None = None,
     """Taylor scores of every block of a timm ViT (keys ``b{i}``). Targets of ``-1``... are not special:
     pass real labels, or the model's own predictions (see :func:`self_labels`)."""
     blocks = _check_vit(model)
-    was = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    acc: dict[int, list] = {}
-    n = 0
-    it = batches
-    if progress:
-        from tqdm import tqdm
+    if any(isinstance(b.attn, PrunedAttention) for b in blocks):
+        raise SlimformerError("analyse the unpruned model")
 
-        it = tqdm(batches, total=max_batches, desc="taylor importance", unit="batch")
-    try:
-        for x, y in it:
-            if max_batches is not None and n >= max_batches:
-                break
-            model.zero_grad(set_to_none=True)
-            default_loss(model(x.to(dev)), y.to(dev)).backward()
-            with torch.no_grad():
-                for i, b in enumerate(blocks):
-                    a = b.attn
-                    H, d, e = _dims(a)
-                    if isinstance(a, PrunedAttention):
-                        raise SlimformerError("analyse the unpruned model")
-                    att = attention_sums(a.qkv.weight, a.qkv.bias, a.proj.weight, None, H, d, e, per_head=False)
-                    f = ffn_sums(b.mlp.fc1.weight, b.mlp.fc1.bias, b.mlp.fc2.weight)
-                    vals = [f.abs()] + [t.abs() for t in att]
-                    acc.setdefault(i, [torch.zeros_like(t) for t in vals])
-                    for s, t in zip(acc[i], vals):
-                        s += t
-            n += 1
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.train(was)
-    if n == 0:
-        raise SlimformerError("no batches to compute Taylor importance from")
+    def sums():
+        for i, b in enumerate(blocks):
+            a = b.attn
+            H, d, e = _dims(a)
+            att = attention_sums(a.qkv.weight, a.qkv.bias, a.proj.weight, None, H, d, e, per_head=False)
+            f = ffn_sums(b.mlp.fc1.weight, b.mlp.fc1.bias, b.mlp.fc2.weight)
+            yield i, [f.abs()] + [t.abs() for t in att]
+
+    acc, n = accumulate_taylor(model, batches, sums, max_batches=max_batches, progress=progress)
     return Importance({f"b{i}": BlockImportance("mb3d", *[(t / n).cpu().numpy() for t in v])
                        for i, v in acc.items()}, n)
 
