@@ -73,6 +73,22 @@ def opt_for(model, lr, steps):
     return opt, sched
 
 
+def train_plain(model, train, lr: float, steps: int, label: str | None = None) -> None:
+    """``steps`` AdamW + cosine steps of cross-entropy on ``train`` (cycled); logs every 100 steps if ``label``."""
+    opt, sched = opt_for(model, lr, steps)
+    model.train()
+    it = cycle(train)
+    t0 = time.time()
+    for step in range(steps):
+        x, y = next(it)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        sched.step(step + 1)
+        if label and (step + 1) % 100 == 0:
+            print(f"  {label} step {step + 1}/{steps} ({time.time() - t0:.0f} s)", flush=True)
+
+
 def train_supernet(sn: Supernet, train, steps: int, seed: int = 0) -> None:
     """Sandwich rule: largest + smallest-by-sampling + 2 random subnets per step, summed losses."""
     rng = random.Random(seed)
@@ -97,15 +113,7 @@ def finetune(net, batch: int, steps: int, seed: int) -> None:
         return
     train, _ = loaders(batch, 4096, 0, seed)  # same batches, same order for every candidate
     torch.manual_seed(seed)
-    opt, sched = opt_for(net, 5e-4, steps)
-    net.train()
-    it = cycle(train)
-    for step in range(steps):
-        x, y = next(it)
-        opt.zero_grad()
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
-        sched.step(step + 1)
+    train_plain(net, train, 5e-4, steps)
     net.eval()
 
 
@@ -176,18 +184,7 @@ def vit_section(args) -> None:
     val = DataLoader(va, batch_size=256)
     kw = {"depth": args.vit_depth} if args.vit_depth else {}
     vit = create_vit("timm:deit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10, **kw)
-    opt, sched = opt_for(vit, args.vit_lr, args.vit_steps)
-    it = cycle(train)
-    t0 = time.time()
-    vit.train()
-    for step in range(args.vit_steps):
-        x, y = next(it)
-        opt.zero_grad()
-        F.cross_entropy(vit(x), y).backward()
-        opt.step()
-        sched.step(step + 1)
-        if (step + 1) % 100 == 0:
-            print(f"  deit step {step + 1}/{args.vit_steps} ({time.time() - t0:.0f} s)", flush=True)
+    train_plain(vit, train, args.vit_lr, args.vit_steps, label="deit")
     acc = evaluate(vit, val)
     imp = vit_importance(vit, itertools.islice(train, args.taylor_batches))
     print(f"\nDeiT-tiny (32 px, patch 4, 65 tokens, depth {len(vit.blocks)}) trained {args.vit_steps} steps "
@@ -198,15 +195,7 @@ def vit_section(args) -> None:
         pruned = prune_vit(copy.deepcopy(vit), imp, choices)
         acc0 = evaluate(pruned, val)
         ft = copy.deepcopy(pruned)
-        opt, sched = opt_for(ft, 2e-4, args.finetune_steps)
-        ft.train()
-        it = cycle(train)
-        for step in range(args.finetune_steps):
-            x, y = next(it)
-            opt.zero_grad()
-            F.cross_entropy(ft(x), y).backward()
-            opt.step()
-            sched.step(step + 1)
+        train_plain(ft, train, 2e-4, args.finetune_steps)
         acc1 = evaluate(ft, val)
         print(f"pruned to {frac:.0%} params ({info['params_before']:,} -> {info['params_after']:,}), importance kept "
               f"{info['importance_kept']:.1%}: top-1 {acc0:.3f} before, {acc1:.3f} after {args.finetune_steps} FT steps")
