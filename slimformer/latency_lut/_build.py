@@ -19,7 +19,7 @@ from typing import Any
 from .._errors import SlimformerError
 from .._io import atomic_write_json, read_json
 from ..supernet import ArchConfig, SearchSpace, get_space
-from ._fidelity import fastest, fidelity, fit_correction, measure_arch
+from ._fidelity import calibrate, measure_arch
 from ._keys import space_ops
 from ._measure import BACKENDS, check_clock, cpu_model, measure_module, measure_overhead, runtime_versions
 from ._ops import build_op
@@ -183,14 +183,5 @@ def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int,
         runtime=runtime_versions(backend), date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         meta={"build": {"started": state.get("started"), "overhead": state["overhead"],
                         "calibration": state["calibration"]}})
-    cal = fastest(state["calibration"])
-    if len(cal) >= 3:
-        cfgs = [ArchConfig.from_dict(c["arch"]) for c in cal]
-        measured = [c["median_ms"] for c in cal]
-        predicted = [table.predict(c, corrected=False) for c in cfgs]
-        n_ops = [table.n_ops(c) for c in cfgs]
-        table.correction = fit_correction(predicted, measured, n_ops)
-        table.error = {"method": "build-time calibration subnets (in-sample fit)", "samples": len(cal),
-                       "uncorrected": fidelity(predicted, measured),
-                       "corrected": fidelity([table.predict(c) for c in cfgs], measured)}
+    calibrate(table, state["calibration"], method="build-time calibration subnets (in-sample fit)")
     return table

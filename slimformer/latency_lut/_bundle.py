@@ -170,6 +170,7 @@ def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path |
     Checks, each failing with one clear error: the file is complete results of a bundle, its space is
     intact (and is ``space`` if given), it comes from ``bundle`` if given, and it measured exactly the
     ops of its space."""
+    from ._fidelity import calibrate
     from ._registry import table_path
     from ._table import LatencyTable
 
@@ -211,7 +212,8 @@ def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path |
             date=(r.get("finished") or r.get("started") or "")[:10] or None,
             meta={"host": r.get("device"), "platform": r.get("platform"), "settings": r.get("settings"),
                   "manifest_id": r["manifest_id"], "overhead_spread_ms": ov.get("spread_ms")})
-        _fit_correction(table, list(r.get("calibration", {}).values()))
+        calibrate(table, list(r.get("calibration", {}).values()),
+                  method="the bundle's calibration subnets, measured on the device (in-sample fit)")
     except ConfigError as e:
         raise SlimformerError(f"{src} is malformed: its space or a calibration subnet is invalid ({e})") from None
     except SlimformerError:
@@ -220,21 +222,3 @@ def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path |
         raise SlimformerError(f"{src} is malformed ({e.__class__.__name__}: {e})") from None
     table.save(table_path(name, lut_dir))
     return table
-
-
-def _fit_correction(table, cal: list[dict]) -> None:
-    """The composition correction from the device's calibration subnets (needs 3), as ``lut build`` fits it."""
-    from ..supernet import ArchConfig
-    from ._fidelity import fastest, fidelity, fit_correction
-
-    cal = fastest(cal)
-    if len(cal) < 3:
-        return
-    cfgs = [ArchConfig.from_dict(c["arch"]) for c in cal]
-    measured = [float(c["median_ms"]) for c in cal]
-    predicted = [table.predict(c, corrected=False) for c in cfgs]
-    table.correction = fit_correction(predicted, measured, [table.n_ops(c) for c in cfgs])
-    table.error = {"method": "the bundle's calibration subnets, measured on the device (in-sample fit)",
-                   "samples": len(cal), "uncorrected": fidelity(predicted, measured),
-                   "corrected": fidelity([table.predict(c) for c in cfgs], measured)}
-

@@ -78,6 +78,21 @@ def fit_level(then: Sequence[float], now: Sequence[float]) -> dict[str, Any]:
             "method": "median of now / build-time latency of the same calibration subnets"}
 
 
+def calibrate(table, records: Sequence[dict[str, Any]], *, method: str) -> None:
+    """Fit ``table.correction`` on calibration ``records`` (``{"arch", "median_ms", "index"?}``; the faster
+    round of each subnet) and store the in-sample figures in ``table.error``. Fewer than 3 subnets: no-op.
+    Used by ``lut build`` and by ``lut import`` of a bundle's results."""
+    cal = fastest(records)
+    if len(cal) < 3:
+        return
+    cfgs = [ArchConfig.from_dict(c["arch"]) for c in cal]
+    measured = [float(c["median_ms"]) for c in cal]
+    predicted = [table.predict(c, corrected=False) for c in cfgs]
+    table.correction = fit_correction(predicted, measured, [table.n_ops(c) for c in cfgs])
+    table.error = {"method": method, "samples": len(cal), "uncorrected": fidelity(predicted, measured),
+                   "corrected": fidelity([table.predict(c) for c in cfgs], measured)}
+
+
 def correction_text(c: dict[str, Any] | None) -> str:
     """``x1.0130 -1.085 ms +0.114 ms/op`` (or ``none``)."""
     if not c:
