@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from slimformer.data import BuiltinShapes, evaluate
 from slimformer.latency_lut import LatencyTable, arch_ops, build_op, measure_module, measure_overhead
 from slimformer.pruning import (
     allocate,
@@ -36,8 +37,6 @@ from slimformer.pruning import (
     taylor_importance,
 )
 from slimformer.supernet import ArchConfig, SearchSpace, StageConfig, Supernet, mb3d, mb4d, recalibrate_bn
-from slimformer.train import evaluate
-from slimformer.train._builtin import BuiltinShapes
 
 SPACE = SearchSpace(stage_widths=((16, 32), (32, 48), (48, 64, 80), (64, 96, 128)), depths=(2, 2, 3, 3),
                     stem_widths=(8, 16), mb3d_stages=(2, 3), mlp_ratios=(1.0, 2.0, 3.0, 4.0), heads=(1, 2, 4),

@@ -13,7 +13,7 @@ from typing import Any
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .. import __version__
+from .._version import __version__
 from ..supernet import ArchConfig, count_macs, count_params
 
 CARD_FORMAT = "slimformer.card/1"

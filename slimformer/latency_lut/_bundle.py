@@ -24,6 +24,7 @@ import torch
 
 from .._errors import ConfigError, SlimformerError
 from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from .._version import __version__
 from ..supernet import SearchSpace
 from ._keys import space_ops
 from ._runner import BUNDLE_SCHEMA, RESULTS_SCHEMA, manifest_id
@@ -91,7 +92,6 @@ def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: 
 
     ``calibration`` whole subnets (``lut build``'s calibration subnets) go with the ops, so that the
     imported table gets the same composition correction as a table built here."""
-    from .. import __version__
     from ._build import calibration_configs
     from ._ops import build_op
 

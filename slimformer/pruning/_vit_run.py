@@ -17,6 +17,7 @@ import torch
 
 from .._errors import SlimformerError
 from .._io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, make_run_dir
+from ..data import build_loaders
 from ._importance import BlockImportance, Importance
 from ._report import channel_plot, pattern_verdict, rows_csv, rows_markdown
 from ._vit import VitChoice, create_vit, prune_vit, vit_allocate, vit_importance
@@ -83,10 +84,6 @@ def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: 
     net = create_vit(model, weights=weights, **kwargs)
     size = net.patch_embed.img_size[0] if hasattr(net, "patch_embed") else (img_size or 224)
     if isinstance(data, (str, Path)):
-        try:
-            from ..train import build_loaders
-        except ImportError:
-            raise SlimformerError("data loading needs slimformer.train.build_loaders") from None
         loaders = build_loaders(str(data), img_size=size, batch_size=batch_size, seed=seed)
         classes, train = loaders.num_classes, loaders.train
     else:

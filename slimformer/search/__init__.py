@@ -25,7 +25,6 @@ from ._scorers import (
                        SupernetAccuracy,
                        block_importance,
                        get_proxy,
-                       top1,
 )
 from ._slim import slim
 
@@ -34,5 +33,5 @@ __all__ = [  # noqa: RUF022 (grouped by topic)
     "slim", "run_study", "config_from_params", "params_of",
     "Action", "all_shrinks", "all_grows", "importance_shrinks",
     "Scorer", "MacsProxy", "ParamsProxy", "AlphaImportance", "SupernetAccuracy", "block_importance",
-    "get_proxy", "top1", "typical_error", "write_run", "summary_rows", "format_table", "predicted_text",
+    "get_proxy", "typical_error", "write_run", "summary_rows", "format_table", "predicted_text",
 ]

@@ -18,6 +18,7 @@ from typing import Any
 
 from .._errors import SlimformerError
 from .._io import make_run_dir
+from ..data import build_loaders
 from ..supernet import ArchConfig, SupernetCheckpoint, load_supernet, recalibrate_bn
 from ._optuna import run_study
 from ._result import SearchResult, typical_error
@@ -188,8 +189,6 @@ def _torch_device(compute: str):
 
 def _batches(ck, data, loaders, batch_size, n_recal, n_val, seed, *, need_val: bool):
     if loaders is None:
-        from ..train import build_loaders
-
         sp = ck.space
         loaders = build_loaders(data, img_size=sp.img_size, batch_size=batch_size, workers=0, seed=seed,
                                 train_size=batch_size * max(n_recal, 1),

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .._errors import SlimformerError
+from ..data import build_loaders, evaluate
 from ..supernet import (
     ArchConfig,
     Supernet,
@@ -26,7 +27,6 @@ from ..supernet import (
     supernet_from_pretrained,
 )
 from ._config import TrainConfig
-from ._data import build_loaders, evaluate
 from ._engine import (
     Optim,
     Targets,
