@@ -15,25 +15,13 @@ import torch
 from .._errors import SlimformerError
 from .._io import atomic_torch_save, atomic_write_json, atomic_write_text, make_run_dir, read_json
 from ..data import build_loaders, evaluate
+from ..latency_lut import resolve_table
 from ..supernet import ArchConfig, count_params, get_arch, load_supernet, recalibrate_bn, save_supernet
 from ._importance import BlockImportance, Importance, taylor_importance
 from ._mckp import Infeasible
 from ._realloc import STRATEGIES, allocate, build_problem, expand, smallest_predicted_ms
 from ._reorder import reorder_by_importance
 from ._report import rows_markdown, write_channel_artefacts
-
-
-def resolve_table(device: Any, space, *, lut_dir=None):
-    """A ``LatencyTable`` for ``device`` (name, path or table object) that belongs to ``space``."""
-    table = device
-    if isinstance(device, (str, Path)):
-        from ..latency_lut import get_table
-
-        table = get_table(device, lut_dir=lut_dir)
-    if table.space_hash != space.hash:
-        raise SlimformerError(f"latency table {getattr(table, 'name', device)!r} was built for another search "
-                              f"space ({table.space_hash}) than the supernet's {space.name!r} ({space.hash})")
-    return table
 
 
 def resolve_loaders(data: Any, space, *, batch_size: int, seed: int):
@@ -76,7 +64,7 @@ def prune_supernet(*, supernet: str | Path, arch: str | Path | ArchConfig, devic
     if faults:
         raise SlimformerError(f"architecture {cfg.name or arch} is not in the checkpoint's space {space.name!r}: "
                               f"{faults[0]}")
-    table = resolve_table(device, space, lut_dir=lut_dir)
+    table = resolve_table(device, space=space, lut_dir=lut_dir)
     floor = smallest_predicted_ms(cfg, space, table)
     if floor > budget_ms:  # before any expensive step
         raise Infeasible(f"budget {budget_ms:g} ms is infeasible: the smallest reallocation of this architecture "
