@@ -171,9 +171,8 @@ def vit_section(args) -> None:
     analysis and MILP reallocation at half its parameters, with the EfficientViT-style channel table."""
     import copy
 
-    from slimformer.pruning import create_vit, prune_vit, vit_allocate, vit_importance
     from slimformer.pruning._report import pattern_verdict
-    from slimformer.pruning._vit_run import vit_rows
+    from slimformer.pruning.vit import create_vit, prune_vit, vit_allocate, vit_importance, vit_rows
 
     torch.manual_seed(args.seed)
     tr = BuiltinShapes(img_size=32, length=8192, split="train")

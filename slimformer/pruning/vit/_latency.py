@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._errors import SlimformerError
-from ..latency_lut import measure_module
-from ._vit import PrunedAttention, _check_vit, _dims, vit_options
+from ..._errors import SlimformerError
+from ...latency_lut import measure_module
+from ._prune import PrunedAttention, _check_vit, _dims, vit_options
 
 
 @dataclass
