@@ -34,7 +34,7 @@ from slimformer.pruning import (
     build_problem,
     expand,
     reorder_by_importance,
-    taylor_importance,
+    taylor_scores,
 )
 from slimformer.supernet import ArchConfig, SearchSpace, StageConfig, Supernet, mb3d, mb4d, recalibrate_bn
 
@@ -232,7 +232,7 @@ def main() -> None:
     sn.set_active(analysed)
     recalibrate_bn(sn, train, max_batches=8)
     print(f"analysed subnet (every block at its largest): top-1 {evaluate(sn, val):.3f}")
-    imp = taylor_importance(sn, itertools.islice(train, args.taylor_batches), cfg=analysed)
+    imp = taylor_scores(sn, itertools.islice(train, args.taylor_batches), cfg=analysed)
     imp = reorder_by_importance(sn, imp)
     table = measured_table(SEARCHED, max(10, args.repeats // 2))
     prob = build_problem(SEARCHED, SPACE, table, imp)

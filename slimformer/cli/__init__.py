@@ -11,12 +11,13 @@ import sys
 from .._errors import SlimformerError
 from .._version import __version__
 from . import _arch, _export, _lut, _prune, _search, _train
+from ._options import Parser
 
 GROUPS = (_arch, _lut, _train, _search, _prune, _export)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="slimformer",
         description="Find the most accurate EfficientFormer-style vision transformer that fits a latency "
                     "budget on a device: train a supernet, build latency tables, search, prune, export.")

@@ -1,19 +1,22 @@
 """``slimformer prune``: Taylor pruning and per-block reallocation (see slimformer.pruning)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from .._errors import SlimformerError
+from ._options import add_json, add_quiet, add_run_folder, add_table, print_json, progress
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "prune", help="reallocate heads, Q/K, V and FFN channels by Taylor importance under a budget",
-        description="Either a searched subnet of a supernet under a latency budget (--supernet, --arch, --device, "
+        description="Either a searched subnet of a supernet under a latency budget (--supernet, --arch, --table, "
                     "--budget-ms) or a timm ViT/DeiT (--model timm:NAME) under a parameter budget (--budget-params) or a "
                     "latency budget (--budget-ms, on a table measured here for the model's ops).")
     p.add_argument("--supernet", help="supernet checkpoint (file or training run dir)")
     p.add_argument("--arch", help="searched config: arch.json of a search run, a preset or an ArchConfig JSON")
-    p.add_argument("--device", help="latency table name or path (see `slimformer lut list`)")
-    p.add_argument("--budget-ms", type=float, help="latency budget in ms on --device's table (with --model: on its measured ops)")
+    add_table(p)
+    p.add_argument("--budget-ms", type=float, help="latency budget in ms on --table (with --model: on its measured ops)")
     p.add_argument("--lut-dir", default=None, help="folder of user latency tables")
     p.add_argument("--model", help="timm:NAME of a ViT/DeiT to prune instead of a supernet")
     p.add_argument("--weights", default=None, help="local weights file for --model (no hub downloads)")
@@ -25,19 +28,21 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=1, help="threads for that measurement (default 1)")
     p.add_argument("--data", default="builtin", help="builtin or an ImageFolder path (default builtin)")
     p.add_argument("--batches", type=int, default=8, help="batches to accumulate importance over (default 8)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch")
     p.add_argument("--eval-batches", type=int, default=4, help="validation batches for top-1 (0: skip)")
     p.add_argument("--strategy", default="milp", choices=("milp", "greedy", "uniform"),
                    help="reallocation solver (default milp, exact)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="root of run directories (default runs/)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    add_run_folder(p, "prune")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="reuse the importance scores of an interrupted prune run and write into it")
+    add_quiet(p)
+    add_json(p)
     p.set_defaults(func=_prune)
 
 
 def _prune(args) -> int:
-    from ..pruning import prune_supernet, summary_line
+    from ..pruning import PruneOptions, prune_supernet, summary_line
 
     if args.batches < 1:
         raise SlimformerError("--batches must be at least 1")
@@ -56,7 +61,10 @@ def _prune(args) -> int:
         s = prune_timm(model=args.model, weights=args.weights, budget_params=args.budget_params,
                        budget_ms=args.budget_ms, backend=args.backend, threads=args.threads, data=args.data,
                        batches=args.batches, batch_size=args.batch_size, img_size=args.img_size,
-                       strategy=args.strategy, seed=args.seed, run_root=args.out)
+                       strategy=args.strategy, seed=args.seed, run_root=args.runs_root, out=args.out,
+                       progress=progress(args))
+        if args.json:
+            return print_json(s)
         budget = (f"budget {s['params_budget']:,}" if "params_budget" in s else
                   f"predicted {s['predicted_ms']:.3f} ms <= {s['budget_ms']:g} ms, measured {s['measured_ms']:.3f} ms")
         print(f"pruned {args.model}: {s['params_before']:,} -> {s['params_after']:,} params ({budget}), "
@@ -64,22 +72,25 @@ def _prune(args) -> int:
         print(s["verdict"])
         print(f"run directory: {s['run_dir']}")
         return 0
-    missing = [f"--{n.replace('_', '-')}" for n in ("supernet", "arch", "device", "budget_ms")
+    missing = [f"--{n.replace('_', '-')}" for n in ("supernet", "arch", "table", "budget_ms")
                if getattr(args, n) is None]
     if missing:
-        raise SlimformerError(f"prune needs {', '.join(missing)} (or --model timm:NAME --budget-params N)")
+        raise SlimformerError(f"prune needs {', '.join(missing).replace('--table', '--table (formerly --device)')} "
+                              "(or --model timm:NAME --budget-params N)")
     if args.budget_ms <= 0:
         raise SlimformerError("--budget-ms must be positive")
-    if args.resume is not None:
-        from pathlib import Path
-
-        if not (Path(args.resume) / "importance.json").is_file():
-            raise SlimformerError(f"--resume {args.resume}: not a prune run directory with importance.json")
-    s = prune_supernet(supernet=args.supernet, arch=args.arch, device=args.device, budget_ms=args.budget_ms,
-                       data=args.data, batches=args.batches, batch_size=args.batch_size, strategy=args.strategy,
-                       eval_batches=args.eval_batches or 0, seed=args.seed, run_root=args.out,
-                       run_dir=args.resume, lut_dir=args.lut_dir)
-    print(summary_line(s))
-    print(s["verdict"])
-    print(f"run directory: {s['run_dir']}")
+    if args.resume is not None and not (Path(args.resume) / "importance.json").is_file():
+        raise SlimformerError(f"--resume {args.resume}: not a prune run directory with importance.json")
+    if args.resume is not None and args.out is not None and Path(args.out) != Path(args.resume):
+        raise SlimformerError("--resume RUN_DIR writes into RUN_DIR: give it without --out, or --out the same folder")
+    r = prune_supernet(PruneOptions(
+        supernet=args.supernet, arch=args.arch, table=args.table, budget_ms=args.budget_ms, data=args.data,
+        batches=args.batches, batch_size=args.batch_size, strategy=args.strategy,
+        eval_batches=args.eval_batches or 0, seed=args.seed, runs_root=args.runs_root,
+        out=args.resume if args.resume is not None else args.out, lut_dir=args.lut_dir, progress=progress(args)))
+    if args.json:
+        return print_json(r.to_dict())
+    print(summary_line(r))
+    print(r.verdict)
+    print(f"run directory: {r.run_dir}")
     return 0

@@ -1,19 +1,17 @@
 """``slimformer search``: the subnet that fits a latency budget on a device (see :mod:`slimformer.search`)."""
 from __future__ import annotations
 
-import json
-import sys
+from ._options import add_json, add_quiet, add_run_folder, add_table, add_torch_device, print_json, progress
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "search", help="find the best subnet under a latency budget on a device (the main job)",
-        description="Search the subnet that fits --budget-ms on --device. Without --supernet it runs in seconds "
+        description="Search the subnet that fits --budget-ms on --table's device. Without --supernet it runs in seconds "
                     "on the default space with a training-free score (MACs); with a trained supernet it is "
                     "accuracy-driven (inherited weights, BN recalibrated).")
     p.add_argument("--budget-ms", type=float, required=True, help="latency budget in milliseconds")
-    p.add_argument("--device", default="iphone-lut",
-                   help="latency table name (see `slimformer lut list`) or table JSON file (default: iphone-lut)")
+    add_table(p, default="iphone-lut")
     p.add_argument("--build", action="store_true",
                    help="build the table first if this machine has none (cpu-ort, cpu-torch), for the supernet's "
                         "space (or the default space)")
@@ -37,32 +35,29 @@ def register(sub) -> None:
     p.add_argument("--proxy", choices=("macs", "params"), default="macs",
                    help="training-free score used without a supernet (default macs)")
     p.add_argument("--data", default="builtin", help="validation/recalibration data: builtin or an ImageFolder")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="images per validation/recalibration batch")
     p.add_argument("--recal-batches", type=int, default=4, help="train batches for BN recalibration")
     p.add_argument("--val-batches", type=int, default=4, help="validation batches per evaluation")
-    p.add_argument("--compute", default="auto", help="where supernet evaluation runs: auto (CUDA if available), "
-                   "cpu or cuda")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="run directory (default: a new runs/search-<time>)")
-    p.add_argument("--runs-root", default="runs", help="where new run directories go (default runs/)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print arch.json instead of the summary table")
+    add_torch_device(p, old="--compute", help="where supernet evaluation runs: auto (CUDA when available), "
+                     "cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="random seed (sampler, data order)")
+    add_run_folder(p, "search")
+    add_quiet(p, old="--no-progress")
+    add_json(p, "the run's arch.json")
     p.set_defaults(func=_search)
 
 
 def _search(args) -> int:
     from ..search import format_table, search, summary_rows
 
-    r = search(budget_ms=args.budget_ms, table=args.device, lut_dir=args.lut_dir, build=args.build,
-               supernet=args.supernet, strategy=args.strategy,
-               fast=args.fast, sampler=args.sampler, mode=args.objectives, trials=args.trials, proxy=args.proxy,
-               data=args.data, batch_size=args.batch_size, recal_batches=args.recal_batches,
-               val_batches=args.val_batches, seed=args.seed, storage=args.storage, study_name=args.study_name,
-               resume=args.resume, out=args.out, runs_root=args.runs_root, compute=args.compute,
-               progress=not args.no_progress and sys.stderr.isatty())
+    r = search(budget_ms=args.budget_ms, table=args.table, lut_dir=args.lut_dir, build=args.build,
+               supernet=args.supernet, strategy=args.strategy, fast=args.fast, sampler=args.sampler,
+               mode=args.objectives, trials=args.trials, proxy=args.proxy, data=args.data,
+               batch_size=args.batch_size, recal_batches=args.recal_batches, val_batches=args.val_batches,
+               seed=args.seed, storage=args.storage, study_name=args.study_name, resume=args.resume, out=args.out,
+               runs_root=args.runs_root, torch_device=args.torch_device, progress=progress(args))
     if args.json:
-        print(json.dumps(r.arch_json(), indent=2))
-        return 0
+        return print_json(r.arch_json())
     print(format_table(summary_rows(r)))
     for note in r.notes:
         print(f"note: {note}")

@@ -7,7 +7,7 @@ physically to a parameter or measured-latency budget) is the subpackage :mod:`sl
 """
 from __future__ import annotations
 
-from ._importance import BlockImportance, Importance, taylor_importance
+from ._importance import BlockTaylorScores, TaylorScores, taylor_scores
 from ._mckp import Infeasible, solve_greedy, solve_milp
 from ._realloc import (
     STRATEGIES,
@@ -23,21 +23,23 @@ from ._realloc import (
 from ._reorder import (
     BlockPermutation,
     permutations,
-    permute_importance,
+    permute_scores,
     reorder_by_importance,
     reorder_supernet,
 )
 from ._report import channel_rows, pattern_verdict
-from ._run import prune_supernet, summary_line
+from ._run import PruneOptions, PruneResult, prune_supernet, summary_line
 
 __all__ = [
     "STRATEGIES",
     "Allocation",
-    "BlockImportance",
     "BlockPermutation",
-    "Importance",
+    "BlockTaylorScores",
     "Infeasible",
     "Problem",
+    "PruneOptions",
+    "PruneResult",
+    "TaylorScores",
     "allocate",
     "block_options",
     "build_problem",
@@ -46,7 +48,7 @@ __all__ = [
     "option_value",
     "pattern_verdict",
     "permutations",
-    "permute_importance",
+    "permute_scores",
     "prune_supernet",
     "reorder_by_importance",
     "reorder_supernet",
@@ -54,5 +56,5 @@ __all__ = [
     "solve_greedy",
     "solve_milp",
     "summary_line",
-    "taylor_importance",
+    "taylor_scores",
 ]

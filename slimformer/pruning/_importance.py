@@ -33,7 +33,7 @@ from ..supernet._model import MB3D, MB4D
 
 
 @dataclass
-class BlockImportance:
+class BlockTaylorScores:
     """Taylor scores of one block. Attention arrays are empty for MB4D."""
 
     kind: str
@@ -50,7 +50,7 @@ class BlockImportance:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> BlockImportance:
+    def from_dict(cls, d: dict) -> BlockTaylorScores:
         arr = (lambda k: np.array(d[k], dtype=float) if k in d else None)
         if d["kind"] == "mb3d":
             return cls("mb3d", arr("ffn"), arr("head"), arr("qk"), arr("v"), arr("bias"))
@@ -62,10 +62,10 @@ def _clean(a: np.ndarray):
 
 
 @dataclass
-class Importance:
+class TaylorScores:
     """Per-block scores keyed ``s{stage}.b{pos}`` (position in the stage, skips counted)."""
 
-    blocks: dict[str, BlockImportance]
+    blocks: dict[str, BlockTaylorScores]
     batches: int
     arch: ArchConfig | None = None
 
@@ -228,9 +228,9 @@ def accumulate_taylor(model: nn.Module, batches: Iterable, sums: Callable[[], It
     return acc, n
 
 
-def taylor_importance(model: Supernet | EfficientFormerNet, batches: Iterable, *, cfg: ArchConfig | None = None,
+def taylor_scores(model: Supernet | EfficientFormerNet, batches: Iterable, *, cfg: ArchConfig | None = None,
                       max_batches: int | None = None, loss_fn: Callable = default_loss,
-                      progress: bool = False) -> Importance:
+                      progress: bool = False) -> TaylorScores:
     """Average over batches of ``|sum_group w * dL/dw|`` for every group of every block.
 
     ``model`` is a :class:`Supernet` (``cfg`` becomes the active subnet; default: the active one) or
@@ -251,7 +251,7 @@ def taylor_importance(model: Supernet | EfficientFormerNet, batches: Iterable, *
             yield key, [ffn.abs()] + ([t.abs() for t in att] if att is not None else [])
 
     acc, n = accumulate_taylor(model, batches, sums, loss_fn=loss_fn, max_batches=max_batches, progress=progress)
-    out: dict[str, BlockImportance] = {}
+    out: dict[str, BlockTaylorScores] = {}
     for key, kind, m in blocks:
         arrs = [(t / n).cpu().numpy() for t in acc[key]]
         mask = _used_mask(model, cfg, key, kind, m)
@@ -262,5 +262,5 @@ def taylor_importance(model: Supernet | EfficientFormerNet, batches: Iterable, *
                 arrs[2] = np.where(mask[1], arrs[2], np.nan)
                 arrs[3] = np.where(mask[2], arrs[3], np.nan)
                 arrs[4] = np.where(mask[3], arrs[4], np.nan)
-        out[key] = BlockImportance(kind, *arrs)
-    return Importance(out, n, cfg)
+        out[key] = BlockTaylorScores(kind, *arrs)
+    return TaylorScores(out, n, cfg)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .._errors import SlimformerError
 from ..supernet import ArchConfig, BlockConfig, SearchSpace, arch_key, mb3d, mb4d
-from ._importance import BlockImportance, Importance
+from ._importance import BlockTaylorScores, TaylorScores
 from ._mckp import Infeasible, solve_greedy, solve_milp, total
 
 STRATEGIES = ("milp", "greedy", "uniform")
@@ -47,7 +47,7 @@ def block_options(space: SearchSpace, kind: str) -> list[BlockConfig]:
             itertools.product(space.heads, space.qk_dims, space.v_dims, space.mlp_ratios)]
 
 
-def option_value(imp: BlockImportance, b: BlockConfig, width: int) -> float:
+def option_value(imp: BlockTaylorScores, b: BlockConfig, width: int) -> float:
     """Importance kept by option ``b`` (scores already in reordered, descending order; NaN counts 0)."""
     val = float(np.nansum(imp.ffn[:b.hidden(width)]))
     if b.kind == "mb3d":
@@ -89,7 +89,7 @@ def _block_ms(table, b: BlockConfig, si: int, width: int) -> float | None:
     return None if ms is None or not np.isfinite(ms) else float(ms)
 
 
-def build_problem(cfg: ArchConfig, space: SearchSpace, table, imp: Importance) -> Problem:
+def build_problem(cfg: ArchConfig, space: SearchSpace, table, imp: TaylorScores) -> Problem:
     keys, where, options, values, costs = [], [], [], [], []
     full = 0.0
     for si, pos, b in cfg.iter_blocks():

@@ -19,7 +19,7 @@ import torch
 
 from ..supernet import Supernet, parse_arch_key
 from ..supernet._elastic import ElasticMB3D, ElasticMB4D
-from ._importance import BlockImportance, Importance
+from ._importance import BlockTaylorScores, TaylorScores
 
 
 def order(scores: np.ndarray) -> np.ndarray:
@@ -36,7 +36,7 @@ class BlockPermutation:
     v: np.ndarray | None = None         # (heads, v): per OLD head, the order of its V channels
 
 
-def permutations(imp: Importance) -> dict[str, BlockPermutation]:
+def permutations(imp: TaylorScores) -> dict[str, BlockPermutation]:
     out = {}
     for key, b in imp.blocks.items():
         if b.kind == "mb4d":
@@ -47,19 +47,19 @@ def permutations(imp: Importance) -> dict[str, BlockPermutation]:
     return out
 
 
-def permute_importance(imp: Importance, perms: dict[str, BlockPermutation]) -> Importance:
+def permute_scores(imp: TaylorScores, perms: dict[str, BlockPermutation]) -> TaylorScores:
     """The scores as they sit after :func:`reorder_supernet` (row i of ``qk`` is the head now in slot i)."""
     blocks = {}
     for key, b in imp.blocks.items():
         p = perms[key]
         if b.kind == "mb4d":
-            blocks[key] = BlockImportance("mb4d", b.ffn[p.ffn])
+            blocks[key] = BlockTaylorScores("mb4d", b.ffn[p.ffn])
         else:
             h = p.head
-            blocks[key] = BlockImportance("mb3d", b.ffn[p.ffn], b.head[h],
+            blocks[key] = BlockTaylorScores("mb3d", b.ffn[p.ffn], b.head[h],
                                           np.stack([b.qk[o][p.qk[o]] for o in h]),
                                           np.stack([b.v[o][p.v[o]] for o in h]), b.bias[h])
-    return Importance(blocks, imp.batches, imp.arch)
+    return TaylorScores(blocks, imp.batches, imp.arch)
 
 
 def mb3d_rows_cols(p: BlockPermutation, max_qk: int, max_v: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,8 +105,8 @@ def reorder_supernet(model: Supernet, perms: dict[str, BlockPermutation]) -> Non
         _take(m3.fc2.weight, ffn, 1)
 
 
-def reorder_by_importance(model: Supernet, imp: Importance) -> Importance:
+def reorder_by_importance(model: Supernet, imp: TaylorScores) -> TaylorScores:
     """Reorder ``model`` in place; return the importance in the new order (sorted, descending)."""
     perms = permutations(imp)
     reorder_supernet(model, perms)
-    return permute_importance(imp, perms)
+    return permute_scores(imp, perms)

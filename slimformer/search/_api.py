@@ -13,22 +13,27 @@ from __future__ import annotations
 import itertools
 import re
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from .._errors import SlimformerError
 from .._io import make_run_dir
 from ..data import build_loaders
 from ..latency_lut import resolve_table
 from ..supernet import ArchConfig, SupernetCheckpoint, load_supernet, recalibrate_bn
+from ._options import EvalOptions, SearchOptions
 from ._optuna import run_study
+from ._report import write_run
 from ._result import SearchResult, typical_error
-from ._scorers import AlphaImportance, Scorer, SupernetAccuracy, get_proxy
+from ._scorers import AlphaScorer, Scorer, SupernetAccuracy, get_proxy
 from ._slim import slim
 
 STRATEGIES = ("slim", "optuna")
 TRAIN_HINT = ("train a supernet for an accuracy-driven search: `slimformer train --space default --data "
-              "<imagenet-folder> --out runs/` then `slimformer search --supernet runs/<train-run>/best.pt ...`")
+              "<imagenet-folder> --runs-root runs/` then `slimformer search --supernet runs/<train-run>/best.pt ...`")
 
 
 class CachedPredictor:
@@ -46,130 +51,174 @@ class CachedPredictor:
         return v
 
 
-def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheckpoint | None = None,
-           strategy: str | None = None, fast: bool = False, sampler: str = "tpe", mode: str = "constrained",
-           trials: int = 60, proxy: str = "macs", data: str = "builtin", loaders: Any = None,
-           batch_size: int = 64, recal_batches: int = 4, val_batches: int = 4, seed: int = 0,
-           storage: str | None = None, study_name: str | None = None, resume: bool = False,
-           out: str | Path | None = None, runs_root: str | Path | None = None, progress: bool = False,
-           lut_dir=None, build: bool = False, compute: str = "auto") -> SearchResult:
-    """Search the subnet that fits ``budget_ms`` on ``table``'s device.
+@dataclass
+class _Job:
+    """What ``search()`` resolved from its options before it searches: inputs checked, scorer chosen."""
 
-    Writes a run directory to ``out``, or to a new ``runs_root/search-<time>`` (created only once the inputs
-    are known to be valid); neither given: nothing is written and an optuna study stays in memory.
-    ``build=True`` first measures a missing ``cpu-*`` table here, for the supernet's space (or the default).
-    ``compute`` is where inherited-weight evaluation runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``."""
-    if not budget_ms or budget_ms <= 0:
-        raise SlimformerError(f"the latency budget must be a positive number of milliseconds, got {budget_ms}")
-    ck = load_supernet(supernet) if isinstance(supernet, (str, Path)) else supernet
-    table = resolve_table(table, space=ck.space if ck is not None else None, lut_dir=lut_dir, build=build,
-                          progress=progress)
+    opts: SearchOptions
+    ck: SupernetCheckpoint | None
+    table: Any
+    space: Any
+    predict: CachedPredictor
+    strategy: str
+    scorer: Scorer
+    recal: list = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    out: Path | None = None
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.ck is not None and bool(self.ck.arch_logits)
+
+
+def search(options: SearchOptions | None = None, /, *, loaders: Any = None, **fields: Any) -> SearchResult:
+    """Search the subnet that fits ``budget_ms`` on ``table``'s device (see :class:`SearchOptions`).
+
+    ``search(SearchOptions(...))`` or ``search(budget_ms=1.6, table="iphone-lut", trials=30, ...)`` (flat keywords,
+    sorted into the option groups). ``loaders``: ready data loaders instead of ``evaluation.data``. Writes a run
+    folder to ``out`` or a new ``runs_root/search-<time>`` (created only once the inputs are known to be valid)."""
+    opts = options if options is not None else SearchOptions.of(**fields)
+    if options is not None and fields:
+        raise SlimformerError("give search() either a SearchOptions or keywords, not both")
+    job = _prepare(opts, loaders)
+    best, trace, pareto = _run(job)
+    result = _result(job, best, trace, pareto)
+    if job.out is not None:
+        write_run(result, job.out)
+    return result
+
+
+def _prepare(opts: SearchOptions, loaders: Any) -> _Job:
+    if not opts.budget_ms or opts.budget_ms <= 0:
+        raise SlimformerError(f"the latency budget must be a positive number of milliseconds, got {opts.budget_ms}")
+    ck = load_supernet(opts.supernet) if isinstance(opts.supernet, (str, Path)) else opts.supernet
+    table = resolve_table(opts.table, space=ck.space if ck is not None else None, lut_dir=opts.lut_dir,
+                          build=opts.build, progress=opts.progress)
     space = ck.space if ck is not None else table.space
     predict = CachedPredictor(table)
-    smallest_ms, largest_ms = predict(space.smallest()), predict(space.largest())
-    device = getattr(table, "device", "") or table.name
-    if budget_ms < smallest_ms:
-        raise SlimformerError(f"no subnet fits {budget_ms:g} ms on {device}: the fastest subnet of space "
-                              f"{space.name!r} (the smallest) is predicted at {smallest_ms:.3f} ms")
+    smallest_ms = predict(space.smallest())
+    if opts.budget_ms < smallest_ms:
+        raise SlimformerError(f"no subnet fits {opts.budget_ms:g} ms on {_device(table)}: the fastest subnet of "
+                              f"space {space.name!r} (the smallest) is predicted at {smallest_ms:.3f} ms")
     has_alpha = ck is not None and bool(ck.arch_logits)
-    strategy = strategy or ("optuna" if ck is not None and not has_alpha else "slim")
+    strategy = _strategy(opts, ck, has_alpha)
+    ev = opts.evaluation
+    job = _Job(opts=opts, ck=ck, table=table, space=space, predict=predict, strategy=strategy,
+               scorer=get_proxy(ev.proxy), options=opts.record(slim=strategy == "slim", supernet=ck is not None))
+    if ck is None:
+        job.notes.append(f"no supernet: the score is {job.scorer.name}, NOT accuracy; {TRAIN_HINT}")
+    else:
+        ck.model.to(torch_device(opts.torch_device))
+        job.recal, val = _batches(ck, ev, loaders, opts.seed, need_val=not ev.fast)
+        job.scorer = AlphaScorer(space, ck.arch_logits) if ev.fast else SupernetAccuracy(ck.model, job.recal, val)
+        if not ev.fast:
+            job.options["recal_batches"] = len(job.recal)
+    job.out = Path(opts.out) if opts.out is not None else (
+        make_run_dir(opts.runs_root, "search") if opts.runs_root is not None else None)
+    return job
+
+
+def _strategy(opts: SearchOptions, ck, has_alpha: bool) -> str:
+    strategy = opts.strategy or ("optuna" if ck is not None and not has_alpha else "slim")
     if strategy not in STRATEGIES:
         raise SlimformerError(f"unknown strategy {strategy!r}: choose from {', '.join(STRATEGIES)}")
-    if fast and (strategy != "slim" or ck is None):
+    if opts.evaluation.fast and (strategy != "slim" or ck is None):
         raise SlimformerError("--fast applies to `--strategy slim` with a supernet (it ranks actions by alpha)")
-    if fast and not has_alpha:
+    if opts.evaluation.fast and not has_alpha:
         raise SlimformerError("--fast ranks slimming actions by alpha, and this checkpoint holds none "
                               "(train with Gumbel architecture parameters, or drop --fast to evaluate actions)")
-    notes: list[str] = []
-    recal: list = []
-    if ck is None:
-        scorer: Scorer = get_proxy(proxy)
-        notes.append(f"no supernet: the score is {scorer.name}, NOT accuracy; {TRAIN_HINT}")
-    else:
-        ck.model.to(_torch_device(compute))
-        recal, val = _batches(ck, data, loaders, batch_size, recal_batches, val_batches, seed, need_val=not fast)
-        scorer = AlphaImportance(space, ck.arch_logits) if fast else SupernetAccuracy(ck.model, recal, val)
-    options = {"fast": fast} if strategy == "slim" else {"sampler": sampler, "mode": mode, "trials": trials}
-    if ck is not None and not fast:
-        options.update(recal_batches=len(recal), val_batches=val_batches, batch_size=batch_size, data=str(data))
-    if ck is None:
-        options["proxy"] = proxy
+    return strategy
 
-    if out is None and runs_root is not None:
-        out = make_run_dir(runs_root, "search")
-    trace: list[dict] = []
-    pareto = None
+
+def _run(job: _Job) -> tuple[ArchConfig, list[dict], list[dict] | None]:
+    budget_ms, space = job.opts.budget_ms, job.space
+    largest_ms = job.predict(space.largest())
     if budget_ms >= largest_ms:
         best = space.largest()
-        notes.append(f"the budget {budget_ms:g} ms is above the largest subnet ({largest_ms:.3f} ms): "
-                     "returning the largest subnet of the space")
-        trace = [{"step": 0, "phase": "start", "action": "largest subnet fits", "predicted_ms": largest_ms,
-                  "score": scorer(best), "candidates": 0, "summary": best.summary()}]
-    elif strategy == "slim":
-        importance = None
-        if ck is not None:
-            imp = scorer if isinstance(scorer, AlphaImportance) else AlphaImportance(space, ck.arch_logits)
-            importance = imp.importance
-            if not has_alpha:
-                notes.append("the checkpoint holds no alpha: every block is equally important, ties go to "
-                             "the deepest block")
-        with _bar(progress, largest_ms - budget_ms, "slimming", "ms") as bar:
-            best, trace = slim(space=space, predict=predict, scorer=scorer, budget_ms=budget_ms,
-                               importance=importance, on_step=(lambda d: bar.update(d)) if bar else None)
-    else:
-        warm, _ = slim(space=space, predict=predict, scorer=get_proxy(proxy), budget_ms=budget_ms)
-        default_storage = out is not None and storage is None
-        if default_storage:
-            Path(out).mkdir(parents=True, exist_ok=True)
-            storage = f"sqlite:///{Path(out).resolve() / 'study.db'}"
-        ident = {"table_hash": table.hash, "space_hash": space.hash, "sampler": sampler}
-        with _bar(progress, trials, f"optuna {sampler}", "trial") as bar:
-            best, trace, pareto = run_study(
-                space=space, predict=predict, scorer=scorer, budget_ms=budget_ms, trials=trials, sampler=sampler,
-                mode=mode, seed=seed, storage=storage, study_name=study_name or "slimformer-search", resume=resume,
-                identity=ident, warm_start=[warm], on_trial=(lambda: bar.update(1)) if bar else None)
-        options["storage"] = ("study.db (run directory)" if default_storage
-                              else re.sub(r"://[^@/]*@", "://***@", storage) if storage else "in-memory")
-        options["study_name"] = study_name or "slimformer-search"
+        job.notes.append(f"the budget {budget_ms:g} ms is above the largest subnet ({largest_ms:.3f} ms): "
+                         "returning the largest subnet of the space")
+        return best, [{"step": 0, "phase": "start", "action": "largest subnet fits", "predicted_ms": largest_ms,
+                       "score": job.scorer(best), "candidates": 0, "summary": best.summary()}], None
+    if job.strategy == "slim":
+        return (*_run_slim(job, largest_ms), None)
+    return _run_optuna(job)
 
+
+def _run_slim(job: _Job, largest_ms: float) -> tuple[ArchConfig, list[dict]]:
+    block_weight = None
+    if job.ck is not None:
+        alpha = job.scorer if isinstance(job.scorer, AlphaScorer) else AlphaScorer(job.space, job.ck.arch_logits)
+        block_weight = alpha.importance
+        if not job.has_alpha:
+            job.notes.append("the checkpoint holds no alpha: every block is equally important, ties go to "
+                             "the deepest block")
+    with _bar(job.opts.progress, largest_ms - job.opts.budget_ms, "slimming", "ms") as bar:
+        return slim(space=job.space, predict=job.predict, scorer=job.scorer, budget_ms=job.opts.budget_ms,
+                    importance=block_weight, on_step=(lambda d: bar.update(d)) if bar else None)
+
+
+def _run_optuna(job: _Job):
+    opts, st = job.opts, job.opts.study
+    warm, _ = slim(space=job.space, predict=job.predict, scorer=get_proxy(opts.evaluation.proxy),
+                   budget_ms=opts.budget_ms)
+    storage = st.storage
+    default_storage = job.out is not None and storage is None
+    if default_storage:
+        job.out.mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{job.out.resolve() / 'study.db'}"
+    ident = {"table_hash": job.table.hash, "space_hash": job.space.hash, "sampler": st.sampler}
+    name = st.study_name or "slimformer-search"
+    with _bar(opts.progress, st.trials, f"optuna {st.sampler}", "trial") as bar:
+        found = run_study(space=job.space, predict=job.predict, scorer=job.scorer, budget_ms=opts.budget_ms,
+                          trials=st.trials, sampler=st.sampler, mode=st.mode, seed=opts.seed, storage=storage,
+                          study_name=name, resume=st.resume, identity=ident, warm_start=[warm],
+                          on_trial=(lambda: bar.update(1)) if bar else None)
+    job.options["storage"] = ("study.db (run directory)" if default_storage
+                              else re.sub(r"://[^@/]*@", "://***@", storage) if storage else "in-memory")
+    job.options["study_name"] = name
+    return found
+
+
+def _result(job: _Job, best: ArchConfig, trace: list[dict], pareto) -> SearchResult:
+    ck, table, space, scorer = job.ck, job.table, job.space, job.scorer
     score = scorer(best)
     state = None
     if ck is not None:
         ck.model.set_active(best)
-        if recal:
-            recalibrate_bn(ck.model, recal)
+        if job.recal:
+            recalibrate_bn(ck.model, job.recal)
         state = {k: v.detach().cpu().clone() for k, v in ck.model.extract_subnet(best).eval().state_dict().items()}
-    result = SearchResult(
-        arch=best, predicted_ms=predict(best), budget_ms=float(budget_ms), score=score, score_name=scorer.name,
-        accuracy_driven=scorer.accuracy_driven, strategy=strategy, seed=seed, device=device,
-        table_name=table.name, table_hash=table.hash, table_kind=table.kind, space_name=space.name,
-        space_hash=space.hash, trace=trace, pareto=pareto, breakdown=list(table.breakdown(best)), notes=notes,
-        score_text=scorer.format(score), table_error=typical_error(table),
-        supernet=str(ck.path) if ck is not None and ck.path else None, subnet_state=state,
-        largest_ms=largest_ms, smallest_ms=smallest_ms, options=options)
-    if out is not None:
-        from ._report import write_run
-
-        write_run(result, Path(out))
-    return result
+    return SearchResult(
+        arch=best, predicted_ms=job.predict(best), budget_ms=float(job.opts.budget_ms), score=score,
+        score_name=scorer.name, accuracy_driven=scorer.accuracy_driven, strategy=job.strategy, seed=job.opts.seed,
+        device=_device(table), table_name=table.name, table_hash=table.hash, table_kind=table.kind,
+        space_name=space.name, space_hash=space.hash, trace=trace, pareto=pareto,
+        breakdown=list(table.breakdown(best)), notes=job.notes, score_text=scorer.format(score),
+        table_error=typical_error(table), supernet=str(ck.path) if ck is not None and ck.path else None,
+        subnet_state=state, largest_ms=job.predict(space.largest()), smallest_ms=job.predict(space.smallest()),
+        options=job.options)
 
 
-def _torch_device(compute: str):
-    import torch
+def _device(table) -> str:
+    return getattr(table, "device", "") or table.name
 
-    if compute == "auto":
+
+def torch_device(name: str):
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` as a ``torch.device``."""
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if compute not in ("cpu", "cuda") and not compute.startswith("cuda:"):
-        raise SlimformerError(f"unknown compute device {compute!r}: use auto, cpu or cuda")
-    if compute.startswith("cuda") and not torch.cuda.is_available():
-        raise SlimformerError("--compute cuda was asked for but this machine has no CUDA device")
-    return torch.device(compute)
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise SlimformerError(f"unknown torch device {name!r}: use auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SlimformerError(f"--torch-device {name} was asked for but this machine has no CUDA device")
+    return torch.device(name)
 
 
-def _batches(ck, data, loaders, batch_size, n_recal, n_val, seed, *, need_val: bool):
+def _batches(ck, ev: EvalOptions, loaders, seed: int, *, need_val: bool):
+    n_recal, n_val, batch_size = ev.recal_batches, ev.val_batches, ev.batch_size
     if loaders is None:
-        sp = ck.space
-        loaders = build_loaders(data, img_size=sp.img_size, batch_size=batch_size, workers=0, seed=seed,
+        loaders = build_loaders(ev.data, img_size=ck.space.img_size, batch_size=batch_size, workers=0, seed=seed,
                                 train_size=batch_size * max(n_recal, 1),
                                 val_size=batch_size * max(n_val, 1) if need_val else batch_size)
     nc = getattr(loaders, "num_classes", None)

@@ -12,7 +12,7 @@ output prints next to the number, so a reader always knows what was optimised.
   device, which is EfficientFormer's observation that MACs and latency disagree. It is a capacity
   proxy, not accuracy: the output says so.
 * :class:`ParamsProxy`: the same idea with parameter counts (``--proxy params``).
-* :class:`AlphaImportance` (``--fast``): the architecture parameters of a Gumbel-trained supernet.
+* :class:`AlphaScorer` (``--fast``): the architecture parameters of a Gumbel-trained supernet.
 * :class:`SupernetAccuracy`: top-1 of the inherited weights on a validation split, after BatchNorm
   recalibration on a few training batches (the accuracy-driven score).
 """
@@ -113,7 +113,7 @@ def block_importance(space: SearchSpace, arch_logits: dict[str, torch.Tensor] | 
     return out
 
 
-class AlphaImportance(Scorer):
+class AlphaScorer(Scorer):
     """Alpha-importance of a whole subnet, so that every slimming action has a comparable "drop".
 
     ``score = sum over blocks of value(kind) * mlp_factor * width_factor`` where value is

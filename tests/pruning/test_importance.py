@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from slimformer.pruning import expand, permutations, permute_importance, reorder_supernet, taylor_importance
+from slimformer.pruning import expand, permutations, permute_scores, reorder_supernet, taylor_scores
 from slimformer.supernet import ArchConfig, StageConfig, Supernet, mb3d, mb4d
 from tests.conftest import randomize_
 
@@ -26,7 +26,7 @@ def test_taylor_scores_equal_hand_computation(tiny_space):
     sn = randomize_(Supernet(tiny_space), seed=3)
     net = sn.extract_subnet(_tiny_cfg(tiny_space)).eval()
     batches = _batches(2)
-    imp = taylor_importance(net, batches)
+    imp = taylor_scores(net, batches)
     assert imp.batches == 2
     assert all(p.grad is None for p in net.parameters())  # gradients cleared, weights untouched
     blk = net.stages[3].blocks[2]  # Flat at index 1; the MB3D
@@ -68,8 +68,8 @@ def test_supernet_scores_match_extracted_net(tiny_space):
     sn = randomize_(Supernet(tiny_space), seed=4).eval()
     cfg = _tiny_cfg(tiny_space)
     batches = _batches(1, seed=2)
-    a = taylor_importance(sn, batches, cfg=cfg)
-    b = taylor_importance(sn.extract_subnet(cfg).eval(), batches)
+    a = taylor_scores(sn, batches, cfg=cfg)
+    b = taylor_scores(sn.extract_subnet(cfg).eval(), batches)
     blk_a, blk_b = a.blocks["s3.b1"], b.blocks["s3.b1"]
     np.testing.assert_allclose(blk_a.qk[:2, :8], blk_b.qk, rtol=1e-4, atol=1e-10)
     np.testing.assert_allclose(blk_a.v[:2, :16], blk_b.v, rtol=1e-4, atol=1e-10)
@@ -88,7 +88,7 @@ def test_reordering_preserves_outputs_and_sorts(tiny_space, analyse_expanded):
     with torch.no_grad():
         before = {k: sn.set_active(c)(x) for k, c in
                   (("largest", tiny_space.largest()), ("analysed", analysed), ("searched", cfg))}
-    imp = taylor_importance(sn, batches, cfg=analysed)
+    imp = taylor_scores(sn, batches, cfg=analysed)
     perms = permutations(imp)
     assert any((p.ffn != np.arange(len(p.ffn))).any() for p in perms.values())
     reorder_supernet(sn, perms)
@@ -100,8 +100,8 @@ def test_reordering_preserves_outputs_and_sorts(tiny_space, analyse_expanded):
     if not analyse_expanded:  # unscored channels stay behind: the analysed subnet keeps its channels
         torch.testing.assert_close(after["searched"], before["searched"], rtol=1e-4, atol=1e-5)
     # scores recomputed on the reordered supernet are the permuted scores, in descending order
-    sorted_imp = permute_importance(imp, perms)
-    again = taylor_importance(sn, batches, cfg=analysed)
+    sorted_imp = permute_scores(imp, perms)
+    again = taylor_scores(sn, batches, cfg=analysed)
     for key, blk in sorted_imp.blocks.items():
         np.testing.assert_allclose(again.blocks[key].ffn, blk.ffn, rtol=1e-3, atol=1e-9)
         f = blk.ffn[~np.isnan(blk.ffn)]

@@ -12,7 +12,7 @@ from slimformer.pruning import (
     reorder_by_importance,
     solve_greedy,
     solve_milp,
-    taylor_importance,
+    taylor_scores,
 )
 from slimformer.pruning._mckp import total
 from slimformer.supernet import Supernet
@@ -69,7 +69,7 @@ def problem_setup():
     sn = randomize_(Supernet(space), seed=7).eval()
     cfg = _tiny_cfg(space)
     big = expand(cfg, space)
-    imp = reorder_by_importance(sn, taylor_importance(sn, _batches(2, seed=3), cfg=big))
+    imp = reorder_by_importance(sn, taylor_scores(sn, _batches(2, seed=3), cfg=big))
     table = FakeTable(space)
     return space, sn, cfg, table, imp, build_problem(cfg, space, table, imp)
 
@@ -109,7 +109,7 @@ def test_pruned_model_equals_active_subnet(problem_setup):
 @pytest.mark.parametrize("table_name", ["iphone-lut", "iphone12-ios16"])
 def test_shipped_table_budget_on_l1(table_name):
     from slimformer.latency_lut import get_table
-    from slimformer.pruning import BlockImportance, Importance
+    from slimformer.pruning import BlockTaylorScores, TaylorScores
     from slimformer.supernet import arch_key, get_arch, get_space
 
     space, table = get_space("default"), get_table(table_name)
@@ -120,13 +120,13 @@ def test_shipped_table_budget_on_l1(table_name):
     for si, pos, b in cfg.iter_blocks():
         m = space.max_hidden(si)
         if b.kind == "mb4d":
-            blocks[arch_key(si, pos)] = BlockImportance("mb4d", -np.sort(-rng.random(m)))
+            blocks[arch_key(si, pos)] = BlockTaylorScores("mb4d", -np.sort(-rng.random(m)))
         else:
             H, D, E = space.heads[-1], space.qk_dims[-1], space.v_dims[-1]
-            blocks[arch_key(si, pos)] = BlockImportance(
+            blocks[arch_key(si, pos)] = BlockTaylorScores(
                 "mb3d", -np.sort(-rng.random(m)), -np.sort(-rng.random(H)), -np.sort(-rng.random((H, D)), axis=1),
                 -np.sort(-rng.random((H, E)), axis=1), rng.random(H))
-    prob = build_problem(cfg, space, table, Importance(blocks, 1, expand(cfg, space)))
+    prob = build_problem(cfg, space, table, TaylorScores(blocks, 1, expand(cfg, space)))
     lo = table.predict(prob.build([int(np.argmin(c)) for c in prob.costs]))
     hi = table.predict(prob.build([int(np.argmax(c)) for c in prob.costs]))
     assert lo < table.predict(cfg) <= hi

@@ -53,17 +53,17 @@ def test_prune_supernet_run_dir(setup, monkeypatch):
         small = mb4d(1.0) if b.kind == "mb4d" else mb3d(1, 8, 16, 1.0)
         smallest = smallest.with_block(si, pos, small)
     budget = round(0.5 * (table.predict(smallest) + full), 4)
-    s = prune_supernet(supernet=ck, arch=d / "arch.json", device=table, budget_ms=budget, data=loaders, batches=2,
-                       eval_batches=1, run_root=d / "runs", progress=False)
-    run = d / "runs" / s["run_dir"].split("/")[-1]
+    s = prune_supernet(supernet=ck, arch=d / "arch.json", table=table, budget_ms=budget, data=loaders, batches=2,
+                       eval_batches=1, runs_root=d / "runs", progress=False)
+    run = d / "runs" / s.run_dir.name
     for f in ("arch.json", "subnet.pt", "supernet.pt", "importance.json", "allocations.json", "channels.csv",
               "channels.png", "report.md"):
         assert (run / f).is_file(), f
     from slimformer.supernet import EfficientFormerNet, get_arch, load_supernet
 
     new = get_arch(run / "arch.json")
-    assert s["predicted_ms"] <= budget < full
-    assert table.predict(new) == pytest.approx(s["predicted_ms"])
+    assert s.predicted_ms <= budget < full
+    assert table.predict(new) == pytest.approx(s.predicted_ms)
     space.validate(new)
     assert [b.kind for _, _, b in new.iter_blocks()] == [b.kind for _, _, b in cfg.iter_blocks()]
     assert new.widths == cfg.widths
@@ -85,35 +85,35 @@ def test_prune_supernet_run_dir(setup, monkeypatch):
 
     empty = SimpleNamespace(train=[], val=loaders.val, num_classes=10)
     with pytest.raises(SlimformerError, match="no batches"):
-        prune_supernet(supernet=ck, arch=d / "arch.json", device=table, budget_ms=budget, data=empty, batches=2,
-                       eval_batches=0, run_root=d / "runs", progress=False)
+        prune_supernet(supernet=ck, arch=d / "arch.json", table=table, budget_ms=budget, data=empty, batches=2,
+                       eval_batches=0, runs_root=d / "runs", progress=False)
 
     def boom(*a, **k):
         raise AssertionError("importance recomputed on resume")
 
-    monkeypatch.setattr("slimformer.pruning._run.taylor_importance", boom)
-    s2 = prune_supernet(supernet=ck, arch=d / "arch.json", device=table, budget_ms=budget,
+    monkeypatch.setattr("slimformer.pruning._run.taylor_scores", boom)
+    s2 = prune_supernet(supernet=ck, arch=d / "arch.json", table=table, budget_ms=budget,
                         data=SimpleNamespace(train=loaders.train, val=loaders.val, num_classes=10), batches=2,
-                        eval_batches=0, run_dir=run, progress=False)
-    assert s2["arch"] == s["arch"]
+                        eval_batches=0, out=run, progress=False)
+    assert s2.arch == s.arch
 
 
 def test_infeasible_budget_is_one_clear_error(setup):
     d, _space, ck, _cfg, table, loaders = setup
     with pytest.raises(Infeasible, match=r"budget 0\.001 ms is infeasible: the smallest"):
-        prune_supernet(supernet=ck, arch=d / "arch.json", device=table, budget_ms=0.001, data=loaders, batches=1,
-                       eval_batches=0, run_root=d / "runs", progress=False)
+        prune_supernet(supernet=ck, arch=d / "arch.json", table=table, budget_ms=0.001, data=loaders, batches=1,
+                       eval_batches=0, runs_root=d / "runs", progress=False)
 
 
 def test_cli_mismatched_inputs(setup, capsys):
     d, _space, ck, _cfg, _table, _loaders = setup
     other = get_space("default")
     tiny_table(other, name="other").save(d / "other.json")
-    rc = main(["prune", "--supernet", str(ck), "--arch", str(d / "arch.json"), "--device", str(d / "other.json"),
-               "--budget-ms", "1", "--out", str(d / "runs")])
+    rc = main(["prune", "--supernet", str(ck), "--arch", str(d / "arch.json"), "--table", str(d / "other.json"),
+               "--budget-ms", "1", "--runs-root", str(d / "runs")])
     err = capsys.readouterr().err
     assert rc == 2 and "built for another search space" in err and len(err.strip().splitlines()) == 1
-    rc = main(["prune", "--supernet", str(ck), "--arch", "l1", "--device", str(d / "tiny-fake.json"),
+    rc = main(["prune", "--supernet", str(ck), "--arch", "l1", "--table", str(d / "tiny-fake.json"),
                "--budget-ms", "1"])
     err = capsys.readouterr().err
     assert rc == 2 and "not in the checkpoint's space 'tiny'" in err and len(err.strip().splitlines()) == 1
@@ -127,8 +127,8 @@ def test_cli_mismatched_inputs(setup, capsys):
 @pytest.mark.slow
 def test_cli_prune_end_to_end_builtin(setup, capsys):
     d, _space, ck, _cfg, _table, _loaders = setup
-    base = ["prune", "--supernet", str(ck), "--arch", str(d / "arch.json"), "--device", str(d / "tiny-fake.json"),
-            "--data", "builtin", "--batches", "2", "--batch-size", "8", "--eval-batches", "1", "--out", str(d / "cli")]
+    base = ["prune", "--supernet", str(ck), "--arch", str(d / "arch.json"), "--table", str(d / "tiny-fake.json"),
+            "--data", "builtin", "--batches", "2", "--batch-size", "8", "--eval-batches", "1", "--runs-root", str(d / "cli")]
     rc = main([*base, "--budget-ms", "0.001"])
     err = capsys.readouterr().err
     assert rc == 2 and "infeasible" in err and len(err.strip().splitlines()) == 1
@@ -152,8 +152,8 @@ def test_cli_prune_with_contract_loaders(setup, capsys, monkeypatch):
         return loaders
 
     monkeypatch.setattr(slimformer.pruning._run, "build_loaders", fake_build_loaders)
-    base = ["prune", "--supernet", str(ck), "--arch", str(d / "arch.json"), "--device", str(d / "tiny-fake.json"),
-            "--data", "builtin", "--batches", "2", "--batch-size", "8", "--eval-batches", "1", "--out", str(d / "cli2")]
+    base = ["prune", "--supernet", str(ck), "--arch", str(d / "arch.json"), "--table", str(d / "tiny-fake.json"),
+            "--data", "builtin", "--batches", "2", "--batch-size", "8", "--eval-batches", "1", "--runs-root", str(d / "cli2")]
     rc = main([*base, "--budget-ms", "0.001"])
     err = capsys.readouterr().err
     assert rc == 2 and "infeasible" in err and len(err.strip().splitlines()) == 1

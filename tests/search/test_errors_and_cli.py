@@ -50,9 +50,9 @@ def test_supernet_without_alpha_defaults_to_optuna_accuracy(tmp_path, tiny_space
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["search", "--budget-ms", "1", "--device", "no-such-table"], "available: "),
-    (["search", "--budget-ms", "0.01", "--device", "iphone-lut"], "fastest subnet"),
-    (["search", "--budget-ms", "1", "--device", "cpu-ort", "--lut-dir", "/nonexistent-dir"], "--build"),
+    (["search", "--budget-ms", "1", "--table", "no-such-table"], "available: "),
+    (["search", "--budget-ms", "0.01", "--table", "iphone-lut"], "fastest subnet"),
+    (["search", "--budget-ms", "1", "--table", "cpu-ort", "--lut-dir", "/nonexistent-dir"], "--build"),
 ])
 def test_cli_errors_are_one_line(capsys, tmp_path, argv, needle):
     assert main(argv + ["--runs-root", str(tmp_path / "runs")]) == 2
@@ -63,15 +63,15 @@ def test_cli_errors_are_one_line(capsys, tmp_path, argv, needle):
 
 def test_cli_checkpoint_from_another_space(capsys, tmp_path, tiny_space):
     ck = save_supernet(tmp_path / "tiny.pt", Supernet(tiny_space))
-    assert main(["search", "--budget-ms", "1.6", "--device", "iphone-lut", "--supernet", str(ck)]) == 2
+    assert main(["search", "--budget-ms", "1.6", "--table", "iphone-lut", "--supernet", str(ck)]) == 2
     err = capsys.readouterr().err
     assert "another space" in err and err.count("\n") == 1
 
 
 def test_main_job_on_a_fresh_install(capsys, tmp_path):
-    """The README's `slimformer search --budget-ms 1.6 --device iphone-lut`: no supernet, default space."""
+    """The README's `slimformer search --budget-ms 1.6 --table iphone-lut`: no supernet, default space."""
     out = tmp_path / "run"
-    assert main(["search", "--budget-ms", "1.6", "--device", "iphone-lut", "--out", str(out)]) == 0
+    assert main(["search", "--budget-ms", "1.6", "--table", "iphone-lut", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "NOT accuracy" in text and "slimformer train" in text and "typical error" in text
     data = json.loads((out / "arch.json").read_text())
@@ -85,13 +85,13 @@ def test_main_job_on_a_fresh_install(capsys, tmp_path):
     ops = json.loads((out / "breakdown.json").read_text())["ops"]
     assert ops and all(o["ms"] >= 0 for o in ops)
     # deterministic: the same command again writes the same arch.json
-    assert main(["search", "--budget-ms", "1.6", "--device", "iphone-lut", "--out", str(tmp_path / "again")]) == 0
+    assert main(["search", "--budget-ms", "1.6", "--table", "iphone-lut", "--out", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "arch.json").read_bytes() == (out / "arch.json").read_bytes()
 
 
 @pytest.mark.slow
 def test_build_a_missing_cpu_table_for_the_supernet_space(tmp_path, tiny_ckpt, tiny_loaders):
-    """`--device cpu-ort --build`: measure the table of the supernet's space here, then search on it."""
+    """`--table cpu-ort --build`: measure the table of the supernet's space here, then search on it."""
     r = search(budget_ms=50.0, table="cpu-ort-test", lut_dir=tmp_path / "luts", build=True, supernet=tiny_ckpt,
                fast=True, loaders=tiny_loaders)
     assert r.table_kind == "measured" and r.table_name == "cpu-ort-test"
@@ -106,8 +106,8 @@ def test_cli_with_a_supernet_on_builtin_data(capsys, tmp_path, tiny_table, tiny_
     table = tiny_table.save(tmp_path / "tiny-table.json")
     lo, hi = tiny_table.predict(tiny_table.space.smallest()), tiny_table.predict(tiny_table.space.largest())
     budget = f"{(lo + hi) / 2:.5f}"
-    argv = ["search", "--budget-ms", budget, "--device", str(table), "--supernet", str(tiny_ckpt), "--batch-size",
-            "16", "--recal-batches", "1", "--val-batches", "1", "--out", str(tmp_path / "run"), "--no-progress"]
+    argv = ["search", "--budget-ms", budget, "--table", str(table), "--supernet", str(tiny_ckpt), "--batch-size",
+            "16", "--recal-batches", "1", "--val-batches", "1", "--out", str(tmp_path / "run"), "--quiet"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "top-1" in text and "accuracy-driven | yes" in text

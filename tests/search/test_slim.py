@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from slimformer.search import (
-    AlphaImportance,
+    AlphaScorer,
     CachedPredictor,
     MacsProxy,
     all_grows,
@@ -83,7 +83,7 @@ def test_fast_slim_uses_alpha_and_is_deterministic(tmp_path, tiny_table, tiny_ck
     assert (tmp_path / "a" / "arch.json").read_bytes() == (tmp_path / "b" / "arch.json").read_bytes()
     # the slimming steps follow alpha: the skip logits grow with depth, so blocks go deepest-first
     ck = load_supernet(tiny_ckpt)
-    imp = AlphaImportance(ck.space, ck.arch_logits)
+    imp = AlphaScorer(ck.space, ck.arch_logits)
     skipped = [t for t in r1.trace if "-> skip" in t["action"]]
     assert skipped, r1.trace
     assert imp.importance(3, 2) < imp.importance(3, 0)

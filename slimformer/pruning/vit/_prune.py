@@ -23,8 +23,8 @@ from torch import nn
 
 from ..._errors import SlimformerError
 from .._importance import (
-    BlockImportance,
-    Importance,
+    BlockTaylorScores,
+    TaylorScores,
     accumulate_taylor,
     attention_sums,
     ffn_sums,
@@ -88,7 +88,7 @@ def _dims(a: nn.Module) -> tuple[int, int, int]:
     return a.num_heads, a.head_dim, a.head_dim
 
 
-def vit_importance(model: nn.Module, batches, *, max_batches: int | None = None, progress: bool = False) -> Importance:
+def vit_importance(model: nn.Module, batches, *, max_batches: int | None = None, progress: bool = False) -> TaylorScores:
     """Taylor scores of every block of a timm ViT (keys ``b{i}``). Targets of ``-1``... are not special:
     pass real labels, or the model's own predictions (see :func:`self_labels`)."""
     blocks = _check_vit(model)
@@ -104,7 +104,7 @@ def vit_importance(model: nn.Module, batches, *, max_batches: int | None = None,
             yield i, [f.abs()] + [t.abs() for t in att]
 
     acc, n = accumulate_taylor(model, batches, sums, max_batches=max_batches, progress=progress)
-    return Importance({f"b{i}": BlockImportance("mb3d", *[(t / n).cpu().numpy() for t in v])
+    return TaylorScores({f"b{i}": BlockTaylorScores("mb3d", *[(t / n).cpu().numpy() for t in v])
                        for i, v in acc.items()}, n)
 
 
@@ -135,7 +135,7 @@ def vit_options(H: int, hd: int, hidden: int, steps: int) -> tuple[list[tuple[in
             _steps(hidden, 2 * steps))
 
 
-def vit_allocate(model: nn.Module, imp: Importance, *, budget_params: float | None = None,
+def vit_allocate(model: nn.Module, imp: TaylorScores, *, budget_params: float | None = None,
                  budget_ms: float | None = None, latency=None, strategy: str = "milp",
                  steps: int = 8) -> tuple[list[VitChoice], dict[str, Any]]:
     """Per block (heads, Q/K dim, V dim, FFN width) keeping most importance within ``budget_params``
@@ -198,7 +198,7 @@ def vit_allocate(model: nn.Module, imp: Importance, *, budget_params: float | No
 
 
 @torch.no_grad()
-def _keep_index(imp: BlockImportance, c: VitChoice, H: int, hd: int):
+def _keep_index(imp: BlockTaylorScores, c: VitChoice, H: int, hd: int):
     heads = order(imp.head)[:c.heads]
     qk = [np.sort(order(imp.qk[h])[:c.qk_dim]) for h in heads]
     v = [np.sort(order(imp.v[h])[:c.v_dim]) for h in heads]
@@ -212,7 +212,7 @@ def _keep_index(imp: BlockImportance, c: VitChoice, H: int, hd: int):
 
 
 @torch.no_grad()
-def prune_vit(model: nn.Module, imp: Importance, choices: list[VitChoice]) -> nn.Module:
+def prune_vit(model: nn.Module, imp: TaylorScores, choices: list[VitChoice]) -> nn.Module:
     """Physically prune ``model`` in place (heads, Q/K and V per head, FFN) and return it."""
     blocks = _check_vit(model)
     for i, (b, c) in enumerate(zip(blocks, choices, strict=True)):
@@ -244,7 +244,7 @@ def prune_vit(model: nn.Module, imp: Importance, choices: list[VitChoice]) -> nn
 
 
 @torch.no_grad()
-def mask_vit(model: nn.Module, imp: Importance, choices: list[VitChoice]) -> nn.Module:
+def mask_vit(model: nn.Module, imp: TaylorScores, choices: list[VitChoice]) -> nn.Module:
     """Zero (in place) every channel :func:`prune_vit` would remove; the reference for the pruned model."""
     for i, (b, c) in enumerate(zip(_check_vit(model), choices, strict=True)):
         a = b.attn

@@ -18,7 +18,7 @@ import torch
 from ..._errors import SlimformerError
 from ..._io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, make_run_dir
 from ...data import build_loaders
-from .._importance import BlockImportance, Importance
+from .._importance import BlockTaylorScores, TaylorScores
 from .._report import channel_plot, pattern_verdict, rows_csv, rows_markdown
 from ._latency import measure_model_ms, measure_vit_latency
 from ._prune import VitChoice, create_vit, prune_vit, vit_allocate, vit_importance
@@ -61,7 +61,7 @@ def load_pruned_vit(path: str | Path):
         raise SlimformerError(f"{path} is not a pruned ViT written by `slimformer prune --model`")
     model = create_vit(raw["model"], **raw.get("model_kwargs", {}))
     choices = [VitChoice(**c) for c in raw["choices"]]
-    zero = Importance({f"b{i}": BlockImportance(
+    zero = TaylorScores({f"b{i}": BlockTaylorScores(
         "mb3d", np.zeros(b.mlp.fc1.out_features), np.zeros(b.attn.num_heads),
         np.zeros((b.attn.num_heads, b.attn.head_dim)), np.zeros((b.attn.num_heads, b.attn.head_dim)),
         np.zeros(b.attn.num_heads)) for i, b in enumerate(model.blocks)}, 1)
@@ -75,9 +75,10 @@ def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: 
                repeats: int = 15, latency=None,
                data: Any = "builtin", batches: int = 4, batch_size: int = 16, img_size: int | None = None,
                strategy: str = "milp", seed: int = 0, run_root: str | Path | None = None,
-               progress: bool = True) -> dict[str, Any]:
+               out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Taylor-prune a timm ViT to ``budget_params`` (count or fraction) or ``budget_ms`` (on a latency
-    table measured here for the model's ops with ``backend``, or the given ``latency``); returns the summary."""
+    table measured here for the model's ops with ``backend``, or the given ``latency``); returns the summary.
+    Writes into ``out``, or a new ``run_root/prune-vit-<time>``."""
     if (budget_params is None) == (budget_ms is None):
         raise SlimformerError("give exactly one of --budget-params and --budget-ms")
     torch.manual_seed(seed)
@@ -92,7 +93,8 @@ def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: 
     self_labels = classes != getattr(net, "num_classes", None)
     source = _SelfLabels(net, train) if self_labels else train
     imp = vit_importance(net, source, max_batches=batches, progress=progress)
-    out = make_run_dir(run_root, "prune-vit")
+    out = Path(out) if out is not None else make_run_dir(run_root, "prune-vit")
+    out.mkdir(parents=True, exist_ok=True)
     if budget_ms is not None and latency is None:
         latency = measure_vit_latency(net, img_size=size, steps=steps, backend=backend, threads=threads,
                                       repeats=repeats, progress=progress)
