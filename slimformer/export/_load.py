@@ -17,6 +17,7 @@ import torch
 
 from .._errors import SlimformerError
 from .._io import read_json
+from .._validate import finite_tensors
 from ..supernet import ArchConfig, EfficientFormerNet, checkpoint_filter_fn, load_supernet, read_arch
 from ..supernet._timm import read_state_dict
 
@@ -56,6 +57,7 @@ def _state_dict_from(obj: Any, path: Path) -> dict:
 
 def _load_weights(model: EfficientFormerNet, path: Path) -> EfficientFormerNet:
     sd = _state_dict_from(read_state_dict(path), path)
+    finite_tensors(sd, str(path))
     if not any(k.startswith("stages.") for k in sd):  # original-repository or other naming: timm's map
         sd = checkpoint_filter_fn(sd, model)
     try:
