@@ -115,15 +115,41 @@ def make_sampler(name: str, *, seed: int, constrained: bool):
     raise SlimformerError(f"unknown sampler {name!r}: choose from {', '.join(SAMPLERS)}")
 
 
+# A worker records a heartbeat while it runs a trial; when a study is opened, optuna marks the RUNNING
+# trials whose heartbeat stopped (a killed worker) FAIL, so they neither linger nor count (optuna's API).
+HEARTBEAT = {"heartbeat_interval": 10, "grace_period": 30}
+
+
+def _masked(url: str) -> str:
+    import re
+
+    return re.sub(r"://[^@/]*@", "://***@", url)
+
+
+def fail_running_trials(study: optuna.Study) -> int:
+    """Mark every RUNNING trial FAIL: for a study only this process uses (the run directory's own
+    ``study.db``), a RUNNING trial at start-up is one a killed run left behind. Returns how many."""
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        n += 1
+    return n
+
+
 def make_storage(url: str):
     """An optuna storage for ``url``. SQLite: wait for the lock (several processes may share the file) and
     use WAL with ``synchronous=NORMAL``: optuna commits every parameter, and the default fsync per commit
     makes a trial of the default space cost about a second; WAL stays safe for processes on one machine
     (use PostgreSQL/MySQL URLs for workers on several machines)."""
-    if not url.startswith("sqlite"):
-        return url
     from sqlalchemy import event
     from sqlalchemy.exc import SQLAlchemyError
+
+    if not url.startswith("sqlite"):
+        try:
+            return optuna.storages.RDBStorage(url, **HEARTBEAT)
+        except (SQLAlchemyError, ImportError, ValueError) as e:  # unknown scheme, missing driver, no server
+            raise SlimformerError(f"cannot open optuna storage {_masked(url)}: {type(e).__name__}: "
+                                  f"{str(e).splitlines()[0]}") from None
 
     def _pragmas(dbapi_conn, _record):
         cur = dbapi_conn.cursor()
@@ -133,9 +159,11 @@ def make_storage(url: str):
 
     with _schema_lock(url):  # two workers creating the schema of a new file at once would collide
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+            storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}}, **HEARTBEAT)
         except SQLAlchemyError as e:  # a locked, foreign or unreadable file
             raise SlimformerError(f"cannot open optuna storage {url}: {str(e).splitlines()[0]}") from None
+        except ValueError as e:  # e.g. a malformed sqlite URL
+            raise SlimformerError(f"cannot open optuna storage {url}: {e}") from None
     event.listen(storage.engine, "connect", _pragmas)
     storage.engine.dispose()  # connections opened during set-up reconnect with the pragmas
     return storage
@@ -162,8 +190,11 @@ def run_study(*, space: SearchSpace, predict: Callable[[ArchConfig], float], sco
               trials: int, sampler: str = "tpe", mode: str = "constrained", seed: int = 0,
               storage: str | None = None, study_name: str = "slimformer-search", resume: bool = False,
               identity: dict[str, Any] | None = None, warm_start: list[ArchConfig] = (),
-              on_trial: Callable[[], None] | None = None) -> tuple[ArchConfig, list[dict], list[dict] | None]:
-    """Run (or continue) a study until it holds ``trials`` finished trials; returns (best, trace, pareto)."""
+              on_trial: Callable[[], None] | None = None,
+              fail_running: bool = False) -> tuple[ArchConfig, list[dict], list[dict] | None]:
+    """Run (or continue) a study until it holds ``trials`` finished trials; returns (best, trace, pareto).
+    ``fail_running``: the storage is this process's alone, so RUNNING trials in it are stale (mark them FAIL
+    now); in a shared storage, optuna's heartbeat fails those of killed workers after a grace period."""
     if mode not in MODES:
         raise SlimformerError(f"unknown objective mode {mode!r}: choose from {', '.join(MODES)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -180,6 +211,8 @@ def run_study(*, space: SearchSpace, predict: Callable[[ArchConfig], float], sco
                               "or choose another --study-name") from None
     ident = dict(identity or {}, budget_ms=budget_ms, mode=mode, score=scorer.name)
     _check_identity(study, ident, study_name)
+    if fail_running:
+        fail_running_trials(study)
     if not study.trials:
         for cfg in warm_start:
             study.enqueue_trial(params_of(space, cfg), skip_if_exists=True)
