@@ -1,6 +1,7 @@
 """Small file helpers shared by every subpackage: atomic writes, run directories, the cache dir."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -162,3 +163,40 @@ def check_out_dir(path: str | os.PathLike, *, what: str = "output folder", allow
                                   f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): "
                                   "choose a new or empty folder")
     return p
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, busy: str):
+    """Hold an exclusive lock on the file ``path`` (POSIX ``flock``), or raise ``SlimformerError(busy)`` at
+    once when another process holds it (``{pid}`` in ``busy`` becomes the holder's pid). The file holds
+    the holder's pid and is removed on release; a lock on a file already unlinked by its last holder is
+    retried, so two processes never both hold it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no locking
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise SlimformerError(busy.format(pid=pid)) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file between our open and our lock: try again
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)

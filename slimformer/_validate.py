@@ -119,3 +119,5 @@ POSITIVE_FLOAT = float_arg(0, lo_open=True)
 NONNEG_FLOAT = float_arg(0)
 FRACTION = float_arg(0, 1)
 ANY_FLOAT = float_arg()
+IMG_SIZE = int_arg(32, CAPS["img_size"])
+MAX_MB = float_arg(0, 4096, lo_open=True)  # an upload cap in MB

@@ -154,7 +154,10 @@ class OnnxModel:
         from ._measure import ort_session
 
         self.path = Path(path)
-        self.session = ort_session(self.path, threads=threads)
+        try:
+            self.session = ort_session(self.path, threads=threads)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for a foreign file
+            raise SlimformerError(f"{self.path} is not a loadable ONNX model ({type(e).__name__})") from None
         self.input_name = self.session.get_inputs()[0].name
         card = find_card(self.path)
         self.card = card or {}
