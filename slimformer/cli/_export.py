@@ -49,6 +49,7 @@ def register(sub) -> None:
     p.add_argument("--port", type=PORT, default=8000)
     p.add_argument("--max-mb", type=MAX_MB, default=8.0, help="upload size cap in MB (default 8)")
     p.add_argument("--threads", type=POSITIVE_INT, default=1)
+    p.add_argument("--workers", type=POSITIVE_INT, default=2, help="uploads classified at once (default 2)")
     p.set_defaults(func=_serve)
 
 
@@ -108,5 +109,6 @@ def _bench(args) -> int:
 def _serve(args) -> int:
     from slimformer.export._serve import serve
 
-    serve(args.model, host=args.host, port=args.port, max_bytes=int(args.max_mb * 2 ** 20), threads=args.threads)
+    serve(args.model, host=args.host, port=args.port, max_bytes=int(args.max_mb * 2 ** 20), threads=args.threads,
+          workers=args.workers)
     return 0
