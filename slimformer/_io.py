@@ -139,12 +139,7 @@ def discard_new_run_dirs(mark: int) -> list[Path]:
             continue
         shutil.rmtree(d, ignore_errors=True)
         removed.append(d)
-        parent = d.parent.absolute()
-        while new_base is not None and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
-            if parent == new_base:
-                break
-            parent = parent.parent
+        _remove_empty(d.parent, new_base)
     del _MADE[mark:]
     return removed
 
@@ -177,6 +172,7 @@ def exclusive_lock(path: str | os.PathLike, busy: str):
         yield
         return
     path = Path(path)
+    new_dir = None if path.parent.exists() else _first_missing(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -200,3 +196,14 @@ def exclusive_lock(path: str | os.PathLike, busy: str):
     finally:
         path.unlink(missing_ok=True)
         os.close(fd)
+        _remove_empty(path.parent, new_dir)
+
+
+def _remove_empty(folder: Path, top: Path | None) -> None:
+    """Remove ``folder`` and its parents up to ``top`` (the outermost one this process created) while empty."""
+    folder = folder.absolute()
+    while top is not None and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        if folder == top:
+            break
+        folder = folder.parent

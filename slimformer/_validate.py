@@ -33,25 +33,32 @@ CAPS = {
 }
 
 
+def _num(x) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 def _range_text(lo, hi, lo_open: bool) -> str:
     if lo is not None and hi is not None:
-        return f"between {lo:g} and {hi:g}" if not lo_open else f"above {lo:g} and at most {hi:g}"
+        return f"between {_num(lo)} and {_num(hi)}" if not lo_open else f"above {_num(lo)} and at most {_num(hi)}"
     if lo is not None:
-        return ("positive" if lo == 0 else f"above {lo:g}") if lo_open else (
-            "at least 0" if lo == 0 else f"at least {lo:g}")
-    return f"at most {hi:g}"
+        return ("positive" if lo == 0 else f"above {_num(lo)}") if lo_open else f"at least {_num(lo)}"
+    return f"at most {_num(hi)}"
+
+
+def _named(field: str, rest: str) -> str:
+    return f"{field} {rest}" if field else rest
 
 
 def check_float(value: Any, field: str, *, lo: float | None = None, hi: float | None = None,
                 lo_open: bool = False) -> float:
     """``value`` as a finite float in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``), or one clear error."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SlimformerError(f"{field} must be a number, got {value!r}")
+        raise SlimformerError(_named(field, f"must be a number, got {value!r}"))
     v = float(value)
     if not math.isfinite(v):
-        raise SlimformerError(f"{field} must be a finite number, got {value!r}")
+        raise SlimformerError(_named(field, f"must be a finite number, got {value!r}"))
     if (lo is not None and (v < lo or (lo_open and v == lo))) or (hi is not None and v > hi):
-        raise SlimformerError(f"{field} must be {_range_text(lo, hi, lo_open)}, got {value!r}")
+        raise SlimformerError(_named(field, f"must be {_range_text(lo, hi, lo_open)}, got {value!r}"))
     return v
 
 
@@ -60,9 +67,9 @@ def check_int(value: Any, field: str, *, lo: int | None = None, hi: int | None =
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SlimformerError(f"{field} must be a whole number, got {value!r}")
+        raise SlimformerError(_named(field, f"must be a whole number, got {value!r}"))
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise SlimformerError(f"{field} must be {_range_text(lo, hi, False)}, got {value!r}")
+        raise SlimformerError(_named(field, f"must be {_range_text(lo, hi, False)}, got {value!r}"))
     return value
 
 
@@ -103,12 +110,12 @@ def _arg(check: Callable[[Any], Any], parse: Callable[[str], Any], kind: str):
 
 def int_arg(lo: int | None = None, hi: int | None = None):
     """An argparse type: a whole number in ``[lo, hi]``."""
-    return _arg(lambda v: check_int(v, "the value", lo=lo, hi=hi), int, "a whole number")
+    return _arg(lambda v: check_int(v, "", lo=lo, hi=hi), int, "a whole number")
 
 
 def float_arg(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False):
     """An argparse type: a finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
-    return _arg(lambda v: check_float(v, "the value", lo=lo, hi=hi, lo_open=lo_open), float, "a number")
+    return _arg(lambda v: check_float(v, "", lo=lo, hi=hi, lo_open=lo_open), float, "a number")
 
 
 POSITIVE_INT = int_arg(1)
