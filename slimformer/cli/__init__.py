@@ -64,7 +64,7 @@ def _silence_stdout() -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # no real file descriptor (e.g. captured in tests)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured in tests)
         pass
 
 
