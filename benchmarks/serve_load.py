@@ -80,8 +80,7 @@ def main() -> None:
     ap.add_argument("--gets", type=int, default=20)
     args = ap.parse_args()
 
-    from slimformer.export import export_model, resolve_source
-    from slimformer.export import _serve
+    from slimformer.export import _serve, export_model, resolve_source
 
     tmp = Path(tempfile.mkdtemp(prefix="serve-load-"))
     export_model(resolve_source("l1", random_init=True), tmp, formats=("onnx",), measure=False)

@@ -6,7 +6,6 @@ import json
 import time
 
 from .._validate import NONNEG_INT, POSITIVE_INT, SEED
-
 from . import _lut_remote
 
 
