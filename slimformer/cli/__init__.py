@@ -9,9 +9,9 @@ import argparse
 import os
 import sys
 
-from .. import __version__
 from .._errors import SlimformerError, one_line
 from .._io import discard_new_run_dirs, run_dirs_made
+from .._version import __version__
 from . import _arch, _export, _lut, _prune, _search, _train
 
 GROUPS = (_arch, _lut, _train, _search, _prune, _export)

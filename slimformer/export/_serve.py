@@ -27,6 +27,7 @@ from fastapi import FastAPI, File, HTTPException, Request, UploadFile  # module 
 from fastapi.responses import HTMLResponse, JSONResponse  # string annotations from here
 
 from .._errors import SlimformerError
+from .._validate import check_int
 from ._card import default_class_names
 from ._load import find_card
 from ._measure import ort_session
@@ -136,8 +137,6 @@ class _Pool:
 def create_app(model_path: str | Path, *, max_bytes: int = MAX_BYTES, threads: int = 1, workers: int = WORKERS,
                queue: int = QUEUE):
     """The FastAPI app: ``GET /`` the page, ``POST /predict`` (multipart ``file``), ``GET /card``."""
-    from .._validate import check_int
-
     check_int(max_bytes, "the upload cap (bytes)", lo=1)
     check_int(workers, "--workers", lo=1)
     check_int(queue, "the upload queue", lo=0)
