@@ -230,7 +230,7 @@ def test_bad_input_is_one_line(case, inputs, tmp_path, monkeypatch, capsys):
     argv = case.format(**{"in": inputs}).split()
     before = _snapshot(tmp_path, inputs)
     rc, out, err = run_cli(argv, capsys)
-    assert rc not in (0, None), f"exit {rc}: {out[-300:]}"
+    assert rc == 2, f"exit {rc}: {out[-300:]}"
     assert "Traceback" not in out + err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "error" in lines[0], err
