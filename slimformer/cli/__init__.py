@@ -38,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a usage error (one line printed already) returns its status; --help/--version exit
+        if e.code in (0, None):
+            raise
+        return int(e.code)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2

@@ -75,7 +75,7 @@ class SearchSpace:
             f.append("a space has 4 stages: give 4 width choice lists and 4 depths")
         if any(not ws for ws in self.stage_widths) or any(d < 1 for d in self.depths):
             f.append("every stage needs at least one width choice and one block position")
-        if any(w % self.width_step for ws in self.stage_widths for w in ws):
+        if self.width_step >= 1 and any(w % self.width_step for ws in self.stage_widths for w in ws):
             f.append(f"stage widths must be multiples of the width step {self.width_step}")
         if not self.stem_widths or not self.mlp_ratios:
             f.append("stem_widths and mlp_ratios need at least one choice")

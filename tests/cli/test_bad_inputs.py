@@ -65,6 +65,8 @@ def inputs(tmp_path_factory) -> Path:
     (d / "space_strs.json").write_text(json.dumps({**tiny, "stage_widths": [["a", "b"], [32], [48], [64]]}))
     (d / "space_img.json").write_text(json.dumps({**tiny, "img_size": 100_000}))
     (d / "space_depth.json").write_text(json.dumps({**tiny, "depths": [2, 2, 3, 10_000]}))
+    (d / "space_step0.json").write_text(json.dumps({**tiny, "width_step": 0}))
+    (d / "space_bool.json").write_text(json.dumps({**tiny, "heads": [True, 2]}))
     (d / "fake.onnx").write_text("this is a text file named .onnx\n")
     (d / "fake.pt").write_text("not a checkpoint\n")
     (d / "names3.txt").write_text("cat\ndog\nbird\n")
@@ -97,6 +99,8 @@ CASES = [
     "space show --space {in}/space_img.json",
     "space show --space {in}/space_depth.json",
     "space show --space {in}/missing.json",
+    "space show --space {in}/space_step0.json",
+    "space show --space {in}/space_bool.json",
     "arch show l9",
     "arch show {in}/nan_arch.json",
     "arch show {in}/str_widths.json",
