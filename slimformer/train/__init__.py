@@ -1,32 +1,20 @@
-"""Training: data loaders, evaluation, supernet training (sandwich rule, in-place KD, Gumbel) and fine-tuning."""
+"""Training: data loaders, evaluation, supernet training (sandwich rule, in-place KD, Gumbel) and fine-tuning.
+
+Names load their module on first use (:mod:`slimformer._lazy`), so the CLI reads ``TrainConfig``'s
+defaults without importing torch.
+"""
 from __future__ import annotations
 
-from ._builtin import CLASSES as BUILTIN_CLASSES
-from ._builtin import BuiltinShapes, render
-from ._config import FinetuneConfig, TrainConfig
-from ._data import Loaders, build_datasets, build_loaders, evaluate
-from ._engine import Optim, Targets
-from ._finetune import finetune, finetune_step
-from ._gumbel import ArchParams, tau_at
-from ._supernet_train import sandwich_step, subnets_for_step, train_supernet
+from .._lazy import lazy_exports
 
-__all__ = [
-           "BUILTIN_CLASSES",
-           "ArchParams",
-           "BuiltinShapes",
-           "FinetuneConfig",
-           "Loaders",
-           "Optim",
-           "Targets",
-           "TrainConfig",
-           "build_datasets",
-           "build_loaders",
-           "evaluate",
-           "finetune",
-           "finetune_step",
-           "render",
-           "sandwich_step",
-           "subnets_for_step",
-           "tau_at",
-           "train_supernet",
-]
+_EXPORTS = {
+    "BUILTIN_CLASSES": "_builtin:CLASSES", "BuiltinShapes": "_builtin", "render": "_builtin",
+    "FinetuneConfig": "_config", "TrainConfig": "_config",
+    **dict.fromkeys(("Loaders", "build_datasets", "build_loaders", "evaluate"), "_data"),
+    "Optim": "_engine", "Targets": "_engine",
+    "finetune": "_finetune", "finetune_step": "_finetune",
+    "ArchParams": "_gumbel", "tau_at": "_gumbel",
+    **dict.fromkeys(("sandwich_step", "subnets_for_step", "train_supernet"), "_supernet_train"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
