@@ -29,7 +29,7 @@ def wall(argv: list[str]) -> float:
 
 def importtime(argv: list[str], top: int = 5) -> list[tuple[str, float]]:
     """(top-level package, cumulative seconds) for the packages that took longest to import."""
-    err = subprocess.run([sys.executable, "-X", "importtime", *argv], capture_output=True, text=True).stderr
+    err = subprocess.run([sys.executable, "-X", "importtime", *argv], capture_output=True, text=True, check=True).stderr
     cum: dict[str, float] = {}
     for line in err.splitlines():
         m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)$", line)

@@ -28,5 +28,5 @@ _EXPORTS = {
     **dict.fromkeys(("write_bundle", "read_manifest", "import_results"), "_bundle"),
     "estimate_table": "_iphone", "fit_series": "_iphone",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - the names _EXPORTS loads lazily
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -22,5 +22,5 @@ _EXPORTS = {
     **dict.fromkeys(("checkpoint_filter_fn", "load_pretrained", "read_state_dict", "supernet_from_pretrained"),
                     "_timm"),
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - the names _EXPORTS loads lazily
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

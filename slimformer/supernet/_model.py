@@ -181,7 +181,7 @@ class EfficientFormerNet(nn.Module):
             stages.append(st)
             in_dim, tokens = cfg.stages[si].width, st.tokens_out
         self.stages = nn.Sequential(*stages)
-        self.feature_info = [dict(num_chs=s.width, reduction=4 * 2 ** i, module=f"stages.{i}")
+        self.feature_info = [{"num_chs": s.width, "reduction": 4 * 2 ** i, "module": f"stages.{i}"}
                              for i, s in enumerate(cfg.stages)]
         self.num_features = self.head_hidden_size = cfg.num_features
         self.norm = nn.LayerNorm(self.num_features)
@@ -254,7 +254,7 @@ class EfficientFormerNet(nn.Module):
         else:
             blocks = [(r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None),
                       (r"^norm", (99999,))]
-        return dict(stem=r"^stem", blocks=blocks)
+        return {"stem": r"^stem", "blocks": blocks}
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -361,7 +361,7 @@ def _create(variant: str, cfg: ArchConfig, pretrained: bool = False, **kwargs: A
     from ._timm import checkpoint_filter_fn
 
     pretrained_cfg = kwargs.pop("pretrained_cfg", None) or _cfg(cfg, architecture=variant)
-    feature_cfg = dict(out_indices=kwargs.pop("out_indices", 4), feature_cls="getter")
+    feature_cfg = {"out_indices": kwargs.pop("out_indices", 4), "feature_cls": "getter"}
     return build_model_with_cfg(lambda **kw: _build(cfg, **kw), variant, pretrained, pretrained_cfg=pretrained_cfg,
                                 pretrained_filter_fn=checkpoint_filter_fn, feature_cfg=feature_cfg, **kwargs)
 

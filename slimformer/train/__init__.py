@@ -16,5 +16,5 @@ _EXPORTS = {
     "ArchParams": "_gumbel", "tau_at": "_gumbel",
     **dict.fromkeys(("sandwich_step", "subnets_for_step", "train_supernet"), "_supernet_train"),
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - the names _EXPORTS loads lazily
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

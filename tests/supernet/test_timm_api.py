@@ -141,14 +141,14 @@ def test_timm_builds_an_exported_subnet_from_its_file(tmp_path):
     net = EfficientFormerNet(get_space("tiny").sample(7)).eval()
     export_model(net, tmp_path, formats=("pt",), measure=False)
     built = timm.create_model("slimformer_subnet", pretrained=True,
-                              pretrained_cfg_overlay=dict(file=str(tmp_path / "model.pt"))).eval()
+                              pretrained_cfg_overlay={"file": str(tmp_path / "model.pt")}).eval()
     assert built.arch == net.arch
     assert resolve_model_data_config(built)["input_size"] == (3, 32, 32)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(built(x), net(x))
     ten = timm.create_model("slimformer_subnet", pretrained=True, num_classes=4,
-                            pretrained_cfg_overlay=dict(file=str(tmp_path / "model.pt")))
+                            pretrained_cfg_overlay={"file": str(tmp_path / "model.pt")})
     assert ten(x).shape == (2, 4)  # a new head, the body's weights loaded
     assert torch.equal(ten.stem.conv1.weight, net.stem.conv1.weight)
 
@@ -159,7 +159,7 @@ def test_timm_builds_a_search_run_subnet(tmp_path):
     (tmp_path / "arch.json").write_text(net.arch.to_json())
     torch.save(net.state_dict(), tmp_path / "subnet.pt")
     built = timm.create_model("slimformer_subnet", pretrained=True,
-                              pretrained_cfg_overlay=dict(file=str(tmp_path / "subnet.pt"))).eval()
+                              pretrained_cfg_overlay={"file": str(tmp_path / "subnet.pt")}).eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(built(x), net(x))
