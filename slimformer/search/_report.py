@@ -132,7 +132,8 @@ def _draw_slimming(ax, r: SearchResult) -> None:
     _honest_limits(ax2, scores, r)
     ax2.set_ylabel(label, color="g", fontsize=8)
     handles = h1 + h2 + h3
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper right")
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper center", ncol=3,
+              bbox_to_anchor=(0.5, -0.16), frameon=False)
 
 
 def _png(fig, plt) -> bytes:
