@@ -174,7 +174,8 @@ def _plot_breakdown(r: SearchResult) -> bytes:
     parts = r.latency_parts or {"ops_ms": sum(ms for _, ms in r.breakdown), "overhead_ms": 0.0,
                                 "correction_ms": r.predicted_ms - sum(ms for _, ms in r.breakdown),
                                 "predicted_ms": r.predicted_ms}
-    rows = [(f"{stage}  {f'{n}x ' if n > 1 else ''}{label}", ms, "tab:blue", None) for stage, label, ms, n in groups]
+    rows = [(("" if stage in ("stem", "head", "") else f"{stage}: ") + (f"{n}x " if n > 1 else "") + label, ms,
+             "tab:blue", None) for stage, label, ms, n in groups]
     rows.append(("per-call overhead", parts["overhead_ms"], OVERHEAD_COLOR, None))
     if abs(parts["correction_ms"]) >= 5e-4:
         rows.append(("correction (fitted on whole subnets)", parts["correction_ms"], CORRECTION_COLOR, "//"))
