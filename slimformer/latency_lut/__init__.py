@@ -24,6 +24,7 @@ _EXPORTS = {
     **dict.fromkeys(("BACKENDS", "export_onnx", "measure_module", "measure_overhead", "ort_session"), "_measure"),
     **dict.fromkeys(("build_op", "compose_mb3d", "mb3d_parts"), "_ops"),
     "validate_table": "_validate",
+    "resolve_table": "_resolve",
     # devices this machine cannot reach (bundle -> runner -> import) and the shipped iPhone estimates
     **dict.fromkeys(("write_bundle", "read_manifest", "import_results"), "_bundle"),
     "estimate_table": "_iphone", "fit_series": "_iphone",

@@ -45,11 +45,18 @@ def prediction_parts(table: LatencyTable, cfg: ArchConfig) -> dict[str, float]:
             "correction_ms": predicted - ops - table.overhead_ms, "predicted_ms": predicted}
 
 
+def has_correction(parts: dict[str, float]) -> bool:
+    """Whether the correction is a term worth drawing (more than rounding noise of the sum)."""
+    return abs(parts["correction_ms"]) > 1e-6 * max(parts["predicted_ms"], 1e-3)
+
+
 def parts_text(parts: dict[str, float]) -> str:
     """``ops 0.80 + overhead 0.81 (+ correction 0.01) = 1.61 ms`` with every term the plot draws."""
     text = f"ops {parts['ops_ms']:.3f} + per-call overhead {parts['overhead_ms']:.3f}"
-    if abs(parts["correction_ms"]) >= 5e-4:
-        text += f" {'+' if parts['correction_ms'] >= 0 else '-'} correction {abs(parts['correction_ms']):.3f}"
+    c = parts["correction_ms"]
+    if has_correction(parts):
+        text += f" {'+' if c >= 0 else '-'} correction {abs(c):.3f}" if abs(c) >= 5e-4 else \
+            f" {'+' if c >= 0 else '-'} correction {abs(c):.1g}"
     return text + f" = {parts['predicted_ms']:.3f} ms"
 
 
@@ -183,7 +190,7 @@ def _draw_profile(png: Path, kinds: dict[str, float], stages: dict[str, dict[str
     pred = parts["predicted_ms"]
     colors = {k: plt.cm.tab10(i % 10) for i, k in enumerate(OP_KINDS)}
     extra = [("per-call overhead", parts["overhead_ms"], OVERHEAD_COLOR, None)]
-    if abs(parts["correction_ms"]) >= 5e-4:
+    if has_correction(parts):
         extra.append(("correction (fitted on whole subnets)", parts["correction_ms"], CORRECTION_COLOR, "//"))
     fig, (a, b) = plt.subplots(1, 2, figsize=(13.5, 4.8), dpi=110, gridspec_kw={"width_ratios": [1.2, 1]})
     order = sorted(kinds, key=lambda k: kinds[k])

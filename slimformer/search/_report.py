@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 from .._io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..latency_lut import arch_ops_by_stage
+from ..latency_lut._report import CORRECTION_COLOR, OVERHEAD_COLOR, has_correction, op_label, parts_text
 from ._result import SearchResult
 
 
@@ -147,9 +149,6 @@ def _png(fig, plt) -> bytes:
 
 def _op_groups(r: SearchResult) -> list[tuple[str, str, float, int]]:
     """(stage, readable label, total ms, count) per run of identical consecutive ops, in network order."""
-    from ..latency_lut._keys import arch_ops_by_stage
-    from ..latency_lut._report import op_label
-
     parts = [p for p, _ in arch_ops_by_stage(r.arch)]
     if len(parts) != len(r.breakdown):
         parts = [""] * len(r.breakdown)
@@ -168,8 +167,6 @@ def _plot_breakdown(r: SearchResult) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..latency_lut._report import CORRECTION_COLOR, OVERHEAD_COLOR, parts_text
-
     groups = _op_groups(r)
     parts = r.latency_parts or {"ops_ms": sum(ms for _, ms in r.breakdown), "overhead_ms": 0.0,
                                 "correction_ms": r.predicted_ms - sum(ms for _, ms in r.breakdown),
@@ -177,7 +174,7 @@ def _plot_breakdown(r: SearchResult) -> bytes:
     rows = [(("" if stage in ("stem", "head", "") else f"{stage}: ") + (f"{n}x " if n > 1 else "") + label, ms,
              "tab:blue", None) for stage, label, ms, n in groups]
     rows.append(("per-call overhead", parts["overhead_ms"], OVERHEAD_COLOR, None))
-    if abs(parts["correction_ms"]) >= 5e-4:
+    if has_correction(parts):
         rows.append(("correction (fitted on whole subnets)", parts["correction_ms"], CORRECTION_COLOR, "//"))
     fig, ax = plt.subplots(figsize=(8.0, max(2.5, 0.24 * len(rows) + 1.2)), dpi=100)
     for i, (_, ms, color, hatch) in enumerate(rows):
@@ -194,8 +191,6 @@ def _plot_breakdown(r: SearchResult) -> bytes:
 
 
 def _parts_line(r: SearchResult) -> str:
-    from ..latency_lut._report import parts_text
-
     return parts_text(r.latency_parts)
 
 

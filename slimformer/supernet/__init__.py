@@ -13,6 +13,7 @@ _EXPORTS = {
                      "read_arch"), "_presets"),
     **dict.fromkeys(("block_macs", "block_params", "count_macs", "count_params"), "_profile"),
     "SearchSpace": "_space",
+    "flatten_at": "_layout", "stage_resolution": "_layout",
     # torch / timm from here on
     "recalibrate_bn": "_bn",
     **dict.fromkeys(("SupernetCheckpoint", "arch_key", "load_supernet", "parse_arch_key", "read_checkpoint",

@@ -1,4 +1,4 @@
-"""Training: data loaders, evaluation, supernet training (sandwich rule, in-place KD, Gumbel) and fine-tuning.
+"""Training: supernet training (sandwich rule, in-place KD, Gumbel) and fine-tuning.
 
 Names load their module on first use (:mod:`slimformer._lazy`), so the CLI reads ``TrainConfig``'s
 defaults without importing torch.
@@ -8,9 +8,7 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "BUILTIN_CLASSES": "_builtin:CLASSES", "BuiltinShapes": "_builtin", "render": "_builtin",
     "FinetuneConfig": "_config", "TrainConfig": "_config",
-    **dict.fromkeys(("Loaders", "build_datasets", "build_loaders", "evaluate"), "_data"),
     "Optim": "_engine", "Targets": "_engine",
     "finetune": "_finetune", "finetune_step": "_finetune",
     "ArchParams": "_gumbel", "tau_at": "_gumbel",
