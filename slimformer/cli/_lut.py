@@ -135,13 +135,13 @@ def _show(args) -> int:
 
 def _profile(args) -> int:
     from ..latency_lut import get_table
-    from ..latency_lut._report import profile
+    from ..latency_lut._report import parts_text, profile
     from ..supernet import get_arch
 
     t = get_table(args.name, lut_dir=args.lut_dir)
     r = profile(t, get_arch(args.arch), runs_root=args.out)
     top = sorted(r["by_kind_ms"].items(), key=lambda kv: -kv[1])[:3]
-    print(f"{args.arch} on {t.name} ({t.kind}): predicted {r['predicted_ms']:.3f} ms; largest: "
+    print(f"{args.arch} on {t.name} ({t.kind}): predicted {parts_text(r['parts'])}; largest ops: "
           + ", ".join(f"{k} {v:.2f} ms" for k, v in top))
     print(f"wrote {r['png']}")
     return 0

@@ -21,6 +21,7 @@ from .._io import make_run_dir
 from .._validate import check_float, check_int
 from ..data import build_loaders
 from ..latency_lut import resolve_table
+from ..latency_lut._report import prediction_parts
 from ..supernet import ArchConfig, SupernetCheckpoint, load_supernet, recalibrate_bn
 from ._optuna import run_study
 from ._result import SearchResult, typical_error
@@ -150,6 +151,7 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
         accuracy_driven=scorer.accuracy_driven, strategy=strategy, seed=seed, device=device,
         table_name=table.name, table_hash=table.hash, table_kind=table.kind, space_name=space.name,
         space_hash=space.hash, trace=trace, pareto=pareto, breakdown=list(table.breakdown(best)), notes=notes,
+        latency_parts=prediction_parts(table, best),
         score_text=scorer.format(score), table_error=typical_error(table),
         supernet=str(ck.path) if ck is not None and ck.path else None, subnet_state=state,
         largest_ms=largest_ms, smallest_ms=smallest_ms, options=options)
