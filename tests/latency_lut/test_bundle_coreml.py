@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import types
+import typing
 
 import pytest
 
@@ -64,7 +65,7 @@ class _FakeModel:
     """Stands in for ``coremltools.models.MLModel`` (a runtime only macOS has): sleeps in proportion to the
     package's weight bytes, so that bigger ops take longer, and records how it was loaded."""
 
-    loads: list = []
+    loads: typing.ClassVar[list] = []
 
     def __init__(self, path, compute_units=None):
         import pathlib
@@ -104,11 +105,9 @@ def test_macos_path_writes_results_that_lut_import_reads(coreml_bundle, tmp_path
 def test_synthetic_coreml_results_import(coreml_bundle, tmp_path):
     """A results file in the runner's format, filled with the ``iphone-lut`` estimate's own entries, imports
     into a table that predicts what the estimate predicts, plus one call's overhead."""
-    from slimformer.latency_lut._runner import RESULTS_SCHEMA, manifest_id
-    from slimformer.supernet import ArchConfig
-
     from slimformer.latency_lut._iphone import estimate_table
-    from slimformer.supernet import get_space
+    from slimformer.latency_lut._runner import RESULTS_SCHEMA, manifest_id
+    from slimformer.supernet import ArchConfig, get_space
 
     m = read_manifest(coreml_bundle)
     est = estimate_table("v1", space=get_space("tiny"))
