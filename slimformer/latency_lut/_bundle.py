@@ -101,7 +101,12 @@ def convert_coreml(ct, module, example, *, what: str):
 
 
 def _save_coreml(ct, module, example, path: Path, *, what: str) -> None:
-    ml = convert_coreml(ct, module, example, what=what)
+    save_package(convert_coreml(ct, module, example, what=what), path)
+
+
+def save_package(ml, path: Path) -> Path:
+    """Save a converted model as ``path`` (an .mlpackage folder) atomically: written beside, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         with quiet():
@@ -111,6 +116,7 @@ def _save_coreml(ct, module, example, path: Path, *, what: str) -> None:
         os.replace(tmp / path.name, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def _calibration_net(cfg):
