@@ -108,7 +108,7 @@ TRAINING_ONLY_OPS = frozenset({"dropout", "batch_norm", "instance_norm", "random
 def coreml_summary(spec) -> dict[str, Any]:
     """What an ML Program holds, read from its spec (works on any OS): I/O names, types and shapes, the op
     types used, and the weights (fp16/fp32 constants with at least one dimension) by precision."""
-    from coremltools.proto import MIL_pb2, FeatureTypes_pb2
+    from coremltools.proto import FeatureTypes_pb2, MIL_pb2
 
     ops: dict[str, int] = {}
     weights: dict[str, int] = {}

@@ -195,10 +195,9 @@ def test_shipped_entries_and_presets_respect_the_roofline(series):
 def test_no_searched_subnet_is_predicted_below_its_floor(series):
     """The no-supernet main job at budgets 0.8-3 ms on either table never returns a subnet whose
     prediction is below what the A14 can do (compute at peak, weights at DRAM bandwidth)."""
+    from slimformer._errors import SlimformerError
     from slimformer.latency_lut._iphone import network_floor
     from slimformer.search import search
-
-    from slimformer._errors import SlimformerError
 
     t = get_table(SERIES[series])
     searched = 0
