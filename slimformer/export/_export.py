@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,10 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .._errors import SlimformerError
 from .._io import atomic_torch_save, atomic_write_bytes, atomic_write_json
-from ..supernet import EfficientFormerNet
-from ._card import build_card
+from .._version import __version__
+from ..latency_lut._bundle import quiet, save_package
+from ..supernet import EfficientFormerNet, count_macs, count_params
+from ._card import build_card, default_class_names, predicted_latency
 from ._fold import fold_bn
 from ._load import MODEL_FORMAT, MODEL_VERSION, Source
 
@@ -91,8 +95,6 @@ def torchscript_max_diff(path: str | Path, reference: torch.nn.Module, inputs: l
 
 
 def _require_coremltools() -> None:
-    from ..latency_lut._bundle import quiet
-
     try:
         with quiet():
             import coremltools  # noqa: F401
@@ -148,10 +150,6 @@ def export_coreml(model: torch.nn.Module, path: str | Path, *, img_size: int, in
     classifier: also ``classLabel``), description and metadata. Written atomically; prediction parity
     is checked on macOS, and skipped elsewhere (coremltools predicts only on macOS), which it says."""
     _require_coremltools()
-    import sys
-
-    from ..latency_lut._bundle import quiet, save_package
-
     with quiet():
         import coremltools as ct
 
@@ -205,12 +203,6 @@ def export_coreml(model: torch.nn.Module, path: str | Path, *, img_size: int, in
 
 def _coreml_description(src: Source, class_names, lut_dir) -> dict[str, Any]:
     """Class labels, a one-line description and metadata for the CoreML package, from the model card's fields."""
-    import json
-
-    from .. import __version__
-    from ..supernet import count_macs, count_params
-    from ._card import default_class_names, predicted_latency
-
     cfg = src.model.arch
     names = class_names or src.class_names
     names = names if names and len(names) == cfg.num_classes else default_class_names(cfg.num_classes)

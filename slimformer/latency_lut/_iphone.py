@@ -42,7 +42,8 @@ from scipy.optimize import nnls
 from scipy.stats import spearmanr
 
 from .._errors import SlimformerError
-from ._features import PEAK_OPS_PER_S, model_features, op_features
+from ..supernet import EfficientFormerNet, SearchSpace, get_arch
+from ._features import DRAM_BYTES_PER_S, PEAK_OPS_PER_S, model_features, op_features
 
 SERIES = {"v1": "iphone-lut", "v2": "iphone12-ios16"}
 SERIES_DEVICE = {
@@ -269,9 +270,6 @@ def network_floor(cfg) -> dict[str, float]:
     sum of its ops' roofline times (``roofline_ms``, >= both), which no estimated table goes below."""
     import torch
 
-    from ..supernet import EfficientFormerNet
-    from ._features import DRAM_BYTES_PER_S
-
     with torch.device("meta"):
         net = EfficientFormerNet(cfg)
     f = model_features(net, (cfg.in_chans, cfg.img_size, cfg.img_size))
@@ -286,8 +284,6 @@ PRESET_ROWS = {"l1": "efficientformer_l1", "l3": "efficientformer_l3", "l7": "ef
 
 def preset_predictions(table, fit: IphoneFit) -> dict[str, dict[str, float | None]]:
     """Predicted ms of the L1/L3/L7 presets from the table's op entries, beside what was published."""
-    from ..supernet import get_arch
-
     published = {r.timm_name: r.ms for r in fit.rows}
     out = {}
     for name, timm_name in PRESET_ROWS.items():
@@ -306,7 +302,6 @@ def estimate_table(series: str, *, space=None, fit: IphoneFit | None = None, pro
     import timm
     import torch
 
-    from ..supernet import SearchSpace
     from ._keys import space_ops
     from ._table import LatencyTable
 
