@@ -95,6 +95,7 @@ class PublishedRow:
     series: str
     ms: float
     confidence: str
+    top1: float | None = None
 
 
 def published_rows(series: str) -> list[PublishedRow]:
@@ -107,7 +108,8 @@ def published_rows(series: str) -> list[PublishedRow]:
         if r["series"] != series:
             continue
         rows.append(PublishedRow(r["model"], r["timm_name"], None if r["input"] == "?" else int(r["input"]),
-                                 r["series"], float(r["iphone12_ms"]), r["confidence"]))
+                                 r["series"], float(r["iphone12_ms"]), r["confidence"],
+                                 float(r["top1"]) if r.get("top1") else None))
     return rows
 
 
@@ -276,6 +278,28 @@ def network_floor(cfg) -> dict[str, float]:
     flops = f["conv_flops"] + f["dwconv_flops"] + f["linear_flops"] + f["attn_flops"]
     return {"compute_ms": 1e3 * flops / PEAK_OPS_PER_S, "weights_ms": 1e3 * f["weight_bytes"] / DRAM_BYTES_PER_S,
             "roofline_ms": f["floor_ms"]}
+
+
+def iphone_context(cfg, table_name: str, *, lut_dir=None) -> list[str]:
+    """Lines that place a subnet chosen on one iPhone estimate: its prediction on the other series' table,
+    its A14 floor, and the published reference point (EfficientFormer-L1 in that series, with its
+    ImageNet top-1). Empty for any other table."""
+    from ._registry import get_table
+
+    series = next((k for k, v in SERIES.items() if v == table_name), None)
+    if series is None:
+        return []
+    other = next(v for k, v in SERIES.items() if k != series)
+    t = get_table(other, lut_dir=lut_dir)
+    lines = []
+    if not t.space.check(cfg):
+        lines.append(f"on {other} (series {'v2' if series == 'v1' else 'v1'} estimate): {t.predict(cfg):.3f} ms")
+    fl = network_floor(cfg)
+    lines.append(f"A14 floor: {fl['roofline_ms']:.3f} ms (compute at 11 TOPS {fl['compute_ms']:.3f} ms, fp16 weights "
+                 f"at 34.1 GB/s {fl['weights_ms']:.3f} ms)")
+    ref = next(r for r in published_rows(series) if r.timm_name == "efficientformer_l1")
+    lines.append(f"reference: {ref.model} {ref.ms:g} ms published (series {series}), {ref.top1:g} % ImageNet top-1")
+    return lines
 
 
 # --------------------------------------------------------------------------- the shipped tables
