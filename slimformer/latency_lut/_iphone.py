@@ -161,12 +161,12 @@ def fit_nonneg(X: np.ndarray, y: np.ndarray, *, iters: int = 50, floor: float = 
     return lower + v / scale
 
 
-def leave_one_out(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+def leave_one_out(X: np.ndarray, y: np.ndarray, *, lower: np.ndarray | None = None) -> np.ndarray:
     """Prediction of every row by a model fitted on all the other rows."""
     out = np.empty(len(y))
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
-        w = fit_nonneg(X[keep], y[keep])
+        w = fit_nonneg(X[keep], y[keep], lower=lower)
         out[i] = w[0] + X[i] @ w[1:]
     return out
 

@@ -221,3 +221,17 @@ def test_table_entries_are_the_cost_model_applied_to_each_op():
     for key in ("mb4d-r56-c48-mlp192", "mb3d.attn-t49-h8-qk32-v128", "stem-r224-i3-s24-c48"):
         assert t.entries[key]["median_ms"] == pytest.approx(design_row(op_features(*build_op(key))) @ w, abs=2e-6)
     assert set(FEATURES) >= {"n_ops", "conv_flops", "layout_elems"}
+
+
+def test_main_job_places_its_answer_among_the_iphone_figures(tmp_path, capsys):
+    from slimformer.cli import main
+
+    assert main(["search", "--budget-ms", "1.6", "--device", "iphone-lut", "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "on iphone12-ios16 (series v2 estimate):" in out and "A14 floor:" in out
+    assert "reference: EfficientFormer-L1 1.6 ms published (series v1), 79.2 % ImageNet top-1" in out
+    from slimformer.latency_lut._iphone import iphone_context
+
+    assert iphone_context(get_arch("l1"), "cpu-ort") == []
+    l1 = iphone_context(get_arch("l1"), "iphone12-ios16")
+    assert l1[0].startswith("on iphone-lut") and "1.4 ms published (series v2)" in l1[-1]
