@@ -66,6 +66,10 @@ def _search(args) -> int:
         print(json.dumps(r.arch_json(), indent=2))
         return 0
     print(format_table(summary_rows(r)))
+    from ..latency_lut._iphone import iphone_context
+
+    for line in iphone_context(r.arch, r.table_name, lut_dir=args.lut_dir):
+        print(line)
     for note in r.notes:
         print(f"note: {note}")
     print(f"wrote {r.run_dir}/arch.json, report.md, report.html"
