@@ -1,6 +1,7 @@
 """``slimformer search``: the subnet that fits a latency budget on a device (see :mod:`slimformer.search`)."""
 from __future__ import annotations
 
+from .._validate import NONNEG_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED
 from ._options import add_json, add_quiet, add_run_folder, add_table, add_torch_device, print_json, progress
 
 
@@ -10,7 +11,7 @@ def register(sub) -> None:
         description="Search the subnet that fits --budget-ms on --table's device. Without --supernet it runs in seconds "
                     "on the default space with a training-free score (MACs); with a trained supernet it is "
                     "accuracy-driven (inherited weights, BN recalibrated).")
-    p.add_argument("--budget-ms", type=float, required=True, help="latency budget in milliseconds")
+    p.add_argument("--budget-ms", type=POSITIVE_FLOAT, required=True, help="latency budget in milliseconds")
     add_table(p, default="iphone-lut")
     p.add_argument("--build", action="store_true",
                    help="build the table first if this machine has none (cpu-ort, cpu-torch), for the supernet's "
@@ -25,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--objectives", choices=("constrained", "pareto"), default="constrained",
                    help="optuna: maximise the score under the budget constraint, or score vs latency "
                         "(Pareto front reported)")
-    p.add_argument("--trials", type=int, default=60, help="optuna: finished trials the study should hold")
+    p.add_argument("--trials", type=POSITIVE_INT, default=60, help="optuna: finished trials the study should hold")
     p.add_argument("--storage", default=None,
                    help="optuna storage URL (default: SQLite study.db in the run dir; share one URL between "
                         "workers, e.g. postgresql://user@host/db across machines)")
@@ -35,12 +36,12 @@ def register(sub) -> None:
     p.add_argument("--proxy", choices=("macs", "params"), default="macs",
                    help="training-free score used without a supernet (default macs)")
     p.add_argument("--data", default="builtin", help="validation/recalibration data: builtin or an ImageFolder")
-    p.add_argument("--batch-size", type=int, default=64, help="images per validation/recalibration batch")
-    p.add_argument("--recal-batches", type=int, default=4, help="train batches for BN recalibration")
-    p.add_argument("--val-batches", type=int, default=4, help="validation batches per evaluation")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="images per validation/recalibration batch")
+    p.add_argument("--recal-batches", type=NONNEG_INT, default=4, help="train batches for BN recalibration")
+    p.add_argument("--val-batches", type=POSITIVE_INT, default=4, help="validation batches per evaluation")
     add_torch_device(p, old="--compute", help="where supernet evaluation runs: auto (CUDA when available), "
                      "cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, default=0, help="random seed (sampler, data order)")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed (sampler, data order)")
     add_run_folder(p, "search")
     add_quiet(p, old="--no-progress")
     add_json(p, "the run's arch.json")
@@ -59,6 +60,10 @@ def _search(args) -> int:
     if args.json:
         return print_json(r.arch_json())
     print(format_table(summary_rows(r)))
+    from ..latency_lut._iphone import iphone_context
+
+    for line in iphone_context(r.arch, r.table_name, lut_dir=args.lut_dir):
+        print(line)
     for note in r.notes:
         print(f"note: {note}")
     print(f"wrote {r.run_dir}/arch.json, report.md, report.html"

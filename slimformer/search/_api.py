@@ -21,8 +21,10 @@ import torch
 
 from .._errors import SlimformerError
 from .._io import make_run_dir
+from .._validate import check_float, check_int
 from ..data import build_loaders
 from ..latency_lut import resolve_table
+from ..latency_lut._report import prediction_parts
 from ..supernet import ArchConfig, SupernetCheckpoint, load_supernet, recalibrate_bn
 from ._options import EvalOptions, SearchOptions
 from ._optuna import run_study
@@ -90,8 +92,14 @@ def search(options: SearchOptions | None = None, /, *, loaders: Any = None, **fi
 
 
 def _prepare(opts: SearchOptions, loaders: Any) -> _Job:
-    if not opts.budget_ms or opts.budget_ms <= 0:
-        raise SlimformerError(f"the latency budget must be a positive number of milliseconds, got {opts.budget_ms}")
+    check_float(opts.budget_ms, "the latency budget (ms)", lo=0, lo_open=True)
+    ev, st = opts.evaluation, opts.study
+    for name, v, lo in (("trials", st.trials, 1), ("batch_size", ev.batch_size, 1),
+                        ("recal_batches", ev.recal_batches, 0), ("val_batches", ev.val_batches, 1),
+                        ("seed", opts.seed, 0)):
+        check_int(v, name, lo=lo)
+    if opts.out is not None:
+        check_out(opts.out, resume=st.resume)
     ck = load_supernet(opts.supernet) if isinstance(opts.supernet, (str, Path)) else opts.supernet
     table = resolve_table(opts.table, space=ck.space if ck is not None else None, lut_dir=opts.lut_dir,
                           build=opts.build, progress=opts.progress)
@@ -103,7 +111,6 @@ def _prepare(opts: SearchOptions, loaders: Any) -> _Job:
                               f"space {space.name!r} (the smallest) is predicted at {smallest_ms:.3f} ms")
     has_alpha = ck is not None and bool(ck.arch_logits)
     strategy = _strategy(opts, ck, has_alpha)
-    ev = opts.evaluation
     job = _Job(opts=opts, ck=ck, table=table, space=space, predict=predict, strategy=strategy,
                scorer=get_proxy(ev.proxy), options=opts.record(slim=strategy == "slim", supernet=ck is not None))
     if ck is None:
@@ -173,7 +180,8 @@ def _run_optuna(job: _Job):
         found = run_study(space=job.space, predict=job.predict, scorer=job.scorer, budget_ms=opts.budget_ms,
                           trials=st.trials, sampler=st.sampler, mode=st.mode, seed=opts.seed, storage=storage,
                           study_name=name, resume=st.resume, identity=ident, warm_start=[warm],
-                          on_trial=(lambda: bar.update(1)) if bar else None)
+                          on_trial=(lambda: bar.update(1)) if bar else None,
+                          fail_running=default_storage and st.resume)
     job.options["storage"] = ("study.db (run directory)" if default_storage
                               else re.sub(r"://[^@/]*@", "://***@", storage) if storage else "in-memory")
     job.options["study_name"] = name
@@ -194,7 +202,8 @@ def _result(job: _Job, best: ArchConfig, trace: list[dict], pareto) -> SearchRes
         score_name=scorer.name, accuracy_driven=scorer.accuracy_driven, strategy=job.strategy, seed=job.opts.seed,
         device=_device(table), table_name=table.name, table_hash=table.hash, table_kind=table.kind,
         space_name=space.name, space_hash=space.hash, trace=trace, pareto=pareto,
-        breakdown=list(table.breakdown(best)), notes=job.notes, score_text=scorer.format(score),
+        breakdown=list(table.breakdown(best)), notes=job.notes, latency_parts=prediction_parts(table, best),
+        score_text=scorer.format(score),
         table_error=typical_error(table), supernet=str(ck.path) if ck is not None and ck.path else None,
         subnet_state=state, largest_ms=job.predict(space.largest()), smallest_ms=job.predict(space.smallest()),
         options=job.options)
@@ -202,6 +211,27 @@ def _result(job: _Job, best: ArchConfig, trace: list[dict], pareto) -> SearchRes
 
 def _device(table) -> str:
     return getattr(table, "device", "") or table.name
+
+
+SEARCH_FILES = ("arch.json", "trace.jsonl", "breakdown.json", "pareto.json", "search.png", "breakdown.png",
+                "report.md", "report.html", "subnet.pt", "study.db", "study.db.lock", "study.db-wal", "study.db-shm")
+
+
+def check_out(out: str | Path, *, resume: bool) -> None:
+    """``out`` is new, empty, or (with ``resume``) an earlier search run holding its study; never a folder
+    of someone else's files, which ``write_run`` would overwrite."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise SlimformerError(f"--out {p} is an existing file, not a run directory")
+    entries = sorted(f.name for f in p.iterdir() if not f.name.startswith(".")) if p.is_dir() else []
+    if not entries:
+        return
+    ours = all(name in SEARCH_FILES for name in entries)
+    if ours and resume and "study.db" in entries:
+        return
+    hint = " or add --resume to continue its optuna study" if ours and "study.db" in entries else ""
+    raise SlimformerError(f"--out {p} is not empty ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}): "
+                          f"choose a new or empty folder{hint}")
 
 
 def torch_device(name: str):
