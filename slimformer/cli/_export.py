@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 from .._errors import SlimformerError
 from .._validate import MAX_MB, NONNEG_INT, PORT, POSITIVE_INT
+from ._options import add_json, add_quiet, add_run_folder, add_torch_device, print_json, progress
 
 # `slimformer serve` needs the [serve] extra; each entry: the distribution and the modules that provide it
 SERVE_DEPS = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",), "python-multipart": ("python_multipart", "multipart")}
@@ -19,16 +19,17 @@ def register(sub) -> None:
     p.add_argument("--weights", default=None, help="or: a state dict for this architecture (e.g. timm weights)")
     p.add_argument("--recalibrate", dest="recal_data", default=None, metavar="DATA",
                    help="with --supernet: re-estimate BN statistics on DATA (builtin or an ImageFolder) first")
-    p.add_argument("--recal-batches", type=POSITIVE_INT, default=20)
+    p.add_argument("--recal-batches", type=POSITIVE_INT, default=20, help="batches for --recalibrate")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="batch size for --recalibrate")
     p.add_argument("--random-init", action="store_true", help="export with random weights (latency work only)")
     p.add_argument("--format", dest="formats", action="append", choices=("pt", "onnx", "torchscript", "coreml"),
                    help="repeatable; default: pt and onnx")
-    p.add_argument("-o", "--out", required=True, help="output folder")
+    add_run_folder(p, "export", runs_root=False, required=True)
     p.add_argument("--class-names", default=None, help="JSON list or text file (one name a line) of class names")
     p.add_argument("--lut-dir", default=None, help="extra folder of latency tables for the card's predictions")
     p.add_argument("--repeats", type=POSITIVE_INT, default=50, help="timed runs for the measured latency (default 50)")
     p.add_argument("--no-measure", action="store_true", help="skip measuring latency here")
+    add_json(p, "the model card")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("bench", help="latency/throughput of subnets vs timm baselines (EfficientViT protocol)")
@@ -39,21 +40,22 @@ def register(sub) -> None:
     p.add_argument("--batch", type=POSITIVE_INT, default=16, help="throughput batch on CPU (default 16)")
     p.add_argument("--threads", type=POSITIVE_INT, default=1, help="intra-op threads (default 1)")
     p.add_argument("--repeats", type=POSITIVE_INT, default=30, help="timed runs per measurement (default 30)")
-    p.add_argument("--warmup", type=NONNEG_INT, default=3)
-    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (GPU: largest power-of-two batch)")
+    p.add_argument("--warmup", type=NONNEG_INT, default=3, help="untimed runs before the timed ones")
+    add_torch_device(p, default="cpu", help="where PyTorch runs: cpu or cuda[:N] (GPU: largest power-of-two batch)")
     p.add_argument("--with-lut", action="append", default=None, metavar="NAME",
                    help="put this latency table's prediction beside the measurement (repeatable)")
-    p.add_argument("--lut-dir", default=None)
-    p.add_argument("--out", default=None, help="runs root (default runs/)")
-    p.add_argument("--run-dir", default=None, help="reuse this run dir (resumes a killed bench)")
+    p.add_argument("--lut-dir", default=None, help="folder of user latency tables")
+    add_run_folder(p, "bench", old="--run-dir", help="exactly the bench folder to write into (resumes a killed bench)")
+    add_quiet(p)
+    add_json(p)
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("serve", help="local web page: upload a photo, see the top-5 classes and inference time")
     p.add_argument("--model", required=True, help="exported model.onnx (its card.json beside it)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=PORT, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=PORT, default=8000, help="port to listen on")
     p.add_argument("--max-mb", type=MAX_MB, default=8.0, help="upload size cap in MB (default 8)")
-    p.add_argument("--threads", type=POSITIVE_INT, default=1)
+    p.add_argument("--threads", type=POSITIVE_INT, default=1, help="onnxruntime intra-op threads")
     p.add_argument("--workers", type=POSITIVE_INT, default=2, help="uploads classified at once (default 2)")
     p.set_defaults(func=_serve)
 
@@ -81,6 +83,8 @@ def _export(args) -> int:
                          recal_data=args.recal_data, recal_batches=args.recal_batches, batch_size=args.batch_size)
     card = export_model(src, args.out, formats=tuple(args.formats or ("pt", "onnx")), measure=not args.no_measure,
                         repeats=args.repeats, class_names=_read_names(args.class_names), lut_dir=args.lut_dir)
+    if args.json:
+        return print_json(card)
     print(f"exported {card['summary']}: {card['params'] / 1e6:.2f} M params, {card['macs'] / 1e6:.1f} M MACs")
     for fmt, name in card["files"].items():
         d = card["parity_max_abs_diff"].get(fmt)
@@ -101,10 +105,12 @@ def _export(args) -> int:
 def _bench(args) -> int:
     from slimformer.export._bench import format_table, run_bench
 
-    rd, data = run_bench(args.models, out_root=args.out, run_dir=args.run_dir,
+    rd, data = run_bench(args.models, out_root=args.runs_root, run_dir=args.out,
                          backends=tuple(args.backends or ("onnxruntime", "torch")), batch=args.batch,
-                         threads=args.threads, warmup=args.warmup, repeats=args.repeats, device=args.device,
-                         with_lut=args.with_lut, lut_dir=args.lut_dir, progress=sys.stderr.isatty())
+                         threads=args.threads, warmup=args.warmup, repeats=args.repeats, device=args.torch_device,
+                         with_lut=args.with_lut, lut_dir=args.lut_dir, progress=progress(args))
+    if args.json:
+        return print_json({"run_dir": str(rd), **data})
     print(format_table(data))
     print(f"results: {rd / 'bench.json'}, plot: {rd / 'bench.png'}, report: {rd / 'report.md'}")
     return 0

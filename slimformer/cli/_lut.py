@@ -7,6 +7,7 @@ import time
 
 from .._validate import NONNEG_INT, POSITIVE_INT, SEED
 from . import _lut_remote
+from ._options import add_json, add_quiet, add_run_folder, add_table, print_json
 
 
 def register(sub) -> None:
@@ -14,10 +15,10 @@ def register(sub) -> None:
     lut_sub = p.add_subparsers(dest="lut_command", metavar="ACTION", required=True)
 
     b = lut_sub.add_parser("build", help="measure every op of a search space on this machine")
-    b.add_argument("--device", required=True, help="table name (e.g. cpu-ort) or path NAME.json to write")
-    b.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime")
+    add_table(b, required=True, help="table name (e.g. cpu-ort) or path NAME.json to write")
+    b.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime", help="runtime the ops are measured with")
     b.add_argument("--threads", type=POSITIVE_INT, default=1, help="intra-op threads (default 1)")
-    b.add_argument("--batch", type=POSITIVE_INT, default=1)
+    b.add_argument("--batch", type=POSITIVE_INT, default=1, help="batch size of each measured op")
     b.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall time (default), or the thread's CPU time (one thread only: leaves out time the "
                         "scheduler gives other processes on a shared machine)")
@@ -29,55 +30,69 @@ def register(sub) -> None:
     b.add_argument("--rounds", type=POSITIVE_INT, default=2,
                    help="times each calibration subnet is measured, minutes apart; the faster is kept (default 2)")
     b.add_argument("--repeats", type=POSITIVE_INT, default=15, help="timed runs per op (at least)")
-    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(b)
+    add_json(b, "the table's summary")
     b.set_defaults(func=_build)
 
+    _add_inspection(lut_sub)
+    _lut_remote.register(lut_sub)
+
+
+
+def _add_inspection(lut_sub) -> None:
+    """``lut validate``, ``list``, ``show`` and ``profile``."""
     v = lut_sub.add_parser("validate", help="measure random subnets end to end and compare with the table")
-    v.add_argument("--device", required=True, help="table name or path (built on this machine)")
-    v.add_argument("--samples", type=POSITIVE_INT, default=100)
-    v.add_argument("--seed", type=SEED, default=0)
-    v.add_argument("--lut-dir", default=None)
-    v.add_argument("--out", default=None, help="runs folder (default runs/)")
-    v.add_argument("--run-dir", default=None, help="resume or reuse this run directory")
+    add_table(v, required=True, help="table name or path (built on this machine)")
+    v.add_argument("--samples", type=POSITIVE_INT, default=100, help="random subnets to measure end to end")
+    v.add_argument("--seed", type=SEED, default=0, help="random seed of the sampled subnets")
+    v.add_argument("--lut-dir", default=None, help="user table folder (default ~/.cache/slimformer/luts)")
+    add_run_folder(v, "lut-validate", old="--run-dir",
+                   help="exactly the validation folder to write into (an earlier one is resumed)")
     v.add_argument("--rounds", type=POSITIVE_INT, default=2,
                    help="times each subnet is measured (all once, then all again); the faster is kept (default 2)")
     v.add_argument("--recalibrate", action="store_true",
                    help="also measure 10 of the build's calibration subnets again and report the figures with "
                         "the machine's speed now relative to the build (its level) factored out")
-    v.add_argument("--quiet", action="store_true")
+    add_quiet(v)
+    add_json(v, "the validation figures")
     v.set_defaults(func=_validate)
 
     ls = lut_sub.add_parser("list", help="shipped and user tables")
-    ls.add_argument("--lut-dir", default=None)
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--lut-dir", default=None, help="user table folder (default ~/.cache/slimformer/luts)")
+    ls.add_argument("--json", action="store_true", help="print the tables as JSON instead of the text summary")
     ls.set_defaults(func=_list)
 
     s = lut_sub.add_parser("show", help="metadata, error figures and a per-op-kind breakdown")
     s.add_argument("name", help="table name or path")
     s.add_argument("--arch", default="l1", help="preset or arch JSON to break down (default l1; 'none' to skip)")
-    s.add_argument("--lut-dir", default=None)
+    add_json(s, "the table's metadata")
+    s.add_argument("--lut-dir", default=None, help="user table folder (default ~/.cache/slimformer/luts)")
     s.set_defaults(func=_show)
 
     pr = lut_sub.add_parser("profile", help="bar chart PNG of latency by op kind and by stage")
     pr.add_argument("name", help="table name or path")
     pr.add_argument("--arch", default="l1", help="preset or arch JSON (default l1)")
-    pr.add_argument("--lut-dir", default=None)
-    pr.add_argument("--out", default=None, help="runs folder (default runs/)")
+    pr.add_argument("--lut-dir", default=None, help="user table folder (default ~/.cache/slimformer/luts)")
+    add_run_folder(pr, "lut-profile")
+    add_json(pr, "the profile figures")
     pr.set_defaults(func=_profile)
-
-    _lut_remote.register(lut_sub)
 
 
 def _build(args) -> int:
     from ..latency_lut import build_table
     from ..latency_lut._registry import build_target
 
-    name, folder = build_target(args.device, args.lut_dir)
+    name, folder = build_target(args.table, args.lut_dir)
     t0 = time.monotonic()
     t = build_table(name=name, backend=args.backend, threads=args.threads, batch=args.batch, clock=args.clock,
                     space=args.space,
                     lut_dir=folder, resume=args.resume, progress=not args.quiet, calibration=args.calibration,
                     rounds=args.rounds, repeats=args.repeats)
+    if args.json:
+        return print_json({"name": t.name, "path": str(t.path), "space": t.space.name, "entries": len(t.entries),
+                           "backend": t.backend, "threads": t.threads, "batch": t.batch, "clock": t.clock,
+                           "overhead_ms": t.overhead_ms, "correction": t.correction, "error": t.error,
+                           "seconds": round(time.monotonic() - t0, 1)})
     print(f"built latency table {t.name!r}: {len(t.entries)} ops of space {t.space.name!r} in "
           f"{time.monotonic() - t0:.0f} s ({t.backend}, {t.threads} thread(s), batch {t.batch}, {t.clock} clock), "
           f"overhead {t.overhead_ms:.4f} ms/call")
@@ -97,9 +112,11 @@ def _validate(args) -> int:
     from ..latency_lut import get_table
     from ..latency_lut._validate import figure_lines, validate_table
 
-    t = get_table(args.device, lut_dir=args.lut_dir)
-    r = validate_table(t, samples=args.samples, seed=args.seed, run_dir=args.run_dir, runs_root=args.out,
+    t = get_table(args.table, lut_dir=args.lut_dir)
+    r = validate_table(t, samples=args.samples, seed=args.seed, run_dir=args.out, runs_root=args.runs_root,
                        progress=not args.quiet, recalibrate=args.recalibrate, rounds=args.rounds)
+    if args.json:
+        return print_json(r)
     print(f"{t.name}: {r['samples']} random subnets measured end to end ({t.backend}, {t.threads} thread(s), "
           f"{t.clock} clock; the faster of {r['rounds']} round(s) each)")
     print("\n".join(figure_lines(r)))
@@ -129,6 +146,12 @@ def _show(args) -> int:
 
     t = get_table(args.name, lut_dir=args.lut_dir)
     cfg = None if str(args.arch).lower() == "none" else get_arch(args.arch)
+    if args.json:
+        return print_json({"name": t.name, "kind": t.kind, "device": t.device, "backend": t.backend,
+                           "path": str(t.path), "space": t.space.name, "entries": len(t.entries),
+                           "overhead_ms": t.overhead_ms, "correction": t.correction, "error": t.error,
+                           "arch": None if cfg is None else {"summary": cfg.summary(),
+                                                             "predicted_ms": float(t.predict(cfg))}})
     print(describe(t, cfg))
     return 0
 
@@ -139,7 +162,9 @@ def _profile(args) -> int:
     from ..supernet import get_arch
 
     t = get_table(args.name, lut_dir=args.lut_dir)
-    r = profile(t, get_arch(args.arch), runs_root=args.out)
+    r = profile(t, get_arch(args.arch), run_dir=args.out, runs_root=args.runs_root)
+    if args.json:
+        return print_json(r)
     top = sorted(r["by_kind_ms"].items(), key=lambda kv: -kv[1])[:3]
     print(f"{args.arch} on {t.name} ({t.kind}): predicted {parts_text(r['parts'])}; largest ops: "
           + ", ".join(f"{k} {v:.2f} ms" for k, v in top))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .._validate import NONNEG_INT
+from ._options import add_json, add_run_folder, print_json
 
 
 def register(lut_sub) -> None:
@@ -10,7 +11,8 @@ def register(lut_sub) -> None:
                                           "to measure a device this machine cannot reach")
     p.add_argument("--format", choices=("onnx", "coreml"), default="onnx",
                    help="onnx (runner needs numpy + onnxruntime) or coreml (.mlpackage; needs coremltools)")
-    p.add_argument("-o", "--out", required=True, help="bundle folder (resumes a partial bundle there)")
+    add_run_folder(p, "bundle", runs_root=False, required=True, help="bundle folder (resumes a partial bundle there)")
+    add_json(p, "the bundle manifest path and size")
     p.add_argument("--space", default="default", help="space name (default, tiny) or JSON file")
     p.add_argument("--calibration", type=NONNEG_INT, default=10,
                    help="whole subnets to include, to fit the table's composition correction on (default 10)")
@@ -22,6 +24,7 @@ def register(lut_sub) -> None:
     p.add_argument("--lut-dir", default=None, help="table folder (default ~/.cache/slimformer/luts)")
     p.add_argument("--bundle", default=None, help="also check the results come from this bundle folder")
     p.add_argument("--space", default=None, help="also check the results cover this space")
+    add_json(p, "the imported table's summary")
     p.set_defaults(func=_import)
 
 
@@ -31,6 +34,9 @@ def _bundle(args) -> int:
 
     manifest = write_bundle(args.out, space=get_space(args.space), fmt=args.format, calibration=args.calibration)
     size = sum(f.stat().st_size for f in manifest.parent.rglob("*") if f.is_file())
+    if args.json:
+        return print_json({"bundle": str(manifest.parent), "manifest": str(manifest), "format": args.format,
+                           "space": args.space, "bytes": size})
     print(f"wrote bundle {manifest.parent} ({args.format}, space {args.space!r}, {size / 1e6:.1f} MB)")
     print(f"on the device: python {manifest.parent / 'run_bundle.py'}   (writes results.json there)")
     print(f"then here:     slimformer lut import {manifest.parent / 'results.json'} --name DEVICE-NAME")
@@ -43,6 +49,9 @@ def _import(args) -> int:
 
     space = get_space(args.space) if args.space else None
     table = import_results(args.results, name=args.name, lut_dir=args.lut_dir, bundle=args.bundle, space=space)
+    if args.json:
+        return print_json({"name": table.name, "path": str(table.path), "entries": len(table.entries),
+                           "overhead_ms": table.overhead_ms, "correction": table.correction, "error": table.error})
     print(f"imported {len(table.entries)} ops as table {table.name!r} (kind imported, per-call overhead "
           f"{table.overhead_ms:.4f} ms): {table.path}")
     if table.error:

@@ -82,11 +82,13 @@ class _StoreTrue(argparse._StoreTrueAction):
 
 def add_table(p: argparse.ArgumentParser, *, required: bool = False, default: str | None = None,
               help: str = "latency table name (see `slimformer lut list`) or table JSON file",
-              device_alias: bool = True) -> None:
-    """``--table`` (``args.table``); ``--device`` as its deprecated alias where it used to mean the table."""
-    names = ("--table", "--device") if device_alias else ("--table",)
+              device_alias: bool | str = True) -> None:
+    """``--table`` (``args.table``); ``--device`` (or the spelling ``device_alias`` names) as its deprecated
+    alias where it used to mean the table."""
+    old = "--device" if device_alias is True else device_alias or None
+    names = ("--table", old) if old else ("--table",)
     p.add_argument(*names, dest="table", action=_Store, required=required, default=default, metavar="TABLE",
-                   help=help, deprecated={"--device": "--table"} if device_alias else None)
+                   help=help, deprecated={old: "--table"} if old else None)
 
 
 def add_torch_device(p: argparse.ArgumentParser, *, old: str | None = "--device", default: str = "auto",

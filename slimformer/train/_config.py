@@ -130,7 +130,7 @@ class TrainConfig(_Common):
         if self.gumbel and not 0 < self.tau_min <= self.tau0:
             raise SlimformerError("Gumbel temperatures need 0 < tau_min <= tau0")
         if self.lat_weight and not self.lut:
-            raise SlimformerError("a latency weight needs a latency table (--lut NAME)")
+            raise SlimformerError("a latency weight needs a latency table (--table NAME, formerly --lut)")
         if self.lut and not self.gumbel:
             raise SlimformerError("the latency penalty acts on the Gumbel alpha: add --gumbel")
 

@@ -115,17 +115,17 @@ CASES = [
     "arch show",
     # latency tables
     "lut build",
-    "lut build --device cpu-x --calibration -1",
-    "lut build --device cpu-x --repeats 0",
-    "lut build --device cpu-x --repeats -3",
-    "lut build --device cpu-x --threads 0",
-    "lut build --device cpu-x --batch nan",
-    "lut build --device cpu-x --rounds 0",
-    "lut build --device bad/name!",
-    "lut build --device cpu-x --space nope",
-    "lut build --device cpu-x --space {in}/space_nan.json",
-    "lut validate --device nope",
-    "lut validate --device iphone-lut --samples 0",
+    "lut build --table cpu-x --calibration -1",
+    "lut build --table cpu-x --repeats 0",
+    "lut build --table cpu-x --repeats -3",
+    "lut build --table cpu-x --threads 0",
+    "lut build --table cpu-x --batch nan",
+    "lut build --table cpu-x --rounds 0",
+    "lut build --table bad/name!",
+    "lut build --table cpu-x --space nope",
+    "lut build --table cpu-x --space {in}/space_nan.json",
+    "lut validate --table nope",
+    "lut validate --table iphone-lut --samples 0",
     "lut show nope",
     "lut show iphone-lut --arch {in}/nan_arch.json",
     "lut profile iphone-lut --arch l9",
@@ -172,13 +172,13 @@ CASES = [
     "search --budget-ms 1.6 --supernet {in}/str_state.pt",
     "search --budget-ms 1.6 --supernet {in}/nan_ckpt.pt",
     "search --budget-ms 1.6 --supernet {in}/text.txt",
-    "search --budget-ms 1.6 --device nope",
+    "search --budget-ms 1.6 --table nope",
     "search --budget-ms 0.0001",
     # prune
     "prune --budget-ms nan",
     "prune",
     "prune --batches 0",
-    "prune --supernet {in}/nan_ckpt.pt --arch l1 --device iphone-lut --budget-ms 1",
+    "prune --supernet {in}/nan_ckpt.pt --arch l1 --table iphone-lut --budget-ms 1",
     "prune --model timm:deit_tiny_patch16_224 --budget-params -5",
     # export / bench / serve
     "export l1 --random-init -o {in}/f --no-measure",
@@ -321,7 +321,7 @@ def test_second_table_builder_gets_one_line(tmp_path):
     lut_dir = tmp_path / "luts"
     lock = partial_path("cpu-lock", lut_dir).with_suffix(".lock")
     with exclusive_lock(lock, "held"):  # a first builder
-        r = _cli(["lut", "build", "--device", "cpu-lock", "--lut-dir", str(lut_dir), "--space", "tiny",
+        r = _cli(["lut", "build", "--table", "cpu-lock", "--lut-dir", str(lut_dir), "--space", "tiny",
                   "--quiet"], tmp_path)
     assert r.returncode == 2, r.stderr[-2000:]
     want = (f"slimformer: error: latency table 'cpu-lock' is being built by another process (pid {os.getpid()}); "

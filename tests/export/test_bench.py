@@ -61,13 +61,13 @@ def test_bench_onnx_file_with_card_and_errors(search_run, tmp_path, capsys):
     bm = resolve_model(str(tmp_path / "e" / "model.onnx"))
     assert bm.model is None and bm.img_size == 32
     rc = main(["bench", str(tmp_path / "e" / "model.onnx"), "--repeats", "2", "--batch", "2",
-               "--run-dir", str(tmp_path / "cli")])
+               "--out", str(tmp_path / "cli")])
     out = capsys.readouterr().out
     assert rc == 0 and "onnxruntime ms" in out and (tmp_path / "cli" / "bench.json").is_file()
     with pytest.raises(SlimformerError, match="unknown timm model"):
         resolve_model("timm:no_such_model")
-    assert main(["bench", "timm:no_such_model", "--run-dir", str(tmp_path / "x")]) == 2
-    assert main(["bench", "l1", "--with-lut", "no-such-table", "--run-dir", str(tmp_path / "y")]) == 2
+    assert main(["bench", "timm:no_such_model", "--out", str(tmp_path / "x")]) == 2
+    assert main(["bench", "l1", "--with-lut", "no-such-table", "--out", str(tmp_path / "y")]) == 2
     assert "no-such-table" in capsys.readouterr().err
 
 

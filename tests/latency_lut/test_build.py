@@ -173,7 +173,7 @@ def test_validate_refuses_estimated_tables(micro_table):
 def test_build_resumes_after_the_process_is_killed(tmp_path):
     space_file = tmp_path / "micro.json"
     space_file.write_text(json.dumps(micro_space().to_dict()))
-    cmd = [sys.executable, "-m", "slimformer", "lut", "build", "--device", "killed", "--space", str(space_file),
+    cmd = [sys.executable, "-m", "slimformer", "lut", "build", "--table", "killed", "--space", str(space_file),
            "--lut-dir", str(tmp_path), "--repeats", "3", "--calibration", "3", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -40,7 +40,7 @@ def test_profile_writes_a_png(capsys, micro_table, tmp_path):
     arch = tmp_path / "a.json"
     arch.write_text(micro_table.space.largest().to_json())
     code, out, _ = run(capsys, "lut", "profile", str(micro_table.path), "--arch", str(arch),
-                       "--out", str(tmp_path / "runs"))
+                       "--runs-root", str(tmp_path / "runs"))
     assert code == 0, out
     png = next((tmp_path / "runs").glob("lut-profile-*/profile.png"))
     assert png.stat().st_size > 5000
@@ -55,8 +55,8 @@ def test_profile_writes_a_png(capsys, micro_table, tmp_path):
 
 
 def test_validate_cli(capsys, micro_table, tmp_path):
-    code, out, _ = run(capsys, "lut", "validate", "--device", str(micro_table.path), "--samples", "3",
-                       "--out", str(tmp_path / "runs"), "--quiet")
+    code, out, _ = run(capsys, "lut", "validate", "--table", str(micro_table.path), "--samples", "3",
+                       "--runs-root", str(tmp_path / "runs"), "--quiet")
     assert code == 0 and "within ±5%" in out and "Kendall tau" in out and "scatter.png" in out
 
 
@@ -64,10 +64,10 @@ def test_validate_cli(capsys, micro_table, tmp_path):
     (["lut", "show", "no-such-table"], "unknown latency table 'no-such-table': available:"),
     (["lut", "show", "cpu-ort"], "slimformer lut build --device cpu-ort"),
     (["lut", "show", "/nonexistent/t.json"], "not found"),
-    (["lut", "build", "--device", "bad name!"], "invalid table name"),
-    (["lut", "build", "--device", "x", "--threads", "0"], "at least 1"),
-    (["lut", "build", "--device", "x", "--space", "nope"], "unknown search space"),
-    (["lut", "validate", "--device", "iphone-lut", "--samples", "3"], "validation measures on this machine"),
+    (["lut", "build", "--table", "bad name!"], "invalid table name"),
+    (["lut", "build", "--table", "x", "--threads", "0"], "at least 1"),
+    (["lut", "build", "--table", "x", "--space", "nope"], "unknown search space"),
+    (["lut", "validate", "--table", "iphone-lut", "--samples", "3"], "validation measures on this machine"),
     (["lut", "show", "iphone-lut", "--arch", "nope"], "unknown architecture"),
     (["lut", "profile", "iphone-lut", "--arch", str(Path(__file__).parent / "tiny_arch.json")], "not in the space"),
 ])

@@ -226,7 +226,7 @@ def test_table_entries_are_the_cost_model_applied_to_each_op():
 def test_main_job_places_its_answer_among_the_iphone_figures(tmp_path, capsys):
     from slimformer.cli import main
 
-    assert main(["search", "--budget-ms", "1.6", "--device", "iphone-lut", "--out", str(tmp_path / "r")]) == 0
+    assert main(["search", "--budget-ms", "1.6", "--table", "iphone-lut", "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "on iphone12-ios16 (series v2 estimate):" in out and "A14 floor:" in out
     assert "reference: EfficientFormer-L1 1.6 ms published (series v1), 79.2 % ImageNet top-1" in out

@@ -15,7 +15,7 @@ import torch
 from slimformer.supernet import load_supernet
 
 ARGS = ["--space", "tiny", "--batch-size", "8", "--train-size", "64", "--val-size", "16", "--eval-batches", "1",
-        "--quiet", "--device", "cpu"]
+        "--quiet", "--torch-device", "cpu"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -57,7 +57,7 @@ def test_killed_training_resumes(tmp_path):
 def test_ddp_two_processes_gloo(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "slimformer", "train", *ARGS,
-           "--epochs", "2", "--steps-per-epoch", "2", "--gumbel", "--out", str(tmp_path)]
+           "--epochs", "2", "--steps-per-epoch", "2", "--gumbel", "--runs-root", str(tmp_path)]
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     runs = [p for p in tmp_path.iterdir() if p.is_dir()]

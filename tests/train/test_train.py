@@ -172,10 +172,10 @@ def test_checkpoint_weights_only(tmp_path):
 def test_cli_bad_input_is_one_line(tmp_path, capsys):
     from slimformer.cli import main
 
-    rc = main(["train", "--space", "tiny", "--data", str(tmp_path / "none"), "--quiet", "--out", str(tmp_path)])
+    rc = main(["train", "--space", "tiny", "--data", str(tmp_path / "none"), "--quiet", "--runs-root", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "ImageFolder" in err and len(err.strip().splitlines()) == 1
-    rc = main(["train", "--space", "tiny", "--lat-weight", "1", "--quiet", "--out", str(tmp_path)])
+    rc = main(["train", "--space", "tiny", "--lat-weight", "1", "--quiet", "--runs-root", str(tmp_path)])
     assert rc == 2 and "--lut" in capsys.readouterr().err
 
 
