@@ -24,7 +24,7 @@ import torch
 
 from .._errors import ConfigError, SlimformerError
 from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from ..supernet import SearchSpace
+from ..supernet import SearchSpace, space_from_dict
 from ._keys import space_ops
 from ._runner import BUNDLE_SCHEMA, RESULTS_SCHEMA, manifest_id
 
@@ -79,9 +79,9 @@ def _save_coreml(ct, module, example, path: Path) -> None:
 
 
 def _calibration_net(cfg):
-    from ..supernet import EfficientFormerNet
+    from ..supernet import build_model
 
-    net = EfficientFormerNet(cfg).eval()  # random weights: only the latency is measured
+    net = build_model(cfg).eval()  # random weights: only the latency is measured
     return net, (torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size),)
 
 
@@ -184,7 +184,7 @@ def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path |
             total = f" of {len(read_manifest(bundle)['ops'])}" if bundle else ""
             raise SlimformerError(f"{src} is incomplete ({len(entries)}{total} ops measured): run "
                                   f"run_bundle.py again to finish it (it resumes)")
-        rspace = SearchSpace.from_dict(r["space"])
+        rspace = space_from_dict(r["space"])
         if rspace.hash != r["space_hash"]:
             raise SlimformerError(f"{src} is damaged: its space does not match its space hash")
         if space is not None and space.hash != rspace.hash:

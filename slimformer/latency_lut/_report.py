@@ -8,7 +8,7 @@ from .._errors import SlimformerError
 from .._io import atomic_write_json, make_run_dir
 from ..supernet import ArchConfig
 from ._fidelity import correction_text
-from ._keys import OP_KINDS, arch_ops_by_stage, op_kind, space_ops
+from ._keys import ALL_OP_KINDS, arch_ops_by_stage, op_kind, space_ops
 from ._table import LatencyTable
 
 KIND_LABELS = {
@@ -23,7 +23,7 @@ def by_kind(table: LatencyTable, cfg: ArchConfig) -> dict[str, float]:
     out: dict[str, float] = {}
     for _, key in arch_ops_by_stage(cfg):
         out[op_kind(key)] = out.get(op_kind(key), 0.0) + table.ms(key)
-    return {k: out[k] for k in OP_KINDS if k in out}
+    return {k: out[k] for k in ALL_OP_KINDS if k in out}
 
 
 def by_stage(table: LatencyTable, cfg: ArchConfig) -> dict[str, dict[str, float]]:
@@ -129,7 +129,7 @@ def profile(table: LatencyTable, cfg: ArchConfig, *, run_dir: str | Path | None 
     out.mkdir(parents=True, exist_ok=True)
     kinds, stages = by_kind(table, cfg), by_stage(table, cfg)
     total = sum(kinds.values())
-    colors = {k: plt.cm.tab10(i % 10) for i, k in enumerate(OP_KINDS)}
+    colors = {k: plt.cm.tab10(i % 10) for i, k in enumerate(ALL_OP_KINDS)}
     fig, (a, b) = plt.subplots(1, 2, figsize=(13.5, 4.6), dpi=120, gridspec_kw={"width_ratios": [1.2, 1]})
     order = sorted(kinds, key=lambda k: kinds[k])
     a.barh([KIND_LABELS.get(k, k) for k in order], [kinds[k] for k in order], color=[colors[k] for k in order])
@@ -140,7 +140,7 @@ def profile(table: LatencyTable, cfg: ArchConfig, *, run_dir: str | Path | None 
     a.set_title("by op kind", fontsize=10)
     parts = list(stages)
     bottom = [0.0] * len(parts)
-    for k in OP_KINDS:
+    for k in ALL_OP_KINDS:
         vals = [stages[p].get(k, 0.0) for p in parts]
         if any(vals):
             b.bar(parts, vals, bottom=bottom, color=colors[k], label=KIND_LABELS.get(k, k))

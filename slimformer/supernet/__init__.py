@@ -10,6 +10,7 @@ from ._checkpoint import (
                           read_checkpoint,
                           save_supernet,
 )
+from ._family import Family, arch_from_dict, build_model, build_supernet, families, family_of, get_family, space_from_dict
 from ._config import KINDS, SKIP, ArchConfig, BlockConfig, StageConfig, mb3d, mb4d
 from ._model import EfficientFormerNet
 from ._presets import EFFICIENTFORMER, PRESETS, SPACES, efficientformer_config, get_arch, get_space, read_arch
@@ -25,4 +26,6 @@ __all__ = [
     "efficientformer_config", "get_arch", "get_space", "load_pretrained", "load_supernet", "mb3d", "mb4d",
     "parse_arch_key", "read_arch", "read_checkpoint", "read_state_dict", "recalibrate_bn", "save_supernet",
     "supernet_from_pretrained",
+    "Family", "arch_from_dict", "build_model", "build_supernet", "families", "family_of", "get_family",
+    "space_from_dict",
 ]

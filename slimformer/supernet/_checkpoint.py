@@ -21,6 +21,7 @@ import torch
 
 from .._errors import ConfigError, SlimformerError
 from .._io import atomic_torch_save
+from ._family import build_supernet, space_from_dict
 from ._space import SearchSpace
 from ._supernet import Supernet
 
@@ -93,13 +94,13 @@ def load_supernet(path: str | Path, *, space: SearchSpace | None = None) -> Supe
     """Load a supernet checkpoint. If ``space`` is given, a checkpoint of another space is an error."""
     raw = read_checkpoint(path)
     try:
-        ck_space = SearchSpace.from_dict(raw["space"])
+        ck_space = space_from_dict(raw["space"])
     except (ConfigError, KeyError) as e:
         raise SlimformerError(f"{path}: the checkpoint's search space is malformed ({e})") from None
     if space is not None and space.hash != ck_space.hash:
         raise SlimformerError(f"{path} was trained on search space {ck_space.name!r} ({ck_space.hash}), "
                               f"not on {space.name!r} ({space.hash})")
-    model = Supernet(ck_space)
+    model = build_supernet(ck_space)
     try:
         model.load_state_dict(raw["state_dict"], strict=True)
     except (RuntimeError, KeyError) as e:

@@ -44,6 +44,8 @@ class SearchSpace:
     width_step: int = 16
     name: str = field(default="default", compare=False)
 
+    family = "efficientformer"
+
     def __post_init__(self):
         norm = {
             "stage_widths": tuple(tuple(sorted(int(w) for w in ws)) for ws in self.stage_widths),

@@ -19,20 +19,32 @@ from .._model import relative_position_index
 from ._config import MERGE_RATIO, SUB_FFN_RATIO, EfficientViTConfig, EViTBlockConfig
 
 
-def window_apply(fn, x: torch.Tensor, ws: int) -> torch.Tensor:
-    """``fn`` on every ``ws`` x ``ws`` window of ``x`` (B, C, H, W), padding bottom/right (timm's partition)."""
+def window_partition(x: torch.Tensor, ws: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """(B, C, H, W) -> (B * windows, C, ws, ws), padding bottom/right (timm's partition), and what undoes it."""
     B, C, H, W = x.shape
     if H == ws and W == ws:
-        return fn(x)
+        return x, ()
     x = x.permute(0, 2, 3, 1)
     pad_b, pad_r = (ws - H % ws) % ws, (ws - W % ws) % ws
     x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-    pH, pW = H + pad_b, W + pad_r
-    nH, nW = pH // ws, pW // ws
+    nH, nW = (H + pad_b) // ws, (W + pad_r) // ws
     x = x.view(B, nH, ws, nW, ws, C).transpose(2, 3).reshape(B * nH * nW, ws, ws, C).permute(0, 3, 1, 2)
-    x = fn(x)
-    x = x.permute(0, 2, 3, 1).view(B, nH, nW, ws, ws, C).transpose(2, 3).reshape(B, pH, pW, C)
+    return x, (B, H, W, nH, nW)
+
+
+def window_reverse(x: torch.Tensor, undo: tuple[int, ...]) -> torch.Tensor:
+    if not undo:
+        return x
+    B, H, W, nH, nW = undo
+    C, ws = x.shape[1], x.shape[2]
+    x = x.permute(0, 2, 3, 1).view(B, nH, nW, ws, ws, C).transpose(2, 3).reshape(B, nH * ws, nW * ws, C)
     return x[:, :H, :W].contiguous().permute(0, 3, 1, 2)
+
+
+def window_apply(fn, x: torch.Tensor, ws: int) -> torch.Tensor:
+    """``fn`` on every ``ws`` x ``ws`` window of ``x`` (B, C, H, W)."""
+    xw, undo = window_partition(x, ws)
+    return window_reverse(fn(xw), undo)
 
 
 def cascade_input(chunk: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:

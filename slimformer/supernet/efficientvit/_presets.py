@@ -38,10 +38,10 @@ def _steps(lo: int, hi: int, step: int) -> tuple[int, ...]:
 
 
 EVIT_SPACES = {
-    # holds M0...M5: widths in steps of 16, 2-4 heads, Q/K 8-32, V up to the chunk, FFN ratio 0.5-2
+    # holds M0...M5: widths in steps of 16, 2-4 heads, Q/K 8-32, V 16-128 (at most the chunk), FFN ratio 0.5-2
     "efficientvit": lambda: EfficientViTSpace(
         stage_widths=(_steps(64, 192, 16), _steps(128, 288, 16), _steps(192, 384, 16)),
-        depths=(2, 4, 5), heads=(2, 3, 4), qk_dims=(8, 16, 24, 32), v_dims=_steps(16, 192, 16),
+        depths=(2, 4, 5), heads=(2, 3, 4), qk_dims=(8, 16, 24, 32), v_dims=_steps(16, 128, 16),
         ffn_ratios=(0.5, 1.0, 1.5, 2.0), kernels=(3, 5, 7), img_size=224, num_classes=1000,
         name="efficientvit"),
     # a small space for tests, demos and CPU training on 32-64 px images
