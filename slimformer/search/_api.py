@@ -47,6 +47,34 @@ def resolve_table(table: Any, *, lut_dir=None, build: bool = False, space: Any =
     return latency_lut.build_table(name=name, backend=backend, space=space, lut_dir=lut_dir, progress=progress)
 
 
+def table_for_space(table: Any, space: Any, *, lut_dir=None, build: bool = False, progress: bool = False):
+    """The table ``table`` names, for ``space`` (a space or its name): the table itself if it covers that
+    space, else ``<name>-<space name>`` (how tables of non-default spaces are named), built here with
+    ``build=True`` when it is a missing ``cpu-*`` table."""
+    from ..supernet import get_space
+
+    sp = get_space(space) if isinstance(space, (str, Path)) else space
+    if not isinstance(table, (str, Path)):
+        found = table
+    else:
+        try:
+            found = resolve_table(table, lut_dir=lut_dir)
+        except SlimformerError:
+            found = None
+        if (found is None or found.space_hash != sp.hash) and not str(table).endswith(".json"):
+            alt = f"{table}-{sp.name}"
+            try:
+                found = resolve_table(alt, lut_dir=lut_dir, build=build, space=sp, progress=progress)
+            except SlimformerError:
+                if found is None and not build:
+                    raise
+    if found is None or found.space_hash != sp.hash:
+        what = f"covers space {found.space.name!r}" if found is not None else "does not exist"
+        raise SlimformerError(f"latency table {str(table)!r} {what}, not {sp.name!r}: build one with `slimformer "
+                              f"lut build --device {table}-{sp.name} --space {sp.name}` (or pass --build)")
+    return found
+
+
 class CachedPredictor:
     """``table.predict`` memoised by config key, counting calls (predictions/s in the benchmark)."""
 
@@ -68,16 +96,20 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
            batch_size: int = 64, recal_batches: int = 4, val_batches: int = 4, seed: int = 0,
            storage: str | None = None, study_name: str | None = None, resume: bool = False,
            out: str | Path | None = None, runs_root: str | Path | None = None, progress: bool = False,
-           lut_dir=None, build: bool = False, compute: str = "auto") -> SearchResult:
+           lut_dir=None, build: bool = False, compute: str = "auto", space: Any = None) -> SearchResult:
     """Search the subnet that fits ``budget_ms`` on ``table``'s device.
 
     Writes a run directory to ``out``, or to a new ``runs_root/search-<time>`` (created only once the inputs
     are known to be valid); neither given: nothing is written and an optuna study stays in memory.
     ``build=True`` first measures a missing ``cpu-*`` table here, for the supernet's space (or the default).
-    ``compute`` is where inherited-weight evaluation runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``."""
+    ``compute`` is where inherited-weight evaluation runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``.
+    ``space`` (a name such as ``efficientvit``, or a space) picks the table of that space
+    (:func:`table_for_space`); by default the supernet's space, else the table's own."""
     if not budget_ms or budget_ms <= 0:
         raise SlimformerError(f"the latency budget must be a positive number of milliseconds, got {budget_ms}")
     ck = load_supernet(supernet) if isinstance(supernet, (str, Path)) else supernet
+    if space is not None:
+        table = table_for_space(table, space, lut_dir=lut_dir, build=build, progress=progress)
     table = resolve_table(table, lut_dir=lut_dir, build=build, space=ck.space if ck is not None else "default",
                           progress=progress)
     if ck is not None and ck.space.hash != table.space_hash:
