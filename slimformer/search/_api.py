@@ -159,7 +159,7 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
                   "score": scorer(best), "candidates": 0, "summary": best.summary()}]
     elif strategy == "slim":
         importance = None
-        if ck is not None:
+        if ck is not None and hasattr(space, "kinds_at"):  # a space with block kinds has alpha importance
             imp = scorer if isinstance(scorer, AlphaImportance) else AlphaImportance(space, ck.arch_logits)
             importance = imp.importance
             if not has_alpha:

@@ -79,3 +79,44 @@ def checkpoint_filter_fn(state_dict: dict, model=None) -> dict:
         if k.endswith("attention_biases") and k in target and v.shape != target[k].shape:
             sd[k] = resize_rel_pos_bias_table_levit(v.T, target[k].shape[::-1]).T.contiguous()
     return sd
+
+
+def load_pretrained(path, arch="m0"):
+    """Build EfficientViT ``arch`` (a preset name or config) and load a local timm/original weights file."""
+    from ..._errors import SlimformerError
+    from .._timm import read_state_dict
+    from ._model import EfficientViTNet
+    from ._presets import EVIT_PRESETS
+
+    if isinstance(arch, str):
+        key = arch.removeprefix("efficientvit_")
+        if key not in EVIT_PRESETS:
+            raise SlimformerError(f"{arch!r} is not an EfficientViT preset (choose from {', '.join(EVIT_PRESETS)})")
+        arch = EVIT_PRESETS[key]()
+    model = EfficientViTNet(arch)
+    state = checkpoint_filter_fn(read_state_dict(path), model)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad_shape = [k for k, v in state.items() if k in model.state_dict() and v.shape != model.state_dict()[k].shape]
+    if missing or unexpected or bad_shape:
+        some = (missing or unexpected or bad_shape)[:3]
+        raise SlimformerError(f"{path} does not match {arch.name or 'the architecture'}: {len(missing)} missing, "
+                              f"{len(unexpected)} unexpected keys (e.g. {', '.join(some)})")
+    return model.eval()
+
+
+def supernet_from_pretrained(path, arch, space):
+    """An EfficientViT supernet of ``space`` whose ``arch`` slices hold the weights in ``path`` (the classifier
+    only if the space has the file's number of classes)."""
+    from dataclasses import replace
+
+    from ..._errors import SlimformerError
+    from ._supernet import EfficientViTSupernet
+
+    net = load_pretrained(path, arch)
+    cfg = net.arch
+    if cfg.img_size != space.img_size:
+        raise SlimformerError(f"pretrained {cfg.name} is for {cfg.img_size}px but the space is {space.img_size}px")
+    sup = EfficientViTSupernet(space)
+    same = cfg.num_classes == space.num_classes
+    sup.load_subnet(cfg if same else replace(cfg, num_classes=space.num_classes), net, skip_head=not same)
+    return sup
