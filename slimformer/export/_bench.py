@@ -76,9 +76,9 @@ def resolve_model(spec: str) -> BenchModel:
         card = load(p).card
         if not card:
             raise SlimformerError(f"{p} has no model card beside it (card.json): its input size is unknown")
-        from ..supernet import ArchConfig
+        from ..supernet import arch_from_dict
 
-        cfg = ArchConfig.from_dict(card["arch"])
+        cfg = arch_from_dict(card["arch"])
         return BenchModel(card.get("name") or p.stem, "slimformer", cfg.img_size, None, onnx=p, arch=cfg,
                           params=card.get("params"), macs=card.get("macs"))
     if p.suffix in (".pt", ".ts") or (p.is_dir() and (p / "model.pt").is_file()):

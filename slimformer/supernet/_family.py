@@ -25,6 +25,7 @@ class Family:
     supernet: Callable[..., Any]    # (space) -> supernet nn.Module
     presets: dict[str, Callable[[], Any]]
     spaces: dict[str, Callable[[], Any]]
+    checkpoint_filter_fn: Callable[..., dict]  # (state_dict, model) -> our keys (timm + original layouts)
 
 
 def _efficientformer() -> Family:
@@ -33,9 +34,10 @@ def _efficientformer() -> Family:
     from ._presets import PRESETS, SPACES
     from ._space import SPACE_SCHEMA, SearchSpace
     from ._supernet import Supernet
+    from ._timm import checkpoint_filter_fn
 
     return Family("efficientformer", SCHEMA, SPACE_SCHEMA, ArchConfig, SearchSpace, EfficientFormerNet, Supernet,
-                  PRESETS, SPACES)
+                  PRESETS, SPACES, checkpoint_filter_fn)
 
 
 def _efficientvit() -> Family:
@@ -43,9 +45,10 @@ def _efficientvit() -> Family:
     from .efficientvit import EfficientViTSupernet
     from .efficientvit._config import SCHEMA
     from .efficientvit._space import SPACE_SCHEMA
+    from .efficientvit._timm import checkpoint_filter_fn
 
     return Family("efficientvit", SCHEMA, SPACE_SCHEMA, EfficientViTConfig, EfficientViTSpace, EfficientViTNet,
-                  EfficientViTSupernet, EVIT_PRESETS, EVIT_SPACES)
+                  EfficientViTSupernet, EVIT_PRESETS, EVIT_SPACES, checkpoint_filter_fn)
 
 
 _LOADERS = {"efficientformer": _efficientformer, "efficientvit": _efficientvit}

@@ -193,6 +193,26 @@ class EfficientViTNet(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    @torch.no_grad()
+    def fuse(self) -> EfficientViTNet:
+        """A deploy copy in eval mode: every ConvNorm one conv with bias, every NormLinear one linear (timm's
+        ``fuse()``), the classifier and distillation head (averaged in eval) one linear. Exact in eval."""
+        import copy
+
+        m = copy.deepcopy(self).eval()
+        m.distilled_training = False
+        for _, parent in list(m.named_modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, (ConvNorm, NormLinear)):
+                    setattr(parent, name, child.fuse())
+        if m.head_dist is not None:
+            a, b = m.head, m.head_dist
+            merged = nn.Linear(a.in_features, a.out_features)
+            merged.weight.copy_((a.weight + b.weight) / 2)
+            merged.bias.copy_((a.bias + b.bias) / 2)
+            m.head, m.head_dist = merged, None
+        return m
+
     def num_macs(self) -> int:
         from ._profile import count_macs
 
