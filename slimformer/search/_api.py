@@ -18,6 +18,8 @@ from typing import Any
 
 from .._errors import SlimformerError
 from .._io import make_run_dir
+from ..data import build_loaders
+from ..latency_lut import resolve_table
 from ..supernet import ArchConfig, SupernetCheckpoint, load_supernet, recalibrate_bn
 from ._optuna import run_study
 from ._result import SearchResult, typical_error
@@ -27,52 +29,6 @@ from ._slim import slim
 STRATEGIES = ("slim", "optuna")
 TRAIN_HINT = ("train a supernet for an accuracy-driven search: `slimformer train --space default --data "
               "<imagenet-folder> --out runs/` then `slimformer search --supernet runs/<train-run>/best.pt ...`")
-
-
-def resolve_table(table: Any, *, lut_dir=None, build: bool = False, space: Any = "default",
-                  progress: bool = False):
-    """A :class:`LatencyTable` from a name or path (``get_table``); ``build=True`` measures a missing
-    ``cpu-*`` table of ``space`` on this machine first (``build_table``, resumable)."""
-    if not isinstance(table, (str, Path)):
-        return table
-    from .. import latency_lut
-
-    try:
-        return latency_lut.get_table(table, lut_dir=lut_dir)
-    except SlimformerError:
-        name = str(table)
-        if not build or not name.startswith("cpu") or not hasattr(latency_lut, "build_table"):
-            raise
-    backend = "torch" if "torch" in name else "onnxruntime"
-    return latency_lut.build_table(name=name, backend=backend, space=space, lut_dir=lut_dir, progress=progress)
-
-
-def table_for_space(table: Any, space: Any, *, lut_dir=None, build: bool = False, progress: bool = False):
-    """The table ``table`` names, for ``space`` (a space or its name): the table itself if it covers that
-    space, else ``<name>-<space name>`` (how tables of non-default spaces are named), built here with
-    ``build=True`` when it is a missing ``cpu-*`` table."""
-    from ..supernet import get_space
-
-    sp = get_space(space) if isinstance(space, (str, Path)) else space
-    if not isinstance(table, (str, Path)):
-        found = table
-    else:
-        try:
-            found = resolve_table(table, lut_dir=lut_dir)
-        except SlimformerError:
-            found = None
-        if (found is None or found.space_hash != sp.hash) and not str(table).endswith(".json"):
-            alt = f"{table}-{sp.name}"
-            try:
-                found = resolve_table(alt, lut_dir=lut_dir, build=build, space=sp, progress=progress)
-            except SlimformerError:
-                if found is None and not build:
-                    raise
-    if found is None or found.space_hash != sp.hash:
-        what = f"covers space {found.space.name!r}" if found is not None else "does not exist"
-        raise SlimformerError(f"latency table {str(table)!r} {what}, not {sp.name!r}: build one with `slimformer "
-                              f"lut build --device {table}-{sp.name} --space {sp.name}` (or pass --build)")
-    return found
 
 
 class CachedPredictor:
@@ -103,19 +59,19 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
     are known to be valid); neither given: nothing is written and an optuna study stays in memory.
     ``build=True`` first measures a missing ``cpu-*`` table here, for the supernet's space (or the default).
     ``compute`` is where inherited-weight evaluation runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``.
-    ``space`` (a name such as ``efficientvit``, or a space) picks the table of that space
-    (:func:`table_for_space`); by default the supernet's space, else the table's own."""
+    ``space`` (a name such as ``efficientvit``, or a space) picks the table of that space (``resolve_table``
+    looks a table of another space up as ``<device>-<space>``); by default the supernet's space, else the
+    table's own."""
     if not budget_ms or budget_ms <= 0:
         raise SlimformerError(f"the latency budget must be a positive number of milliseconds, got {budget_ms}")
     ck = load_supernet(supernet) if isinstance(supernet, (str, Path)) else supernet
     if space is not None:
-        table = table_for_space(table, space, lut_dir=lut_dir, build=build, progress=progress)
-    table = resolve_table(table, lut_dir=lut_dir, build=build, space=ck.space if ck is not None else "default",
+        from ..supernet import get_space
+
+        space = get_space(space) if isinstance(space, (str, Path)) else space
+    table = resolve_table(table, space=space if space is not None else ck.space if ck is not None else None,
+                          lut_dir=lut_dir, build=build,
                           progress=progress)
-    if ck is not None and ck.space.hash != table.space_hash:
-        raise SlimformerError(f"the supernet was trained on search space {ck.space.name!r} ({ck.space.hash}) but "
-                              f"table {table.name!r} covers another space ({table.space_hash}): build a table "
-                              f"for the supernet's space (`slimformer lut build --space ...`)")
     space = ck.space if ck is not None else table.space
     predict = CachedPredictor(table)
     smallest_ms, largest_ms = predict(space.smallest()), predict(space.largest())
@@ -220,8 +176,6 @@ def _torch_device(compute: str):
 
 def _batches(ck, data, loaders, batch_size, n_recal, n_val, seed, *, need_val: bool):
     if loaders is None:
-        from ..train import build_loaders
-
         sp = ck.space
         loaders = build_loaders(data, img_size=sp.img_size, batch_size=batch_size, workers=0, seed=seed,
                                 train_size=batch_size * max(n_recal, 1),

@@ -14,7 +14,7 @@ from slimformer.pruning._realloc import allocate, build_problem
 from slimformer.pruning._reorder import reorder_by_importance
 from slimformer.supernet import get_space, save_supernet
 from slimformer.supernet.efficientvit import EfficientViTSupernet
-from slimformer.train import BuiltinShapes
+from slimformer.data import BuiltinShapes
 from tests.conftest import randomize_
 
 

@@ -76,7 +76,9 @@ def test_main_job_cli_with_space(evit_table, tmp_path):
 
 
 def test_a_table_of_another_space_is_refused(evit_table):
-    from slimformer.search._api import table_for_space
+    from slimformer.latency_lut import resolve_table
 
-    with pytest.raises(SlimformerError, match="covers space 'efficientvit-tiny', not 'tiny'"):
-        table_for_space(evit_table, "tiny")
+    with pytest.raises(SlimformerError, match="another search space"):
+        resolve_table(evit_table, space=get_space("tiny"))
+    with pytest.raises(SlimformerError, match="another search space"):
+        search(budget_ms=1.0, table=evit_table, space="tiny")

@@ -5,7 +5,8 @@ import torch
 
 from slimformer.supernet import get_space, load_supernet
 from slimformer.supernet.efficientvit import EfficientViTSupernet
-from slimformer.train import BuiltinShapes, TrainConfig, sandwich_step, subnets_for_step, train_supernet
+from slimformer.data import BuiltinShapes
+from slimformer.train import TrainConfig, sandwich_step, subnets_for_step, train_supernet
 from slimformer.train._engine import Optim, Targets
 
 FAST = {"space": "efficientvit-tiny", "batch_size": 8, "train_size": 32, "val_size": 16, "steps_per_epoch": 2,
