@@ -19,7 +19,7 @@ import torch
 from .._errors import SlimformerError
 from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, make_run_dir, read_json
 from ..latency_lut import get_table
-from ..supernet import ArchConfig, count_macs
+from ..supernet import arch_from_dict, count_macs
 from ._export import export_onnx
 from ._fold import fold_bn
 from ._load import _arch_of, load, resolve_source
@@ -77,8 +77,6 @@ def resolve_model(spec: str) -> BenchModel:
         card = load(p).card
         if not card:
             raise SlimformerError(f"{p} has no model card beside it (card.json): its input size is unknown")
-        from ..supernet import arch_from_dict
-
         cfg = arch_from_dict(card["arch"])
         return BenchModel(card.get("name") or p.stem, "slimformer", cfg.img_size, None, onnx=p, arch=cfg,
                           params=card.get("params"), macs=card.get("macs"))

@@ -24,8 +24,11 @@ import numpy as np
 import torch
 
 from .._errors import SlimformerError
+from ..latency_lut._evit_keys import block_keys
 from ..supernet import arch_key, parse_arch_key
-from ._importance import _cols, _rows, _wg, accumulate_taylor, default_loss
+from ._importance import Importance, _cols, _rows, _wg, accumulate_taylor, default_loss
+from ._mckp import Infeasible, total
+from ._realloc import Problem, _calibrate
 from ._reorder import order
 
 
@@ -80,8 +83,6 @@ def expand(cfg, space):
 
 
 def taylor_importance(model, batches, *, cfg=None, max_batches=None, loss_fn=default_loss, progress=False):
-    from ._importance import Importance
-
     cfg = cfg or model.active_config
     model.set_active(cfg)
     blocks = [(arch_key(si, pos), model.stages[si].blocks[pos], b) for si, pos, b in cfg.iter_blocks()]
@@ -117,8 +118,6 @@ def _permute_cn_out(cn, rows: torch.Tensor) -> None:
 def reorder_by_importance(model, imp):
     """Reorder Q/K pairs and FFN channels of every scored block, most important first; returns the
     importance in the new order (the network computes exactly what it did before)."""
-    from ._importance import Importance
-
     out = {}
     for key, bi in imp.blocks.items():
         si, pos = parse_arch_key(key)
@@ -154,15 +153,11 @@ def option_value(bi: EViTBlockImportance, b, width: int) -> float:
 
 
 def block_ms(table, cfg, si: int, b) -> float:
-    from ..latency_lut._evit_keys import block_keys
-
     return float(sum(table.ms(k) for k in block_keys(b, res=cfg.resolution(si), ws=cfg.window_size(si),
                                                       width=cfg.stages[si].width)))
 
 
 def build_problem(cfg, space, table, imp):
-    from ._realloc import Problem, _calibrate
-
     keys, where, options, values, costs = [], [], [], [], []
     full, big = 0.0, expand(cfg, space)
     for si, pos, b in cfg.iter_blocks():
@@ -192,8 +187,6 @@ def smallest_predicted_ms(cfg, space, table) -> float:
 
 def uniform(p, cap: float, space) -> list[int]:
     """The largest common fraction of every choice list (Q/K, V, FFN ratio) that fits, as for the MetaBlock."""
-    from ._mckp import Infeasible, total
-
     pick = (lambda xs, t: xs[round(float(t) * (len(xs) - 1))])
     for t in np.linspace(1.0, 0.0, 201):
         choice = []

@@ -20,7 +20,7 @@ from .._errors import SlimformerError
 from .._io import make_run_dir
 from ..data import build_loaders
 from ..latency_lut import resolve_table
-from ..supernet import ArchConfig, SupernetCheckpoint, load_supernet, recalibrate_bn
+from ..supernet import ArchConfig, SupernetCheckpoint, get_space, load_supernet, recalibrate_bn
 from ._optuna import run_study
 from ._result import SearchResult, typical_error
 from ._scorers import AlphaImportance, Scorer, SupernetAccuracy, get_proxy
@@ -66,8 +66,6 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
         raise SlimformerError(f"the latency budget must be a positive number of milliseconds, got {budget_ms}")
     ck = load_supernet(supernet) if isinstance(supernet, (str, Path)) else supernet
     if space is not None:
-        from ..supernet import get_space
-
         space = get_space(space) if isinstance(space, (str, Path)) else space
     table = resolve_table(table, space=space if space is not None else ck.space if ck is not None else None,
                           lut_dir=lut_dir, build=build,

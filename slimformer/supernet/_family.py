@@ -8,8 +8,9 @@ EfficientFormer MetaBlock design (``efficientformer``) and EfficientViT (``effic
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .._errors import ConfigError
 
@@ -41,8 +42,14 @@ def _efficientformer() -> Family:
 
 
 def _efficientvit() -> Family:
-    from .efficientvit import EVIT_PRESETS, EVIT_SPACES, EfficientViTConfig, EfficientViTNet, EfficientViTSpace
-    from .efficientvit import EfficientViTSupernet
+    from .efficientvit import (
+        EVIT_PRESETS,
+        EVIT_SPACES,
+        EfficientViTConfig,
+        EfficientViTNet,
+        EfficientViTSpace,
+        EfficientViTSupernet,
+    )
     from .efficientvit._config import SCHEMA
     from .efficientvit._space import SPACE_SCHEMA
     from .efficientvit._timm import checkpoint_filter_fn

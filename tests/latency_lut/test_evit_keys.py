@@ -4,8 +4,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slimformer.latency_lut import LatencyTable, arch_ops, arch_ops_by_stage, build_op, build_table, parse_key
-from slimformer.latency_lut import space_ops, validate_table
+from slimformer.latency_lut import (
+    LatencyTable,
+    arch_ops,
+    arch_ops_by_stage,
+    build_op,
+    build_table,
+    parse_key,
+    space_ops,
+    validate_table,
+)
 from slimformer.latency_lut._evit_ops import compose_mixer, mixer_parts
 from slimformer.supernet import get_arch, get_space
 from slimformer.supernet.efficientvit import EfficientViTSpace, EViTBlockConfig
@@ -28,7 +36,7 @@ def test_arch_ops_are_in_space_ops_and_every_op_builds():
         assert set(arch_ops(sp.sample(s))) <= ops
     assert set(arch_ops(sp.largest())) | set(arch_ops(sp.smallest())) <= ops
     for k in ops:
-        kind, _ = parse_key(k)
+        _kind, _ = parse_key(k)
         m, x = build_op(k)
         with torch.no_grad():
             m(*x)

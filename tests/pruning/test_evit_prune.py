@@ -6,6 +6,7 @@ import json
 import numpy as np
 import torch
 
+from slimformer.data import BuiltinShapes
 from slimformer.latency_lut import LatencyTable, parse_key, space_ops
 from slimformer.pruning import prune_supernet
 from slimformer.pruning._evit import expand
@@ -14,7 +15,6 @@ from slimformer.pruning._realloc import allocate, build_problem
 from slimformer.pruning._reorder import reorder_by_importance
 from slimformer.supernet import get_space, save_supernet
 from slimformer.supernet.efficientvit import EfficientViTSupernet
-from slimformer.data import BuiltinShapes
 from tests.conftest import randomize_
 
 
@@ -51,7 +51,7 @@ def test_importance_masks_reorder_is_exact_and_milp_beats_greedy():
         sorted_imp = reorder_by_importance(sup, imp)
         after = [sup.set_active(space.sample(s))(x) for s in (1, 2)] + [sup.set_active(analysed)(x)]
     assert (after[-1] - before[-1]).abs().max().item() <= 1e-5  # the analysed subnet computes the same
-    for key, bi in sorted_imp.blocks.items():  # scores now descend
+    for bi in sorted_imp.blocks.values():  # scores now descend
         f = bi.ffn0[np.isfinite(bi.ffn0)]
         assert (np.diff(f) <= 1e-12).all()
     table = _table(space)

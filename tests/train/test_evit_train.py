@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
+from slimformer.data import BuiltinShapes
 from slimformer.supernet import get_space, load_supernet
 from slimformer.supernet.efficientvit import EfficientViTSupernet
-from slimformer.data import BuiltinShapes
 from slimformer.train import TrainConfig, sandwich_step, subnets_for_step, train_supernet
 from slimformer.train._engine import Optim, Targets
 

@@ -9,6 +9,7 @@ largest kernel with a zero ring). In cascaded group attention head ``i`` keeps, 
 """
 from __future__ import annotations
 
+import itertools
 from functools import lru_cache
 
 import torch
@@ -236,7 +237,7 @@ class ElasticPatchEmbed(nn.Module):
 
     def _dims(self, width: int) -> list[tuple[int, int]]:
         d = [self.in_chans, width // 8, width // 4, width // 2, width]
-        return list(zip(d[:-1], d[1:]))
+        return list(itertools.pairwise(d))
 
     def slices(self, prefix: str, width: int) -> Slices:
         out: Slices = {}

@@ -12,7 +12,14 @@ from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
-from timm.models.efficientvit_msra import ConvMlp, ConvNorm, NormLinear, PatchEmbedding, PatchMerging, ResidualDrop
+from timm.models.efficientvit_msra import (
+    ConvMlp,
+    ConvNorm,
+    NormLinear,
+    PatchEmbedding,
+    PatchMerging,
+    ResidualDrop,
+)
 from torch import nn
 
 from .._model import relative_position_index

@@ -6,6 +6,7 @@ fvcore convention). Tests check both against the built model (``numel``, torch's
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 from ._config import MERGE_RATIO, SUB_FFN_RATIO, EfficientViTConfig, EViTBlockConfig
@@ -39,7 +40,7 @@ def subsample_params(c_in: int, c_out: int) -> int:
 def count_params(cfg: EfficientViTConfig) -> int:
     w0 = cfg.stages[0].width
     dims = [cfg.in_chans, w0 // 8, w0 // 4, w0 // 2, w0]
-    total = sum(_cn(a, b, 3) for a, b in zip(dims[:-1], dims[1:]))
+    total = sum(_cn(a, b, 3) for a, b in itertools.pairwise(dims))
     for si, st in enumerate(cfg.stages):
         if si > 0:
             total += subsample_params(cfg.stages[si - 1].width, st.width)
@@ -76,7 +77,7 @@ def count_macs(cfg: EfficientViTConfig) -> int:
     w0 = cfg.stages[0].width
     dims = [cfg.in_chans, w0 // 8, w0 // 4, w0 // 2, w0]
     side, total = cfg.img_size, 0
-    for a, b in zip(dims[:-1], dims[1:]):
+    for a, b in itertools.pairwise(dims):
         side = (side - 1) // 2 + 1
         total += side * side * a * b * 9
     for si, st in enumerate(cfg.stages):

@@ -23,8 +23,8 @@ class _Stage(nn.Module):
         super().__init__()
         mw = space.max_widths
         self.downsample = ElasticSubsample(mw[si - 1], mw[si]) if si > 0 else None
-        cga = dict(max_heads=space.heads[-1], max_chunk=space.max_chunk(si), max_qk=space.qk_dims[-1],
-                   max_v=space.max_v(si), max_k=space.kernels[-1])
+        cga = {"max_heads": space.heads[-1], "max_chunk": space.max_chunk(si), "max_qk": space.qk_dims[-1],
+                   "max_v": space.max_v(si), "max_k": space.kernels[-1]}
         window = min(space.window, EfficientViTConfig.resolution(space.largest(), si))
         self.blocks = nn.ModuleList(ElasticEViTBlock(mw[si], space.max_hidden(si), cga, window)
                                     for _ in range(space.depths[si]))

@@ -10,9 +10,16 @@ so their average is one BN-free linear map and the outputs do not change.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import torch
 from timm.layers import resize_rel_pos_bias_table_levit
+
+from ..._errors import SlimformerError
+from .._timm import read_state_dict
+from ._model import EfficientViTNet
+from ._presets import EVIT_PRESETS
+from ._supernet import EfficientViTSupernet
 
 _ORIG = re.compile(r"^blocks(\d)\.(\d+)\.(.*)$")
 _SUB = ("res1", "patchmerge", "res2")
@@ -83,11 +90,6 @@ def checkpoint_filter_fn(state_dict: dict, model=None) -> dict:
 
 def load_pretrained(path, arch="m0"):
     """Build EfficientViT ``arch`` (a preset name or config) and load a local timm/original weights file."""
-    from ..._errors import SlimformerError
-    from .._timm import read_state_dict
-    from ._model import EfficientViTNet
-    from ._presets import EVIT_PRESETS
-
     if isinstance(arch, str):
         key = arch.removeprefix("efficientvit_")
         if key not in EVIT_PRESETS:
@@ -107,11 +109,6 @@ def load_pretrained(path, arch="m0"):
 def supernet_from_pretrained(path, arch, space):
     """An EfficientViT supernet of ``space`` whose ``arch`` slices hold the weights in ``path`` (the classifier
     only if the space has the file's number of classes)."""
-    from dataclasses import replace
-
-    from ..._errors import SlimformerError
-    from ._supernet import EfficientViTSupernet
-
     net = load_pretrained(path, arch)
     cfg = net.arch
     if cfg.img_size != space.img_size:

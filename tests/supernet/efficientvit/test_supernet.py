@@ -39,7 +39,7 @@ def test_extract_matches_active_on_random_subnets(tiny):
 
 
 def test_v_dim_below_chunk_and_small_kernels_are_exercised(tiny):
-    space, sup = tiny
+    space, _sup = tiny
     cfgs = [space.sample(s) for s in range(20)]
     blocks = [(s.width, b) for c in cfgs for s in c.stages for b in s.blocks]
     assert any(b.v_dim < w // b.heads for w, b in blocks)
