@@ -77,3 +77,14 @@ def test_micro_table_builds_predicts_and_round_trips(tmp_path):
     assert loaded.space == sp and loaded.hash == t.hash
     r = validate_table(t, samples=3, run_dir=tmp_path / "v", progress=False, repeats=3, min_time_s=0.0, rounds=1)
     assert r["corrected"]["n"] == 3
+
+
+@pytest.mark.parametrize("name", ["iphone-lut-efficientvit", "iphone12-ios16-efficientvit"])
+def test_shipped_iphone_estimates_cover_the_efficientvit_space(name):
+    from slimformer.latency_lut import get_table
+
+    t = get_table(name)
+    sp = get_space("efficientvit")
+    assert t.kind == "estimated" and t.name == name and t.space == sp and set(t.entries) == set(space_ops(sp))
+    ms = [t.predict(get_arch(v)) for v in ("m0", "m5")]
+    assert 0 < ms[0] < ms[1]
