@@ -40,3 +40,17 @@ def test_train_writes_a_checkpoint_that_loads_as_an_efficientvit_supernet(tmp_pa
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert ck.model.set_active(ck.space.smallest())(x).shape == (2, 10)
+
+
+def test_finetune_an_efficientvit_subnet_with_kd(tmp_path):
+    from slimformer.supernet import save_supernet
+    from slimformer.train import FinetuneConfig, finetune
+
+    space = get_space("efficientvit-tiny")
+    torch.manual_seed(0)
+    ck = save_supernet(tmp_path / "sup.pt", EfficientViTSupernet(space))
+    arch = tmp_path / "arch.json"
+    arch.write_text(space.sample(3).to_json())
+    best = finetune(FinetuneConfig(arch=str(arch), supernet=str(ck), epochs=1, batch_size=8, train_size=32,
+                                   val_size=16, steps_per_epoch=2, eval_batches=1, quiet=True), tmp_path / "ft")
+    assert best.is_file()
