@@ -19,6 +19,9 @@ def register(sub) -> None:
     p.add_argument("--build", action="store_true",
                    help="build the table first if this machine has none (cpu-ort, cpu-torch), for the supernet's "
                         "space (or the default space)")
+    p.add_argument("--space", default=None,
+                   help="search space of the table: default, tiny, efficientvit, efficientvit-tiny or a JSON file; "
+                        "a table of another space is looked up as <device>-<space> (default: the table's own)")
     p.add_argument("--lut-dir", default=None, help="folder of user tables (default: the cache folder)")
     p.add_argument("--supernet", default=None, help="trained supernet checkpoint (file or training run dir)")
     p.add_argument("--strategy", choices=("slim", "optuna"), default=None,
@@ -61,7 +64,7 @@ def _search(args) -> int:
                data=args.data, batch_size=args.batch_size, recal_batches=args.recal_batches,
                val_batches=args.val_batches, seed=args.seed, storage=args.storage, study_name=args.study_name,
                resume=args.resume, out=args.out, runs_root=args.runs_root, compute=args.compute,
-               progress=not args.no_progress and sys.stderr.isatty())
+               space=args.space, progress=not args.no_progress and sys.stderr.isatty())
     if args.json:
         print(json.dumps(r.arch_json(), indent=2))
         return 0

@@ -61,7 +61,7 @@ def prune_supernet(*, supernet: str | Path, arch: str | Path | ArchConfig, devic
     torch.manual_seed(seed)
     ck = load_supernet(supernet)
     space, sn = ck.space, ck.model
-    cfg = arch if isinstance(arch, ArchConfig) else get_arch(arch)
+    cfg = arch if hasattr(arch, "family") else get_arch(arch)  # a config of any family, or a name/file
     faults = space.check(cfg)
     if faults:
         raise SlimformerError(f"architecture {cfg.name or arch} is not in the checkpoint's space {space.name!r}: "

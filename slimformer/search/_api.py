@@ -22,7 +22,7 @@ from .._validate import check_float, check_int
 from ..data import build_loaders
 from ..latency_lut import resolve_table
 from ..latency_lut._report import prediction_parts
-from ..supernet import ArchConfig, SupernetCheckpoint, load_supernet, recalibrate_bn
+from ..supernet import ArchConfig, SupernetCheckpoint, get_space, load_supernet, recalibrate_bn
 from ._optuna import run_study
 from ._result import SearchResult, typical_error
 from ._scorers import AlphaImportance, Scorer, SupernetAccuracy, get_proxy
@@ -54,13 +54,16 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
            batch_size: int = 64, recal_batches: int = 4, val_batches: int = 4, seed: int = 0,
            storage: str | None = None, study_name: str | None = None, resume: bool = False,
            out: str | Path | None = None, runs_root: str | Path | None = None, progress: bool = False,
-           lut_dir=None, build: bool = False, compute: str = "auto") -> SearchResult:
+           lut_dir=None, build: bool = False, compute: str = "auto", space: Any = None) -> SearchResult:
     """Search the subnet that fits ``budget_ms`` on ``table``'s device.
 
     Writes a run directory to ``out``, or to a new ``runs_root/search-<time>`` (created only once the inputs
     are known to be valid); neither given: nothing is written and an optuna study stays in memory.
     ``build=True`` first measures a missing ``cpu-*`` table here, for the supernet's space (or the default).
-    ``compute`` is where inherited-weight evaluation runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``."""
+    ``compute`` is where inherited-weight evaluation runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``.
+    ``space`` (a name such as ``efficientvit``, or a space) picks the table of that space (``resolve_table``
+    looks a table of another space up as ``<device>-<space>``); by default the supernet's space, else the
+    table's own."""
     budget_ms = check_float(budget_ms, "the latency budget (ms)", lo=0, lo_open=True)
     for name, v, lo in (("trials", trials, 1), ("batch_size", batch_size, 1), ("recal_batches", recal_batches, 0),
                         ("val_batches", val_batches, 1), ("seed", seed, 0)):
@@ -68,7 +71,10 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
     if out is not None:
         check_out(out, resume=resume)
     ck = load_supernet(supernet) if isinstance(supernet, (str, Path)) else supernet
-    table = resolve_table(table, space=ck.space if ck is not None else None, lut_dir=lut_dir, build=build,
+    if space is not None:
+        space = get_space(space) if isinstance(space, (str, Path)) else space
+    table = resolve_table(table, space=space if space is not None else ck.space if ck is not None else None,
+                          lut_dir=lut_dir, build=build,
                           progress=progress)
     space = ck.space if ck is not None else table.space
     predict = CachedPredictor(table)
@@ -113,7 +119,7 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
                   "score": scorer(best), "candidates": 0, "summary": best.summary()}]
     elif strategy == "slim":
         importance = None
-        if ck is not None:
+        if ck is not None and hasattr(space, "kinds_at"):  # a space with block kinds has alpha importance
             imp = scorer if isinstance(scorer, AlphaImportance) else AlphaImportance(space, ck.arch_logits)
             importance = imp.importance
             if not has_alpha:
