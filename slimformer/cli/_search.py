@@ -16,6 +16,9 @@ def register(sub) -> None:
     p.add_argument("--build", action="store_true",
                    help="build the table first if this machine has none (cpu-ort, cpu-torch), for the supernet's "
                         "space (or the default space)")
+    p.add_argument("--space", default=None,
+                   help="search space of the table: default, tiny, efficientvit, efficientvit-tiny or a JSON file; "
+                        "a table of another space is looked up as <device>-<space> (default: the table's own)")
     p.add_argument("--lut-dir", default=None, help="folder of user tables (default: the cache folder)")
     p.add_argument("--supernet", default=None, help="trained supernet checkpoint (file or training run dir)")
     p.add_argument("--strategy", choices=("slim", "optuna"), default=None,
@@ -56,7 +59,8 @@ def _search(args) -> int:
                mode=args.objectives, trials=args.trials, proxy=args.proxy, data=args.data,
                batch_size=args.batch_size, recal_batches=args.recal_batches, val_batches=args.val_batches,
                seed=args.seed, storage=args.storage, study_name=args.study_name, resume=args.resume, out=args.out,
-               runs_root=args.runs_root, torch_device=args.torch_device, progress=progress(args))
+               runs_root=args.runs_root, torch_device=args.torch_device, space=args.space,
+               progress=progress(args))
     if args.json:
         return print_json(r.arch_json())
     print(format_table(summary_rows(r)))

@@ -66,7 +66,7 @@ def register(sub) -> None:
     p.add_argument("--lut-dir", default=None, help="folder of user latency tables")
     p.add_argument("--lat-weight", type=NONNEG_FLOAT, default=0.0, help="weight of the expected latency (per ms)")
     p.add_argument("--init-from", default=None, help="local pretrained EfficientFormer weights to start from")
-    p.add_argument("--init-arch", default="l1", help="which preset --init-from holds (l1, l3, l7)")
+    p.add_argument("--init-arch", default="l1", help="which preset --init-from holds (l1, l3, l7; m0..m5 for --space efficientvit)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("finetune", help="fine-tune an extracted subnet with KD from the supernet's largest",

@@ -20,7 +20,7 @@ from .._errors import SlimformerError
 from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, make_run_dir, read_json
 from .._validate import check_int
 from ..latency_lut import get_table
-from ..supernet import ArchConfig, count_macs
+from ..supernet import arch_from_dict, count_macs
 from ._export import export_onnx
 from ._fold import fold_bn
 from ._load import _arch_of, load, resolve_source
@@ -80,7 +80,7 @@ def resolve_model(spec: str) -> BenchModel:
             raise SlimformerError(f"{p} has no model card beside it (card.json): its input size is unknown")
         if not isinstance(card.get("arch"), dict):
             raise SlimformerError(f"the model card beside {p} has no architecture ('arch'): re-export the model")
-        cfg = ArchConfig.from_dict(card["arch"])
+        cfg = arch_from_dict(card["arch"])
         return BenchModel(card.get("name") or p.stem, "slimformer", cfg.img_size, None, onnx=p, arch=cfg,
                           params=card.get("params"), macs=card.get("macs"))
     if p.suffix in (".pt", ".ts") or (p.is_dir() and (p / "model.pt").is_file()):

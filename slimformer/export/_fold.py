@@ -84,6 +84,8 @@ def _ls(gamma_module: nn.Module) -> torch.Tensor:
 
 def fold_bn(model: EfficientFormerNet) -> EfficientFormerNet:
     """A folded, eval-mode copy of ``model`` (see the module docstring for what folds and what does not)."""
+    if not isinstance(model, EfficientFormerNet) and hasattr(model, "fuse"):
+        return model.fuse()  # another family's own deploy folding (EfficientViT: timm's ConvNorm/NormLinear fuse)
     if not isinstance(model, EfficientFormerNet):
         raise TypeError(f"fold_bn expects an EfficientFormerNet, got {type(model).__name__}")
     m = copy.deepcopy(model).eval()

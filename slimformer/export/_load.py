@@ -22,7 +22,9 @@ from ..data import build_loaders
 from ..supernet import (
     ArchConfig,
     EfficientFormerNet,
-    checkpoint_filter_fn,
+    arch_from_dict,
+    build_model,
+    family_of,
     load_supernet,
     read_arch,
     recalibrate_bn,
@@ -67,7 +69,7 @@ def _load_weights(model: EfficientFormerNet, path: Path) -> EfficientFormerNet:
     sd = _state_dict_from(read_state_dict(path), path)
     finite_tensors(sd, str(path))
     if not any(k.startswith("stages.") for k in sd):  # original-repository or other naming: timm's map
-        sd = checkpoint_filter_fn(sd, model)
+        sd = family_of(model).checkpoint_filter_fn(sd, model)
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError as e:
@@ -132,13 +134,13 @@ def resolve_source(src: str | Path, *, supernet: str | Path | None = None, weigh
         model = ck.model.extract_subnet(cfg).eval()
         origin["supernet"] = str(ck.path)
     elif weights is not None:
-        model = _load_weights(EfficientFormerNet(cfg), Path(weights))
+        model = _load_weights(build_model(cfg), Path(weights))
         origin["weights"] = str(weights)
     elif run_dir is not None and (run_dir / "subnet.pt").is_file():
-        model = _load_weights(EfficientFormerNet(cfg), run_dir / "subnet.pt")
+        model = _load_weights(build_model(cfg), run_dir / "subnet.pt")
         origin["weights"] = str(run_dir / "subnet.pt")
     elif random_init:
-        model = EfficientFormerNet(cfg).eval()
+        model = build_model(cfg).eval()
         origin["weights"] = "random initialisation"
     else:
         raise SlimformerError(f"no weights for {src}: pass --supernet CKPT (or --weights FILE), or a search run "
@@ -219,7 +221,7 @@ def load(path: str | Path, *, fold: bool = False, threads: int = 1):
         if obj.get("version") != MODEL_VERSION:
             raise SlimformerError(f"{p} has model format version {obj.get('version')}, this slimformer reads "
                                   f"{MODEL_VERSION}")
-        model = EfficientFormerNet(ArchConfig.from_dict(obj["arch"]))
+        model = build_model(arch_from_dict(obj["arch"]))
         model.load_state_dict(obj["state_dict"])
         model.card = obj.get("card") or {}
         return _maybe_fold(model.eval(), fold)
@@ -243,17 +245,17 @@ def create_model(arch: str | Path | dict | ArchConfig, *, weights: str | Path | 
                  num_classes: int | None = None, fold: bool = False) -> EfficientFormerNet:
     """timm-style: build the subnet ``arch`` (config, dict, preset name or arch JSON file) and load
     ``weights`` (a slimformer ``model.pt``, a search run's ``subnet.pt`` or an EfficientFormer state dict)."""
-    if isinstance(arch, ArchConfig):
+    if hasattr(arch, "family"):  # a config of any family
         cfg = arch
     elif isinstance(arch, dict):
-        cfg = ArchConfig.from_dict(arch)
+        cfg = arch_from_dict(arch)
     else:
         cfg = _arch_of(arch)[0]
     if num_classes is not None and num_classes != cfg.num_classes:
         if weights is not None:
             raise SlimformerError("num_classes cannot change while loading weights; load, then reset_classifier()")
         cfg = replace(cfg, num_classes=int(num_classes))
-    model = EfficientFormerNet(cfg)
+    model = build_model(cfg)
     if weights is not None:
         _load_weights(model, Path(weights))
     return _maybe_fold(model.eval(), fold)

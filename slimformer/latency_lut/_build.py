@@ -136,7 +136,7 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
     if threads < 1 or batch < 1 or rounds < 1:
         raise SlimformerError("--threads, --batch and --rounds must be at least 1")
     check_clock(clock, threads)
-    sp = space if isinstance(space, SearchSpace) else get_space(space)
+    sp = get_space(space) if isinstance(space, (str, Path)) or space is None else space
     keys = space_ops(sp)
     settings = _settings(name, backend, threads, batch, clock, sp, calibration, rounds)
     ppath = partial_path(name, lut_dir)

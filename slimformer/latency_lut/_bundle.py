@@ -29,7 +29,7 @@ import torch
 from .._errors import ConfigError, SlimformerError
 from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from .._version import __version__
-from ..supernet import EfficientFormerNet, SearchSpace
+from ..supernet import SearchSpace, build_model, space_from_dict
 from ._keys import space_ops
 from ._runner import BUNDLE_SCHEMA, RESULTS_SCHEMA, manifest_id
 
@@ -121,7 +121,7 @@ def save_package(ml, path: Path) -> Path:
 
 
 def _calibration_net(cfg):
-    net = EfficientFormerNet(cfg).eval()  # random weights: only the latency is measured
+    net = build_model(cfg).eval()  # random weights: only the latency is measured
     return net, (torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size),)
 
 
@@ -224,7 +224,7 @@ def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path |
             total = f" of {len(read_manifest(bundle)['ops'])}" if bundle else ""
             raise SlimformerError(f"{src} is incomplete ({len(entries)}{total} ops measured): run "
                                   f"run_bundle.py again to finish it (it resumes)")
-        rspace = SearchSpace.from_dict(r["space"])
+        rspace = space_from_dict(r["space"])
         if rspace.hash != r["space_hash"]:
             raise SlimformerError(f"{src} is damaged: its space does not match its space hash")
         if space is not None and space.hash != rspace.hash:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..supernet import ArchConfig, EfficientFormerNet
+from ..supernet import ArchConfig, arch_from_dict, build_model
 from ._measure import measure_module
 
 
@@ -26,7 +26,7 @@ def measure_arch(cfg: ArchConfig, *, backend: str = "onnxruntime", threads: int 
                  **kw) -> dict[str, Any]:
     """End-to-end latency of the standalone model of ``cfg`` (random weights; eval mode)."""
     g = torch.Generator().manual_seed(0)
-    net = EfficientFormerNet(cfg).eval()
+    net = build_model(cfg).eval()
     x = torch.randn((1, cfg.in_chans, cfg.img_size, cfg.img_size), generator=g)
     return measure_module(net, (x,), backend=backend, threads=threads, batch=batch, **kw)
 
@@ -85,7 +85,7 @@ def calibrate(table, records: Sequence[dict[str, Any]], *, method: str) -> None:
     cal = fastest(records)
     if len(cal) < 3:
         return
-    cfgs = [ArchConfig.from_dict(c["arch"]) for c in cal]
+    cfgs = [arch_from_dict(c["arch"]) for c in cal]
     measured = [float(c["median_ms"]) for c in cal]
     predicted = [table.predict(c, corrected=False) for c in cfgs]
     table.correction = fit_correction(predicted, measured, [table.n_ops(c) for c in cfgs])

@@ -27,8 +27,13 @@ import re
 
 from .._errors import SlimformerError
 from ..supernet import ArchConfig, BlockConfig, SearchSpace, flatten_at, stage_resolution
+from . import _evit_keys
+from ._evit_keys import EVIT_FIELDS, EVIT_OP_KINDS
 
 OP_KINDS = ("stem", "ds", "ds.tok", "mb4d", "flat", "mb3d.qkv", "mb3d.attn", "mb3d.proj", "mb3d.mlp", "head")
+ALL_OP_KINDS = (*OP_KINDS, *EVIT_OP_KINDS)  # every family's
+# op keys of the other model families (a config or space names its family; EfficientFormer's are here)
+FAMILY_KEYS = {"efficientvit": _evit_keys}
 _FIELDS = {
     "stem": ("r", "i", "s", "c"),
     "ds": ("r", "c", "o"),
@@ -40,6 +45,7 @@ _FIELDS = {
     "mb3d.proj": ("t", "c", "i"),
     "mb3d.mlp": ("t", "c", "mlp"),
     "head": ("t", "c", "k", "d"),
+    **EVIT_FIELDS,
 }
 _PART = re.compile(r"([a-z]+)(\d+)")
 
@@ -102,7 +108,7 @@ def parse_key(key: str) -> tuple[str, dict[str, int]]:
         dims[m.group(1)] = int(m.group(2))
     if fields is None or tuple(dims) != fields or len(parts) != len(fields):
         raise SlimformerError(f"malformed op key {key!r} (expected e.g. 'mb4d-r56-c48-mlp192'; "
-                              f"kinds: {', '.join(OP_KINDS)})")
+                              f"kinds: {', '.join(ALL_OP_KINDS)})")
     return kind, dims
 
 
@@ -115,6 +121,8 @@ def arch_ops(cfg: ArchConfig) -> list[str]:
 def arch_ops_by_stage(cfg: ArchConfig) -> list[tuple[str, str]]:
     """``(part, key)`` in network order; part is ``stem``, ``stage1``..``stage4`` (a downsample belongs to
     the stage it starts) or ``head``."""
+    if cfg.family in FAMILY_KEYS:
+        return FAMILY_KEYS[cfg.family].arch_ops_by_stage(cfg)
     ops = [("stem", stem_key(cfg.img_size, cfg.in_chans, cfg.stem_width, cfg.stages[0].width))]
     tokens = False
     last = len(cfg.stages) - 1
@@ -142,6 +150,8 @@ def space_ops(space: SearchSpace) -> list[str]:
     The state carried between stages is whether the MB3D tail has started (then the next stage gets
     tokens and holds only MB3D blocks). Where a stage flattens is :func:`flatten_at`'s rule, applied to
     one stage of each content: no blocks, an MB4D, an MB3D (where the stage allows one)."""
+    if space.family in FAMILY_KEYS:
+        return FAMILY_KEYS[space.family].space_ops(space)
     out: dict[str, None] = {}
 
     def add(k: str) -> None:

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..supernet import BlockConfig
 from ..supernet._model import MB3D, MB4D
+from ._evit_ops import build_evit_op
 from ._keys import parse_key
 
 
@@ -128,6 +129,9 @@ def _block(t: int, c: int, h: int = 1, qk: int = 8, v: int = 8) -> MB3D:
 def build_op(key: str, *, batch: int = 1) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """``(module in eval mode, example inputs)`` of the op ``key`` (see :mod:`._keys` for the grammar)."""
     kind, d = parse_key(key)
+    if kind.startswith("evit."):
+        m, x = build_evit_op(kind, d, batch)
+        return m.eval(), x
     g = torch.Generator().manual_seed(0)
 
     def rand(*shape):

@@ -8,7 +8,7 @@ from .._errors import SlimformerError
 from .._io import atomic_write_json, make_run_dir
 from ..supernet import ArchConfig
 from ._fidelity import correction_text
-from ._keys import OP_KINDS, arch_ops_by_stage, op_kind, parse_key, space_ops
+from ._keys import ALL_OP_KINDS, arch_ops_by_stage, op_kind, parse_key, space_ops
 from ._table import LatencyTable
 
 KIND_LABELS = {
@@ -64,7 +64,7 @@ def by_kind(table: LatencyTable, cfg: ArchConfig) -> dict[str, float]:
     out: dict[str, float] = {}
     for _, key in arch_ops_by_stage(cfg):
         out[op_kind(key)] = out.get(op_kind(key), 0.0) + table.ms(key)
-    return {k: out[k] for k in OP_KINDS if k in out}
+    return {k: out[k] for k in ALL_OP_KINDS if k in out}
 
 
 def by_stage(table: LatencyTable, cfg: ArchConfig) -> dict[str, dict[str, float]]:
@@ -188,7 +188,7 @@ def _draw_profile(png: Path, kinds: dict[str, float], stages: dict[str, dict[str
     import matplotlib.pyplot as plt
 
     pred = parts["predicted_ms"]
-    colors = {k: plt.cm.tab10(i % 10) for i, k in enumerate(OP_KINDS)}
+    colors = {k: plt.cm.tab10(i % 10) for i, k in enumerate(ALL_OP_KINDS)}
     extra = [("per-call overhead", parts["overhead_ms"], OVERHEAD_COLOR, None)]
     if has_correction(parts):
         extra.append(("correction (fitted on whole subnets)", parts["correction_ms"], CORRECTION_COLOR, "//"))
@@ -214,7 +214,7 @@ def _draw_profile(png: Path, kinds: dict[str, float], stages: dict[str, dict[str
 def _stage_bars(ax, stages: dict[str, dict[str, float]], extra: list, colors: dict) -> None:
     names = list(stages) + [e[0].split(" (")[0].replace("per-call ", "") for e in extra]
     bottom = [0.0] * len(stages)
-    for k in OP_KINDS:
+    for k in ALL_OP_KINDS:
         vals = [stages[p].get(k, 0.0) for p in stages]
         if any(vals):
             ax.bar(list(range(len(stages))), vals, bottom=bottom, color=colors[k], label=KIND_LABELS.get(k, k))

@@ -28,11 +28,29 @@ def resolve_table(table: Any, *, space: SearchSpace | None = None, lut_dir: str 
 
 
 def _named_table(name: str, *, space: SearchSpace | None, lut_dir, build: bool, progress: bool) -> LatencyTable:
+    """The table ``name``; where ``space`` is given and ``name`` covers another space, ``<name>-<space name>``
+    (how tables of further spaces are named, e.g. ``cpu-ort-efficientvit``). ``build=True`` measures a
+    missing ``cpu-*`` table: ``name`` if there is none at all, else ``<name>-<space name>``."""
     try:
-        return get_table(name, lut_dir=lut_dir)
-    except SlimformerError:
-        if not build or not name.startswith("cpu"):
-            raise
+        found, err = get_table(name, lut_dir=lut_dir), None
+    except SlimformerError as e:
+        found, err = None, e
+    if found is not None and (space is None or found.space_hash == space.hash):
+        return found
+    plain = not name.endswith(".json") and "/" not in name and "\\" not in name
+    alt = f"{name}-{space.name}" if space is not None and plain else None
+    if alt is not None:
+        try:
+            return get_table(alt, lut_dir=lut_dir)
+        except SlimformerError:
+            pass
+    if not build or not name.startswith("cpu") or (found is not None and alt is None):
+        if found is not None:
+            return found  # resolve_table names the space mismatch
+        if alt is not None and space.name not in ("default",):
+            raise SlimformerError(f"{err} (a table of space {space.name!r} is looked up as {alt!r}: build it with "
+                                  f"`slimformer lut build --device {alt} --space {space.name}`)") from None
+        raise err
     backend = "torch" if "torch" in name else "onnxruntime"
-    return build_table(name=name, backend=backend, space=space if space is not None else "default",
-                       lut_dir=lut_dir, progress=progress)
+    return build_table(name=name if found is None else alt, backend=backend,
+                       space=space if space is not None else "default", lut_dir=lut_dir, progress=progress)

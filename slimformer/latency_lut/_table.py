@@ -26,8 +26,8 @@ from typing import Any
 
 from .._errors import ConfigError, SlimformerError
 from .._io import atomic_write_json, read_json
-from ..supernet import ArchConfig, BlockConfig, SearchSpace, flatten_at, stage_resolution
-from ._keys import arch_ops, block_keys, ds_key, flat_key, head_key, stem_key
+from ..supernet import ArchConfig, BlockConfig, SearchSpace, flatten_at, space_from_dict, stage_resolution
+from ._keys import FAMILY_KEYS, arch_ops, block_keys, ds_key, flat_key, head_key, stem_key
 
 SCHEMA = "slimformer.lut/1"
 TABLE_KINDS = ("measured", "imported", "estimated")
@@ -172,6 +172,8 @@ class LatencyTable:
         """Sum over the ops of ``cfg`` of (entry + ``per_op``).
 
         The hot path of every search: per-block sums are cached in dicts keyed by plain numbers."""
+        if cfg.family in FAMILY_KEYS:
+            return self._sum_groups(cfg, per_op)
         c = self._caches(per_op)
         st = cfg.stages
         img = cfg.img_size
@@ -209,6 +211,15 @@ class LatencyTable:
         ck = (res, w, cfg.num_classes, cfg.distillation)
         v = c["head"].get(ck)
         total += v if v is not None else self._miss(c, c["head"], ck, (head_key(res * res, *ck[1:]),))
+        return total
+
+    def _sum_groups(self, cfg, per_op: float) -> float:
+        """``_sum`` for another family: its ``arch_groups`` name the cached units (stem, blocks, ...)."""
+        c = self._caches(per_op).setdefault("groups", {})
+        total = 0.0
+        for ck, keys in FAMILY_KEYS[cfg.family].arch_groups(cfg):
+            v = c.get(ck)
+            total += v if v is not None else self._miss(self._caches(per_op), c, ck, keys())
         return total
 
     def _flat(self, c: dict, res: int, w: int) -> float:
@@ -269,7 +280,7 @@ class LatencyTable:
                 raise ValueError(f"missing {', '.join(missing)}")
             if not isinstance(d["entries"], dict) or not d["entries"]:
                 raise ValueError("'entries' must be a non-empty object")
-            space = SearchSpace.from_dict(d["space"])
+            space = space_from_dict(d["space"])
             if d.get("space_hash") not in (None, space.hash):
                 raise ValueError(f"space_hash {d['space_hash']!r} does not match its space ({space.hash})")
             known = {"schema", "name", "kind", "device", "backend", "runtime", "threads", "batch", "clock", "cpu", "date",

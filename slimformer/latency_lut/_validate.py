@@ -23,7 +23,7 @@ from typing import Any
 
 from .._errors import SlimformerError
 from .._io import atomic_write_json, atomic_write_text, make_run_dir, read_json
-from ..supernet import ArchConfig
+from ..supernet import ArchConfig, arch_from_dict
 from ._fidelity import correction_text, fastest, fidelity, fit_level, measure_arch
 from ._table import LatencyTable
 
@@ -83,7 +83,7 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
                 if what == "again":
                     if len(again[str(i)]) > rnd:
                         continue
-                    cfg = ArchConfig.from_dict(then[i]["arch"])
+                    cfg = arch_from_dict(then[i]["arch"])
                     again[str(i)].append(measure_arch(cfg, **kw, repeats=repeats, min_time_s=min_time_s)["median_ms"])
                 else:
                     if i < len(rows) and len(rows[i]["runs"]) > rnd:

@@ -32,6 +32,11 @@ from ..supernet._elastic import ElasticMB3D, ElasticMB4D
 from ..supernet._model import MB3D, MB4D
 
 
+def _evit(obj) -> bool:
+    """Is ``obj`` (a space, or a supernet through its space) of the EfficientViT family (``._evit``)?"""
+    return getattr(getattr(obj, "space", obj), "family", "efficientformer") == "efficientvit"
+
+
 @dataclass
 class BlockTaylorScores:
     """Taylor scores of one block. Attention arrays are empty for MB4D."""
@@ -52,6 +57,10 @@ class BlockTaylorScores:
     @classmethod
     def from_dict(cls, d: dict) -> BlockTaylorScores:
         arr = (lambda k: np.array(d[k], dtype=float) if k in d else None)
+        if d["kind"] == "evit":
+            from ._evit import EViTBlockImportance
+
+            return EViTBlockImportance.from_dict(d)
         if d["kind"] == "mb3d":
             return cls("mb3d", arr("ffn"), arr("head"), arr("qk"), arr("v"), arr("bias"))
         return cls("mb4d", arr("ffn"))
@@ -238,6 +247,11 @@ def taylor_scores(model: Supernet | EfficientFormerNet, batches: Iterable, *, cf
     mode (BatchNorm statistics are not touched) and its weights are not changed; gradients are
     cleared afterwards.
     """
+    if _evit(model):
+        from . import _evit as ev
+
+        return ev.taylor_scores(model, batches, cfg=cfg, max_batches=max_batches, loss_fn=loss_fn,
+                                    progress=progress)
     if isinstance(model, Supernet):
         cfg = cfg or model.active_config
         model.set_active(cfg)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .._errors import SlimformerError
 from ..supernet import ArchConfig, BlockConfig, SearchSpace, arch_key, mb3d, mb4d
-from ._importance import BlockTaylorScores, TaylorScores
+from ._importance import BlockTaylorScores, TaylorScores, _evit
 from ._mckp import Infeasible, solve_greedy, solve_milp, total
 
 STRATEGIES = ("milp", "greedy", "uniform")
@@ -31,6 +31,10 @@ STRATEGIES = ("milp", "greedy", "uniform")
 
 def expand(cfg: ArchConfig, space: SearchSpace) -> ArchConfig:
     """``cfg`` with every non-skip block at the space's largest internal dims (the analysis subnet)."""
+    if _evit(space):
+        from . import _evit as ev
+
+        return ev.expand(cfg, space)
     out = cfg
     for si, pos, b in cfg.iter_blocks():
         if b.kind == "mb4d":
@@ -90,6 +94,10 @@ def _block_ms(table, b: BlockConfig, si: int, width: int) -> float | None:
 
 
 def build_problem(cfg: ArchConfig, space: SearchSpace, table, imp: TaylorScores) -> Problem:
+    if _evit(space):
+        from . import _evit as ev
+
+        return ev.build_problem(cfg, space, table, imp)
     keys, where, options, values, costs = [], [], [], [], []
     full = 0.0
     for si, pos, b in cfg.iter_blocks():
@@ -122,6 +130,10 @@ def build_problem(cfg: ArchConfig, space: SearchSpace, table, imp: TaylorScores)
 
 def smallest_predicted_ms(cfg: ArchConfig, space: SearchSpace, table) -> float:
     """Predicted latency of ``cfg`` with every block at its cheapest option the table covers (no scores needed)."""
+    if _evit(space):
+        from . import _evit as ev
+
+        return ev.smallest_predicted_ms(cfg, space, table)
     out = cfg
     for si, pos, b in cfg.iter_blocks():
         if b.kind == "skip":
@@ -203,6 +215,10 @@ def allocate(p: Problem, table, budget_ms: float, *, strategy: str = "milp",
             choice = solve_milp(p.values, p.costs, cap)
         elif strategy == "greedy":
             choice = solve_greedy(p.values, p.costs, cap)
+        elif _evit(space):
+            from . import _evit as ev
+
+            choice = ev.uniform(p, cap, space)
         else:
             choice = _uniform(p, cap, space or _space_of(p))
         cfg = p.build(choice)

@@ -107,6 +107,12 @@ def reorder_supernet(model: Supernet, perms: dict[str, BlockPermutation]) -> Non
 
 def reorder_by_importance(model: Supernet, imp: TaylorScores) -> TaylorScores:
     """Reorder ``model`` in place; return the importance in the new order (sorted, descending)."""
+    from ._importance import _evit
+
+    if _evit(model):
+        from . import _evit as ev
+
+        return ev.reorder_by_importance(model, imp)
     perms = permutations(imp)
     reorder_supernet(model, perms)
     return permute_scores(imp, perms)

@@ -8,6 +8,8 @@ from typing import Any
 from .._io import atomic_write_bytes, atomic_write_text
 from ..supernet import ArchConfig, SearchSpace, arch_key
 
+ATTENTION = ("mb3d", "evit")  # block kinds with attention (MetaBlock MB3D, EfficientViT's CGA block)
+
 
 def channel_rows(cfg: ArchConfig, space: SearchSpace | None = None) -> list[dict[str, Any]]:
     """Per non-skip block: remaining Q, K, V and FFN channels and their ratio to the block's input width."""
@@ -16,14 +18,18 @@ def channel_rows(cfg: ArchConfig, space: SearchSpace | None = None) -> list[dict
         if b.kind == "skip":
             continue
         c = cfg.stages[si].width
-        q = b.heads * b.qk_dim if b.kind == "mb3d" else 0
-        v = b.heads * b.v_dim if b.kind == "mb3d" else 0
+        q = b.heads * b.qk_dim if b.kind in ATTENTION else 0
+        v = b.heads * b.v_dim if b.kind in ATTENTION else 0
         row = {"block": arch_key(si, pos), "kind": b.kind, "width": c, "heads": b.heads, "qk_dim": b.qk_dim,
                "v_dim": b.v_dim, "Q": q, "K": q, "V": v, "FFN": b.hidden(c),
                "Q/C": q / c, "K/C": q / c, "V/C": v / c, "FFN/C": b.hidden(c) / c}
         if space is not None and b.kind == "mb3d":
             row["qk_kept"] = q / (space.heads[-1] * space.qk_dims[-1])
             row["v_kept"] = v / (space.heads[-1] * space.v_dims[-1])
+        elif space is not None and b.kind == "evit":  # heads stay as searched: shares of the block's own maxima
+            row["qk_kept"] = b.qk_dim / space.qk_dims[-1]
+            row["v_kept"] = b.v_dim / dict(space.attention_options(c))[b.heads][-1]
+            row["ffn_kept"] = b.ffn_ratio / space.ffn_ratios[-1]
         rows.append(row)
     return rows
 
@@ -47,12 +53,12 @@ def rows_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def _r(row: dict[str, Any], key: str) -> str:
-    return f"{row[key]:.2f}" if row["kind"] == "mb3d" or key == "FFN/C" else "-"
+    return f"{row[key]:.2f}" if row["kind"] in ATTENTION or key == "FFN/C" else "-"
 
 
 def pattern_verdict(rows: list[dict[str, Any]]) -> str:
     """Does the allocation trim Q/K and keep V (EfficientViT's finding)? Said plainly, either way."""
-    att = [r for r in rows if r["kind"] == "mb3d"]
+    att = [r for r in rows if r["kind"] in ATTENTION]
     if not att:
         return "The architecture has no MB3D (attention) block, so there is no Q/K versus V pattern to report."
     key = "qk_kept" if "qk_kept" in att[0] else "Q/C"
@@ -62,6 +68,8 @@ def pattern_verdict(rows: list[dict[str, Any]]) -> str:
     mean_qk = sum(r[key] for r in att) / len(att)
     mean_v = sum(r[vkey] for r in att) / len(att)
     nums = f"mean Q/K kept {mean_qk:.0%} vs V kept {mean_v:.0%} {what}"
+    if "ffn_kept" in att[0]:
+        nums += f"; FFN kept {sum(r['ffn_kept'] for r in att) / len(att):.0%} of the largest ratio"
     if trimmed * 2 > len(att):
         return (f"The Q/K-trimmed, V-kept pattern shows: in {trimmed} of {len(att)} attention blocks Q/K keep a "
                 f"smaller share than V ({nums}).")
@@ -79,7 +87,7 @@ def channel_plot(rows: list[dict[str, Any]], title: str = "") -> bytes:
 
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(rows) + 2), 3.8), dpi=100)
     xs = list(range(len(rows)))
-    att = [i for i, r in enumerate(rows) if r["kind"] == "mb3d"]
+    att = [i for i, r in enumerate(rows) if r["kind"] in ATTENTION]
     ax.plot(xs, [r["FFN/C"] for r in rows], "s-", color="tab:green", label="FFN / C")
     if att:
         ax.plot(att, [rows[i]["Q/C"] for i in att], "o-", color="tab:blue", label="Q / C")

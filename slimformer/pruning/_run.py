@@ -126,7 +126,7 @@ def prune_supernet(options: PruneOptions | None = None, /, **fields: Any) -> Pru
     torch.manual_seed(o.seed)
     ck = load_supernet(o.supernet)
     space, sn = ck.space, ck.model
-    cfg = o.arch if isinstance(o.arch, ArchConfig) else get_arch(o.arch)
+    cfg = o.arch if hasattr(o.arch, "family") else get_arch(o.arch)  # a config of any family, or a name/file
     faults = space.check(cfg)
     if faults:
         raise SlimformerError(f"architecture {cfg.name or o.arch} is not in the checkpoint's space "

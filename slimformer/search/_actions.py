@@ -17,6 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..supernet import SKIP, ArchConfig, SearchSpace, mb3d, mb4d
+from . import _evit_actions
+
+# the actions of the other model families (a space names its family; EfficientFormer's are here)
+FAMILY_ACTIONS = {"efficientvit": _evit_actions}
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,8 @@ def stem_action(space: SearchSpace, cfg: ArchConfig) -> Action | None:
 
 def all_shrinks(space: SearchSpace, cfg: ArchConfig, *, stem: bool = True) -> list[Action]:
     """Every single-step shrink of ``cfg`` (the broad move set of the training-free search)."""
+    if space.family in FAMILY_ACTIONS:
+        return FAMILY_ACTIONS[space.family].all_shrinks(space, cfg, stem=stem)
     acts: list[Action | None] = [mb3d_action(cfg)]
     for si in range(4):  # deeper positions first: on ties the later block goes (trailing skips are implied)
         acts.append(width_action(space, cfg, si))
@@ -104,6 +110,8 @@ def all_shrinks(space: SearchSpace, cfg: ArchConfig, *, stem: bool = True) -> li
 
 def all_grows(space: SearchSpace, cfg: ArchConfig, *, stem: bool = True) -> list[Action]:
     """Every single-step growth of ``cfg`` that stays in the space (reverses of the shrinks)."""
+    if space.family in FAMILY_ACTIONS:
+        return FAMILY_ACTIONS[space.family].all_grows(space, cfg, stem=stem)
     acts: list[Action] = []
     first = cfg.first_mb3d()
     for si in range(4):
@@ -151,6 +159,8 @@ def importance_shrinks(space: SearchSpace, cfg: ArchConfig, importance) -> list[
     ``importance(stage, pos)`` is the block importance; a stage's importance is the sum over its blocks.
     Ties go to the later position (deeper blocks first), then the later stage.
     """
+    if space.family in FAMILY_ACTIONS:
+        return FAMILY_ACTIONS[space.family].importance_shrinks(space, cfg, importance)
     blocks = [(si, pos) for si, pos, b in cfg.iter_blocks() if b.kind != "skip"]
     acts: list[Action | None] = [mb3d_action(cfg)]
     skippable = [(si, p) for si, p in blocks if cfg.stages[si].depth > 1]

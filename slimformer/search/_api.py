@@ -25,7 +25,7 @@ from .._validate import check_float, check_int
 from ..data import build_loaders
 from ..latency_lut import resolve_table
 from ..latency_lut._report import prediction_parts
-from ..supernet import ArchConfig, SupernetCheckpoint, load_supernet, recalibrate_bn
+from ..supernet import ArchConfig, SupernetCheckpoint, get_space, load_supernet, recalibrate_bn
 from ._options import EvalOptions, SearchOptions
 from ._optuna import run_study
 from ._report import write_run
@@ -101,8 +101,9 @@ def _prepare(opts: SearchOptions, loaders: Any) -> _Job:
     if opts.out is not None:
         check_out(opts.out, resume=st.resume)
     ck = load_supernet(opts.supernet) if isinstance(opts.supernet, (str, Path)) else opts.supernet
-    table = resolve_table(opts.table, space=ck.space if ck is not None else None, lut_dir=opts.lut_dir,
-                          build=opts.build, progress=opts.progress)
+    space = get_space(opts.space) if isinstance(opts.space, (str, Path)) else opts.space
+    table = resolve_table(opts.table, space=space if space is not None else ck.space if ck is not None else None,
+                          lut_dir=opts.lut_dir, build=opts.build, progress=opts.progress)
     space = ck.space if ck is not None else table.space
     predict = CachedPredictor(table)
     smallest_ms = predict(space.smallest())
@@ -154,7 +155,7 @@ def _run(job: _Job) -> tuple[ArchConfig, list[dict], list[dict] | None]:
 
 def _run_slim(job: _Job, largest_ms: float) -> tuple[ArchConfig, list[dict]]:
     block_weight = None
-    if job.ck is not None:
+    if job.ck is not None and hasattr(job.space, "kinds_at"):  # a space with block kinds has alpha importance
         alpha = job.scorer if isinstance(job.scorer, AlphaScorer) else AlphaScorer(job.space, job.ck.arch_logits)
         block_weight = alpha.importance
         if not job.has_alpha:

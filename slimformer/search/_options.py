@@ -44,7 +44,8 @@ class SearchOptions:
 
     ``out``: the run folder; else a new ``runs_root/search-<time>``; neither: nothing is written.
     ``build``: measure a missing ``cpu-*`` table here first. ``torch_device``: auto (CUDA when available), cpu,
-    cuda or cuda:N."""
+    cuda or cuda:N. ``space`` (a name such as ``efficientvit``, or a space) picks the table of that space;
+    by default the supernet's, else the table's own."""
 
     budget_ms: float
     table: Any = "iphone-lut"
@@ -56,6 +57,7 @@ class SearchOptions:
     lut_dir: str | Path | None = None
     build: bool = False
     torch_device: str = "auto"
+    space: Any = None
     progress: bool = False
     study: StudyOptions = field(default_factory=StudyOptions)
     evaluation: EvalOptions = field(default_factory=EvalOptions)

@@ -30,8 +30,12 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from .._errors import SlimformerError
-from ..supernet import SKIP, ArchConfig, SearchSpace, StageConfig, mb3d, mb4d
+from ..supernet import SKIP, ArchConfig, SearchSpace, StageConfig, arch_from_dict, mb3d, mb4d
+from . import _evit_trials
 from ._scorers import Scorer
+
+# the trial parameters of the other model families (a space names its family; EfficientFormer's are here)
+FAMILY_TRIALS = {"efficientvit": _evit_trials}
 
 SAMPLERS = ("tpe", "nsga2")
 MODES = ("constrained", "pareto")
@@ -66,6 +70,8 @@ def config_from_params(space: SearchSpace, params: dict[str, Any]) -> ArchConfig
 
 
 def suggest_config(trial: optuna.Trial, space: SearchSpace) -> ArchConfig:
+    if space.family in FAMILY_TRIALS:
+        return FAMILY_TRIALS[space.family].suggest_config(trial, space)
     params: dict[str, Any] = {"stem": trial.suggest_categorical("stem", list(space.stem_widths))}
     tail = _mb3d_positions(space)
     params["mb3d_from"] = trial.suggest_int("mb3d_from", 0, len(tail))
@@ -84,6 +90,8 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace) -> ArchConfig:
 
 def params_of(space: SearchSpace, cfg: ArchConfig) -> dict[str, Any]:
     """Trial parameters describing ``cfg`` (for ``enqueue_trial``: warm-starting a study)."""
+    if space.family in FAMILY_TRIALS:
+        return FAMILY_TRIALS[space.family].params_of(space, cfg)
     tail = _mb3d_positions(space)
     first = cfg.first_mb3d()
     params: dict[str, Any] = {"stem": cfg.stem_width,
@@ -279,7 +287,7 @@ def _summarise(study: optuna.Study, budget_ms: float, constrained: bool
     if not constrained:
         pareto = sorted(({"trial": t.number, "score": t.values[0], "predicted_ms": t.values[1]}
                          for t in study.best_trials), key=lambda r: r["predicted_ms"])
-    return ArchConfig.from_dict(best.user_attrs["arch"]), trace, pareto
+    return arch_from_dict(best.user_attrs["arch"]), trace, pareto
 
 
 def _check_identity(study: optuna.Study, ident: dict[str, Any], name: str) -> None:

@@ -13,6 +13,8 @@ _EXPORTS = {
                      "read_arch"), "_presets"),
     **dict.fromkeys(("block_macs", "block_params", "count_macs", "count_params"), "_profile"),
     "SearchSpace": "_space",
+    **dict.fromkeys(("Family", "arch_from_dict", "build_model", "build_supernet", "families", "family_of",
+                     "get_family", "space_from_dict"), "_family"),
     "flatten_at": "_layout", "stage_resolution": "_layout",
     # torch / timm from here on
     "recalibrate_bn": "_bn",

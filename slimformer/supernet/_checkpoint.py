@@ -22,6 +22,7 @@ import torch
 from .._errors import ConfigError, SlimformerError
 from .._io import atomic_torch_save
 from .._validate import finite_tensors
+from ._family import build_supernet, space_from_dict
 from ._space import SearchSpace
 from ._supernet import Supernet
 
@@ -97,7 +98,7 @@ def load_supernet(path: str | Path, *, space: SearchSpace | None = None) -> Supe
     """Load a supernet checkpoint. If ``space`` is given, a checkpoint of another space is an error."""
     raw = read_checkpoint(path)
     try:
-        ck_space = SearchSpace.from_dict(raw["space"])
+        ck_space = space_from_dict(raw["space"])
     except (ConfigError, KeyError) as e:
         raise SlimformerError(f"{path}: the checkpoint's search space is malformed ({e})") from None
     if space is not None and space.hash != ck_space.hash:
@@ -113,7 +114,7 @@ def load_supernet(path: str | Path, *, space: SearchSpace | None = None) -> Supe
                                or not all(isinstance(v, torch.Tensor) for v in logits.values())):
         raise SlimformerError(f"{path}: the checkpoint's arch_logits are not a dict of tensors")
     finite_tensors(logits or {}, f"{path} (arch_logits)")
-    model = Supernet(ck_space)
+    model = build_supernet(ck_space)
     try:
         model.load_state_dict(sd, strict=True)
     except (RuntimeError, KeyError) as e:

@@ -152,6 +152,8 @@ class ArchConfig:
     distillation: bool = True
     name: str = field(default="", compare=False)
 
+    family = "efficientformer"
+
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(self.stages))
         faults = self.faults()

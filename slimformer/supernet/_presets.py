@@ -11,7 +11,9 @@ from pathlib import Path
 from .._errors import ConfigError, SlimformerError
 from .._io import read_json
 from ._config import ArchConfig, StageConfig, mb3d, mb4d
+from ._family import arch_from_dict, space_from_dict
 from ._space import SearchSpace
+from .efficientvit import EVIT_PRESETS, EVIT_SPACES
 
 EFFICIENTFORMER = {
     # name: (widths, depths, num_vit)
@@ -61,9 +63,12 @@ def get_space(name_or_path: str | Path | None = None) -> SearchSpace:
     key = str(name_or_path)
     if key in SPACES:
         return SPACES[key]()
+    if key in EVIT_SPACES:
+        return EVIT_SPACES[key]()
     if not Path(key).suffix == ".json" and not Path(key).exists():
-        raise SlimformerError(f"unknown search space {key!r}: use one of {', '.join(SPACES)} or a JSON file")
-    return SearchSpace.from_dict(read_json(key, "search space file"))
+        raise SlimformerError(f"unknown search space {key!r}: use one of {', '.join([*SPACES, *EVIT_SPACES])} "
+                              "or a JSON file")
+    return space_from_dict(read_json(key, "search space file"))
 
 
 def read_arch(src: str | Path) -> tuple[ArchConfig, dict, Path | None]:
@@ -73,21 +78,24 @@ def read_arch(src: str | Path) -> tuple[ArchConfig, dict, Path | None]:
     short = key.removeprefix("efficientformer_")
     if short in PRESETS:
         return PRESETS[short](), {}, None
+    if key.removeprefix("efficientvit_") in EVIT_PRESETS:
+        return EVIT_PRESETS[key.removeprefix("efficientvit_")](), {}, None
     p = Path(key)
     if p.is_dir():
         if not (p / "arch.json").is_file():
             raise SlimformerError(f"{p} holds no arch.json (expected a search, prune or finetune run directory)")
         p = p / "arch.json"
     if p.suffix != ".json" and not p.exists():
-        raise SlimformerError(f"unknown architecture {key!r}: use a preset ({', '.join(PRESETS)}), "
+        raise SlimformerError(f"unknown architecture {key!r}: use a preset ({', '.join([*PRESETS, *EVIT_PRESETS])}), "
                               "an arch JSON file or a run directory")
     data = read_json(p, "architecture file")
     try:
-        return ArchConfig.from_dict(data), data, p.parent
+        return arch_from_dict(data), data, p.parent
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
 
 
 def get_arch(name_or_path: str | Path) -> ArchConfig:
-    """A preset (``l1``, ``l3``, ``l7``, also ``efficientformer_l1``...), an ArchConfig JSON file or a run dir."""
+    """A preset (``l1``, ``l3``, ``l7``, ``m0``...``m5``, also ``efficientformer_l1``, ``efficientvit_m0``...),
+    an architecture JSON file of either family or a run dir."""
     return read_arch(name_or_path)[0]

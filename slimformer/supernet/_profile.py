@@ -34,6 +34,10 @@ def block_macs(width: int, b: BlockConfig, tokens: int) -> int:
 
 
 def count_params(cfg: ArchConfig) -> int:
+    if cfg.family == "efficientvit":
+        from .efficientvit._profile import count_params as evit_params
+
+        return evit_params(cfg)
     s, w0 = cfg.stem_width, cfg.stages[0].width
     total = (cfg.in_chans * s * 9 + s) + 2 * s + (s * w0 * 9 + w0) + 2 * w0
     for si, st in enumerate(cfg.stages):
@@ -47,6 +51,10 @@ def count_params(cfg: ArchConfig) -> int:
 
 
 def count_macs(cfg: ArchConfig) -> int:
+    if cfg.family == "efficientvit":
+        from .efficientvit._profile import count_macs as evit_macs
+
+        return evit_macs(cfg)
     s, w0 = cfg.stem_width, cfg.stages[0].width
     half, quarter = cfg.img_size // 2, cfg.img_size // 4
     total = half * half * s * cfg.in_chans * 9 + quarter * quarter * w0 * s * 9

@@ -46,6 +46,8 @@ class SearchSpace:
     width_step: int = 16
     name: str = field(default="default", compare=False)
 
+    family = "efficientformer"
+
     def __post_init__(self):
         try:
             self._normalise()

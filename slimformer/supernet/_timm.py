@@ -72,6 +72,10 @@ def supernet_from_pretrained(path: str | Path, arch: str | ArchConfig = "l1",
 
     The classifier is kept only if the space has the file's number of classes.
     """
+    if space is not None and space.family == "efficientvit":
+        from .efficientvit._timm import supernet_from_pretrained as evit_from_pretrained
+
+        return evit_from_pretrained(path, arch, space)
     net = load_pretrained(path, arch)
     space = space or SearchSpace()
     cfg = net.arch

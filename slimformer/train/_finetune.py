@@ -19,7 +19,7 @@ from .._errors import SlimformerError
 from .._io import atomic_torch_save, atomic_write_json
 from .._validate import finite_tensors
 from ..data import build_loaders, evaluate
-from ..supernet import ArchConfig, EfficientFormerNet, load_supernet, read_arch, recalibrate_bn
+from ..supernet import ArchConfig, arch_from_dict, build_model, load_supernet, read_arch, recalibrate_bn
 from ..supernet._timm import read_state_dict
 from ._config import FinetuneConfig
 from ._engine import (
@@ -73,7 +73,7 @@ def _student_and_teacher(cfg: FinetuneConfig, loaders, device):
         recalibrate_bn(student, recal)
         origin = {"supernet": str(ck.path)}
     elif src_dir is not None and (src_dir / "subnet.pt").is_file():
-        student = EfficientFormerNet(arch)
+        student = build_model(arch)
         sd = read_state_dict(src_dir / "subnet.pt")
         sd = sd.get("state_dict", sd) if isinstance(sd.get("state_dict"), dict) else sd
         try:
@@ -129,7 +129,7 @@ def _load_last(path: Path, arch: ArchConfig) -> dict:
         raise SlimformerError(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT or raw.get("version") != VERSION:
         raise SlimformerError(f"{path} is not a slimformer fine-tuning checkpoint")
-    if ArchConfig.from_dict(raw["arch"]) != arch:
+    if arch_from_dict(raw["arch"]) != arch:
         raise SlimformerError(f"{path} holds another architecture than this run's")
     return raw
 

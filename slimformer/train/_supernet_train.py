@@ -21,6 +21,7 @@ from ..latency_lut import resolve_table
 from ..supernet import (
     ArchConfig,
     Supernet,
+    build_supernet,
     get_space,
     load_supernet,
     recalibrate_bn,
@@ -128,7 +129,7 @@ def train_supernet(config: TrainConfig, run_dir: str | Path | None = None) -> Pa
         model = supernet_from_pretrained(cfg.init_from, cfg.init_arch, space)
     else:
         torch.manual_seed(cfg.seed)
-        model = Supernet(space)
+        model = build_supernet(space)
     model.distilled_training = True
     model.to(device).train()
     arch = ArchParams(space).to(device) if cfg.gumbel else None
