@@ -54,9 +54,9 @@ def main() -> None:
     rows = []
     for f in args.budgets:
         budget = lo + f * (hi - lo)
-        s = prune_supernet(supernet=ckpt, arch=cfg, device=table, budget_ms=budget, data="builtin",
+        s = prune_supernet(supernet=ckpt, arch=cfg, table=table, budget_ms=budget, data="builtin",
                            batches=args.taylor_batches, batch_size=args.batch_size, eval_batches=4,
-                           run_dir=run / f"prune-{f:g}", progress=False)
+                           out=run / f"prune-{f:g}", progress=False).to_dict()
         ch = [json.loads(line) for line in _csv_rows(run / f"prune-{f:g}" / "channels.csv")]
         def mean(k, ch=ch):
             return sum(r[k] for r in ch) / len(ch)

@@ -73,9 +73,9 @@ def test_prune_run_writes_the_reallocated_subnet_and_the_pattern(tmp_path):
 
     lo = smallest_predicted_ms(cfg, space, table)
     budget = lo + 0.5 * (table.predict(cfg) - lo)
-    s = prune_supernet(supernet=ck, arch=cfg, device=table, budget_ms=budget, data="builtin", batches=2,
-                       batch_size=8, eval_batches=1, run_dir=tmp_path / "prune", progress=False)
-    assert s["predicted_ms"] <= budget and "Q/K" in s["verdict"]
+    s = prune_supernet(supernet=ck, arch=cfg, table=table, budget_ms=budget, data="builtin", batches=2,
+                       batch_size=8, eval_batches=1, out=tmp_path / "prune", progress=False)
+    assert s.predicted_ms <= budget and "Q/K" in s.verdict
     arch = json.loads((tmp_path / "prune" / "arch.json").read_text())["arch"]
     assert arch["family"] == "efficientvit"
     assert (tmp_path / "prune" / "channels.png").is_file() and (tmp_path / "prune" / "report.md").is_file()
