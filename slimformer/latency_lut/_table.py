@@ -117,6 +117,28 @@ class LatencyTable:
                 f"latency table {self.name!r} has no entry for op {key!r}: it was built for search space "
                 f"{self.space.name!r} (hash {self.space_hash}); is the architecture in that space?") from None
 
+    def typical_error(self) -> dict[str, Any] | None:
+        """The table's typical prediction error in one schema for every kind of table, or None without figures.
+
+        ``{"pct", "metric", "method", "samples", "worst_pct", "rank_corr", "rank_metric"}``: for an estimated table
+        the leave-one-out median absolute % error over published models; for a measured or imported one the
+        MAPE of the calibration subnets measured end to end (with the table's correction when it has one)."""
+        err = self.error
+        if not isinstance(err, dict) or not err:
+            return None
+        if "median_abs_pct" in err:  # estimated: leave-one-model-out against published latencies
+            return {"pct": float(err["median_abs_pct"]), "metric": "median absolute error",
+                    "method": err.get("method", "leave-one-model-out"), "samples": err.get("n_models"),
+                    "worst_pct": err.get("worst_abs_pct"), "rank_corr": err.get("spearman_rho"),
+                    "rank_metric": "Spearman rho"}
+        fig = err.get("corrected") or err.get("uncorrected")
+        if not isinstance(fig, dict) or "mape_pct" not in fig:
+            return None
+        return {"pct": float(fig["mape_pct"]), "metric": "mean absolute error",
+                "method": "calibration subnets measured end to end" + (" (corrected)" if err.get("corrected") else ""),
+                "samples": err.get("samples"), "worst_pct": fig.get("worst_pct"), "rank_corr": fig.get("kendall_tau"),
+                "rank_metric": "Kendall tau"}
+
     def breakdown(self, cfg: ArchConfig) -> list[tuple[str, float]]:
         """``(op key, ms)`` for every op of ``cfg`` in network order (overhead and correction not included)."""
         return [(k, self.ms(k)) for k in arch_ops(cfg)]

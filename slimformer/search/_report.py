@@ -21,7 +21,8 @@ def predicted_text(r: SearchResult) -> str:
     text = f"{r.predicted_ms:.3f} ms"
     if r.table_error and "pct" in r.table_error:
         how = f", {r.table_error['method']}" if r.table_error.get("method") else ""
-        text += f" (± {r.table_error['pct']:.1f}% typical error: median absolute error of this {r.table_kind} table{how})"
+        what = r.table_error.get("metric", "median absolute error")
+        text += f" (± {r.table_error['pct']:.1f}% typical error: {what} of this {r.table_kind} table{how})"
     elif r.table_kind == "estimated":
         text += " (estimated table: no error figures recorded)"
     return text

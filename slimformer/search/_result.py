@@ -8,27 +8,10 @@ from typing import Any
 from ..supernet import ArchConfig, count_macs, count_params
 
 
-def typical_error(table: Any) -> dict[str, float] | None:
-    """The table's typical prediction error as ``{"pct": median abs % error, ...}``, or None.
-
-    Estimated tables carry leave-one-out figures in ``table.error``; measured tables have none.
-    """
-    err = getattr(table, "error", None)
-    if not isinstance(err, dict) or not err:
-        return None
-    num: dict = {k: float(v) for k, v in err.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    if isinstance(err.get("method"), str):
-        num["method"] = err["method"]
-    for key in ("median_ape_pct", "median_abs_pct", "median_pct", "mdape_pct", "median_ape", "mdape",
-                "mape_pct", "mape"):
-        if key in num:
-            v = num[key]
-            pct = v * 100 if (key in ("median_ape", "mdape", "mape") and v < 1.0) else v
-            return {"pct": pct, "metric": key, **num}
-    pcts = [k for k in num if "pct" in k or "ape" in k]
-    if pcts:
-        return {"pct": num[pcts[0]], "metric": pcts[0], **num}
-    return None
+def typical_error(table: Any) -> dict[str, Any] | None:
+    """``table.typical_error()`` (one schema for estimated and measured tables), or None for a table without it."""
+    fn = getattr(table, "typical_error", None)
+    return fn() if callable(fn) else None
 
 
 @dataclass
