@@ -124,11 +124,12 @@ def standalone_results(subnets, cfg, loader, val, out: Path, table) -> list[dict
     from slimformer.train import evaluate
 
     rows = []
+    same = {k: getattr(cfg, k) for k in ("data", "epochs", "steps_per_epoch", "batch_size", "lr", "warmup_epochs", "seed")}
     for i, arch in enumerate(subnets):
         path = out / "standalone" / f"{i:02d}.json"
         if path.is_file():
             row = json.loads(path.read_text())
-            if row["key"] == arch.key():
+            if row["key"] == arch.key() and row.get("recipe", same) == same:
                 rows.append(row)
                 continue
         t0 = time.perf_counter()
@@ -136,7 +137,7 @@ def standalone_results(subnets, cfg, loader, val, out: Path, table) -> list[dict
         acc = evaluate(net, val)
         row = {"index": i, "key": arch.key(), "summary": arch.summary(), "arch": arch.to_dict(),
                "predicted_ms": float(table.predict(arch)), "macs_m": count_macs(arch) / 1e6,
-               "standalone_top1": acc, "train_s": time.perf_counter() - t0}
+               "standalone_top1": acc, "train_s": time.perf_counter() - t0, "recipe": same}
         atomic_write_json(path, row)
         print(f"  stand-alone {i + 1}/{len(subnets)} {arch.summary()}: {100 * acc:.1f}% "
               f"({row['train_s']:.0f} s)", flush=True)
@@ -225,8 +226,8 @@ def write_report(out: Path) -> Path:
     """``report.md``: one row per supernet variant (tag) found in the run directory."""
     from slimformer._io import atomic_write_text
 
-    lines = ["# Ranking fidelity", "", "Stand-alone top-1 (trained from scratch, same recipe and updates) vs "
-             "inherited top-1 (BN recalibrated). Intervals: percentile bootstrap over subnets, 95 %.", "",
+    lines = ["# Ranking fidelity", "", ("Stand-alone top-1 (trained from scratch, same recipe and updates) vs "
+             "inherited top-1 (BN recalibrated). Intervals: percentile bootstrap over subnets, 95 %."), "",
              "| tag | supernet recipe | Kendall tau [95 %] | Spearman rho [95 %] | stand-alone range | inherited range |",
              "|---|---|---|---|---|---|"]
     for p in sorted(out.glob("results-*.json")):
@@ -262,9 +263,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
+    from search_speed import cpu_table
+
     from slimformer._io import atomic_write_json, make_run_dir
     from slimformer.supernet import get_space, load_supernet
-    from search_speed import cpu_table
 
     out = Path(args.out) if args.out else make_run_dir(None, "ranking")
     out.mkdir(parents=True, exist_ok=True)

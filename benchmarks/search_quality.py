@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_speed import cpu_table  # noqa: E402
+from search_speed import cpu_table
 
 METHODS = ("slim", "fast", "tpe", "nsga2", "evolution", "random", "uniform")
 
@@ -211,8 +211,8 @@ def plot(path: Path, summary: dict, title: str) -> None:
 def report(out: Path, summary: dict, args) -> str:
     d = summary["default"]
     lines = [f"# Search quality ({args.data}, {len(summary['seeds'])} seeds)", "",
-             f"Held-out top-1 (%), mean +- SE over seeds {summary['seeds']}; default strategy: `{d}`; "
-             "random = best of N random feasible subnets, N = the default strategy's supernet evaluations.", "",
+             (f"Held-out top-1 (%), mean +- SE over seeds {summary['seeds']}; default strategy: `{d}`; "
+             "random = best of N random feasible subnets, N = the default strategy's supernet evaluations."), "",
              "| budget ms | " + " | ".join(METHODS) + " | default - random | >= random (1 SE) | > uniform |",
              "|---" * (len(METHODS) + 4) + "|"]
     for b in summary["budgets"]:
@@ -224,8 +224,8 @@ def report(out: Path, summary: dict, args) -> str:
     n_r = sum(b["meets_random"] for b in summary["budgets"])
     fit = [b for b in summary["budgets"] if "beats_uniform" in b]
     n_u = sum(b["beats_uniform"] for b in fit)
-    lines += ["", f"`{d}` >= random within one SE at {n_r}/{len(summary['budgets'])} budgets; "
-              f"> uniform at {n_u}/{len(fit)} budgets where uniform scaling fits.", "", "Plot: `search_quality.png`."]
+    lines += ["", (f"`{d}` >= random within one SE at {n_r}/{len(summary['budgets'])} budgets; "
+              f"> uniform at {n_u}/{len(fit)} budgets where uniform scaling fits."), "", "Plot: `search_quality.png`."]
     text = "\n".join(lines) + "\n"
     from slimformer._io import atomic_write_text
 

@@ -13,8 +13,8 @@ the same ``--storage`` URL and ``--study-name`` with ``--resume``. On one machin
 from __future__ import annotations
 
 from ._actions import Action, all_grows, all_shrinks, importance_shrinks
-from ._evolution import evolve
 from ._api import STRATEGIES, CachedPredictor, resolve_table, search
+from ._evolution import evolve
 from ._optuna import MODES, SAMPLERS, config_from_params, params_of, run_study
 from ._report import format_table, predicted_text, summary_rows, write_run
 from ._result import SearchResult, typical_error

@@ -46,6 +46,15 @@ def crossover(a: dict[str, Any], b: dict[str, Any], rng: random.Random) -> dict[
     return {k: (a[k] if rng.random() < 0.5 else b[k]) for k in a}
 
 
+def _mutant(space, enc, opts, rng, prob) -> Callable[[], ArchConfig]:
+    return lambda: config_from_params(space, mutate(rng.choice(enc), opts, rng, prob))
+
+
+def _crossed(space, enc, opts, rng, prob) -> Callable[[], ArchConfig]:
+    # mutation rate 0: a crossover child is not mutated, but draws the same random stream as a mutant
+    return lambda: config_from_params(space, mutate(crossover(*rng.sample(enc, 2), rng), opts, rng, 0.0))
+
+
 def evolve(*, space: SearchSpace, predict: Callable[[ArchConfig], float], scorer: Scorer, budget_ms: float,
            evaluations: int = 100, population: int = 16, parent_ratio: float = 0.25, mutate_prob: float = 0.1,
            seed: int = 0, warm_start: list[ArchConfig] = (), tries: int = 200,
@@ -96,10 +105,7 @@ def evolve(*, space: SearchSpace, predict: Callable[[ArchConfig], float], scorer
         enc = [params_of(space, p[0]) for p in parents]
         children = []
         for i in range(population - len(parents)):
-            if i % 2 == 0:
-                make = lambda: config_from_params(space, mutate(rng.choice(enc), opts, rng, mutate_prob))  # noqa: E731
-            else:
-                make = lambda: config_from_params(space, mutate(crossover(*rng.sample(enc, 2), rng), opts, rng, 0.0))  # noqa: E731
+            make = (_mutant if i % 2 == 0 else _crossed)(space, enc, opts, rng, mutate_prob)
             cfg = draw(make)
             if cfg is None or len(seen) >= evaluations:
                 continue

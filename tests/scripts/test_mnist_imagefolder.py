@@ -39,7 +39,7 @@ def test_tree_is_read_by_build_loaders(tmp_path):
     assert info["train"] == 40 and info["val"] == 20
     assert json.loads((tmp_path / "d" / "dataset.json").read_text())["not_imagenet"] is True
     ld = build_loaders(tmp_path / "d", img_size=32, batch_size=8)
-    x, y = next(iter(ld.val))
+    x, _y = next(iter(ld.val))
     assert ld.num_classes == 10 and x.shape == (8, 3, 32, 32)
 
 

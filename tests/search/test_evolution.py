@@ -46,7 +46,7 @@ def test_budget_never_exceeded_and_evaluations_counted(tiny_table):
 
 def test_evolution_improves_on_its_first_generation(tiny_table):
     b = budgets(tiny_table)[1]
-    best, trace = evolve(space=tiny_table.space, predict=tiny_table.predict, scorer=MacsProxy(), budget_ms=b,
+    _best, trace = evolve(space=tiny_table.space, predict=tiny_table.predict, scorer=MacsProxy(), budget_ms=b,
                          evaluations=80, population=8, seed=0)
     first = max(t["score"] for t in trace if t["generation"] == 0)
     assert max(t["score"] for t in trace) > first
