@@ -244,6 +244,8 @@ def main() -> None:
     ap.add_argument("--heldout-batches", type=int, default=12, help="validation batches for the reported top-1")
     ap.add_argument("--fractions", default="0.15,0.3,0.5,0.7,0.85")
     ap.add_argument("--lut-dir", default=None)
+    ap.add_argument("--only-seed", type=int, default=None,
+                    help="compute just this seed into --out and stop (run seeds as parallel processes)")
     ap.add_argument("--out", default=None, help="run directory (default: runs/search-quality-<time>); resumes")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -256,6 +258,10 @@ def main() -> None:
     print(f"run directory: {out}", flush=True)
     table = cpu_table(get_space("tiny"), args.lut_dir)
     batches = data_batches(args.data, 32, 64, 4, args.search_batches + args.heldout_batches)
+    if args.only_seed is not None:
+        one_seed(args, args.only_seed, out, table, batches)
+        print(f"seed {args.only_seed} done; run without --only-seed to summarise")
+        return
     seeds = [one_seed(args, s, out, table, batches) for s in range(args.seeds)]
     from slimformer.search._api import default_strategy
 

@@ -79,3 +79,18 @@ def test_impossible_budget_is_one_clear_error(tiny_table):
     sp = tiny_table.space
     with pytest.raises(SlimformerError, match="fits"):
         evolve(space=sp, predict=tiny_table.predict, scorer=MacsProxy(), budget_ms=1e-6, evaluations=5, tries=20)
+
+
+def test_cli_strategy_evolution(capsys, tmp_path, tiny_table, tiny_ckpt):
+    from slimformer.cli import main
+
+    table = tiny_table.save(tmp_path / "tiny-table.json")
+    budget = f"{budgets(tiny_table)[1]:.5f}"
+    argv = ["search", "--budget-ms", budget, "--device", str(table), "--supernet", str(tiny_ckpt), "--strategy",
+            "evolution", "--trials", "6", "--batch-size", "16", "--recal-batches", "1", "--val-batches", "1",
+            "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "run" / "arch.json").read_text())
+    assert data["strategy"] == "evolution" and data["predicted_ms"] <= float(budget)
+    assert data["options"] == {**data["options"], "trials": 6, "evaluations": 6}
+    assert len((tmp_path / "run" / "trace.jsonl").read_text().splitlines()) == 6
