@@ -145,6 +145,31 @@ def standalone_results(subnets, cfg, loader, val, out: Path, table) -> list[dict
     return rows
 
 
+def seed_noise(subnets, indices, cfg, loader, val, out: Path) -> list[dict]:
+    """Stand-alone top-1 of the subnets ``indices`` trained again with seed + 1 (cached): the seed-to-seed
+    spread of the stand-alone figures, i.e. how far a perfect ranker could still disagree with them."""
+    from dataclasses import replace
+
+    from slimformer._io import atomic_write_json
+    from slimformer.train import evaluate
+
+    rows = []
+    other = replace(cfg, seed=cfg.seed + 1)
+    for i in indices:
+        path = out / "standalone" / f"{i:02d}-seed{other.seed}.json"
+        if path.is_file():
+            rows.append(json.loads(path.read_text()))
+            continue
+        acc = evaluate(train_standalone(subnets[i], other, loader), val)
+        first = json.loads((out / "standalone" / f"{i:02d}.json").read_text())["standalone_top1"]
+        row = {"index": i, "seed": other.seed, "standalone_top1": acc, "first_seed_top1": first}
+        atomic_write_json(path, row)
+        print(f"  seed noise: subnet {i} {100 * first:.1f}% (seed {cfg.seed}) vs {100 * acc:.1f}% (seed {other.seed})",
+              flush=True)
+        rows.append(row)
+    return rows
+
+
 def trained_supernet(cfg, run_dir: Path) -> Path:
     """Train (or resume, or reuse) the supernet in ``run_dir``; returns its final checkpoint ``last.pt``."""
     from slimformer.train import train_supernet
@@ -238,6 +263,9 @@ def write_report(out: Path) -> Path:
         lines.append(f"| {r['tag']} | {r['recipe_text']} | {s['kendall_tau']:.3f} [{s['kendall_tau_ci95'][0]:.2f}, "
                      f"{s['kendall_tau_ci95'][1]:.2f}] | {s['spearman_rho']:.3f} [{s['spearman_rho_ci95'][0]:.2f}, "
                      f"{s['spearman_rho_ci95'][1]:.2f}] | {min(sa):.1f}-{max(sa):.1f}% | {min(ih):.1f}-{max(ih):.1f}% |")
+        for n in r.get("seed_noise", []):
+            lines.append(f"|  | seed noise, subnet {n['index']} | {100 * n['first_seed_top1']:.1f}% vs "
+                         f"{100 * n['standalone_top1']:.1f}% (seed {n['seed']}) | | | |")
     lines += ["", "Scatter plots: `scatter-<tag>.png`; per-subnet figures: `results-<tag>.json`."]
     return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
 
@@ -259,6 +287,8 @@ def main() -> None:
     ap.add_argument("--num-random", type=int, default=2, help="random subnets per sandwich step")
     ap.add_argument("--kd-weight", type=float, default=0.5)
     ap.add_argument("--gumbel", action="store_true")
+    ap.add_argument("--noise-subnets", default="",
+                    help="comma-separated subnet indices to train again with seed+1 (seed-to-seed spread)")
     ap.add_argument("--lut-dir", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -283,6 +313,7 @@ def main() -> None:
           f"{table.predict(subnets[-1]):.3f} ms on {table.name}; {total} updates of batch {cfg.batch_size} each; "
           f"scored on {n_val} validation images", flush=True)
     rows = standalone_results(subnets, cfg, loader, val, out, table)
+    noise = seed_noise(subnets, [int(i) for i in args.noise_subnets.split(",") if i], cfg, loader, val, out)
     t0 = time.perf_counter()
     ck = load_supernet(trained_supernet(recipe(args, out), out / f"supernet-{args.tag}"))
     print(f"supernet {args.tag!r} ready ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -294,7 +325,8 @@ def main() -> None:
     atomic_write_json(out / f"results-{args.tag}.json", {"tag": args.tag, "data": args.data, "space": space.name,
                                                            "table": table.name, "updates": total, "val_images": n_val,
                                                            "recipe": cfg.to_dict(), "recipe_text": text,
-                                                           "stats": stats, "subnets": rows})
+                                                           "stats": stats, "subnets": rows,
+                                                           "seed_noise": noise})
     scatter(out / f"scatter-{args.tag}.png", rows, stats, f"{space.name} space, {args.data} data, {args.tag}")
     write_report(out)
     for r in rows:
