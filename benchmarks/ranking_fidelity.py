@@ -48,7 +48,7 @@ def fixed_batches(data: str, *, img_size: int, batch_size: int, n_val: int, seed
     ImageFolder keeps its loaders (random augmentation per epoch, like ``slimformer train``)."""
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-    from slimformer.train import build_datasets, build_loaders
+    from slimformer.data import build_datasets, build_loaders
 
     if data == "builtin":
         train, val, _ = build_datasets("builtin", img_size=img_size, seed=seed, val_size=n_val)
@@ -121,7 +121,7 @@ def standalone_results(subnets, cfg, loader, val, out: Path, table) -> list[dict
     """Stand-alone top-1 per subnet, cached in ``out/standalone/<i>.json`` (resumable, one file per subnet)."""
     from slimformer._io import atomic_write_json
     from slimformer.supernet import count_macs
-    from slimformer.train import evaluate
+    from slimformer.data import evaluate
 
     rows = []
     same = {k: getattr(cfg, k) for k in ("data", "epochs", "steps_per_epoch", "batch_size", "lr", "warmup_epochs", "seed")}
@@ -151,7 +151,7 @@ def seed_noise(subnets, indices, cfg, loader, val, out: Path) -> list[dict]:
     from dataclasses import replace
 
     from slimformer._io import atomic_write_json
-    from slimformer.train import evaluate
+    from slimformer.data import evaluate
 
     rows = []
     other = replace(cfg, seed=cfg.seed + 1)
@@ -183,7 +183,7 @@ def trained_supernet(cfg, run_dir: Path) -> Path:
 def inherited_top1(ck, subnets, recal, val) -> list[float]:
     """Top-1 of each subnet's inherited weights, extracted, with its own BatchNorm statistics."""
     from slimformer.supernet import recalibrate_bn
-    from slimformer.train import evaluate
+    from slimformer.data import evaluate
 
     accs = []
     for arch in subnets:

@@ -87,7 +87,7 @@ def train_supernet_for(data: str, out: Path, *, epochs: int, seed: int, steps_pe
 
 def data_batches(data: str, img_size: int, bs: int, n_recal: int, n_val: int):
     """Fixed recalibration batches and validation batches (the same for every seed and method)."""
-    from slimformer.train import build_loaders
+    from slimformer.data import build_loaders
 
     kw = {"train_size": bs * n_recal, "val_size": bs * n_val} if data == "builtin" else {}
     ld = build_loaders(data, img_size=img_size, batch_size=bs, workers=0, seed=1, **kw)

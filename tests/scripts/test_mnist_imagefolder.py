@@ -29,7 +29,7 @@ def test_split_is_stratified_and_seeded():
 
 
 def test_tree_is_read_by_build_loaders(tmp_path):
-    from slimformer.train import build_loaders
+    from slimformer.data import build_loaders
 
     m = _script()
     rng = np.random.default_rng(0)
