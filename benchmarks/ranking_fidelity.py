@@ -120,8 +120,8 @@ def recipe(args, out: Path):
 def standalone_results(subnets, cfg, loader, val, out: Path, table) -> list[dict]:
     """Stand-alone top-1 per subnet, cached in ``out/standalone/<i>.json`` (resumable, one file per subnet)."""
     from slimformer._io import atomic_write_json
-    from slimformer.supernet import count_macs
     from slimformer.data import evaluate
+    from slimformer.supernet import count_macs
 
     rows = []
     same = {k: getattr(cfg, k) for k in ("data", "epochs", "steps_per_epoch", "batch_size", "lr", "warmup_epochs", "seed")}
@@ -182,8 +182,8 @@ def trained_supernet(cfg, run_dir: Path) -> Path:
 
 def inherited_top1(ck, subnets, recal, val) -> list[float]:
     """Top-1 of each subnet's inherited weights, extracted, with its own BatchNorm statistics."""
-    from slimformer.supernet import recalibrate_bn
     from slimformer.data import evaluate
+    from slimformer.supernet import recalibrate_bn
 
     accs = []
     for arch in subnets:
