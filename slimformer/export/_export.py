@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from .._errors import SlimformerError
-from .._io import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from .._io import atomic_torch_save, atomic_write_bytes, atomic_write_json, check_out_dir
+from .._validate import check_int
 from ..supernet import EfficientFormerNet
 from ._card import build_card
 from ._fold import fold_bn
@@ -131,10 +132,15 @@ def export_model(source: Source | EfficientFormerNet, out_dir: str | Path, *, fo
         raise SlimformerError("nothing to export: give at least one --format")
     if "coreml" in formats:  # say so before spending time on the other formats
         _require_coremltools()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_int(repeats, "--repeats", lo=1)
+    check_int(warmup, "warmup runs", lo=0)
     model = src.model.eval()
     a = model.arch
+    if class_names is not None and len(class_names) != a.num_classes:
+        raise SlimformerError(f"{len(class_names)} class names given for a model of {a.num_classes} classes: "
+                              "give one name per class, in class-index order")
+    out = check_out_dir(out_dir, what="output folder (-o)", allow=(*FILENAMES.values(), "card.json"))
+    out.mkdir(parents=True, exist_ok=True)
     folded = fold_bn(model)
     checks = [_example(model, 1, 1), _example(model, 3, 2)]
     with torch.no_grad():
