@@ -4,7 +4,8 @@ Inputs: a latency table (device), optionally a trained supernet. Strategies:
 
 * ``slim``   -- EfficientFormer's latency-driven slimming (default when the checkpoint holds alpha, and
   without a supernet, where it maximises a training-free proxy);
-* ``optuna`` -- TPE or NSGA-II with the budget as a constraint (or a second objective).
+* ``optuna`` -- TPE or NSGA-II with the budget as a constraint (or a second objective);
+* ``evolution`` -- once-for-all's evolutionary search over the supernet (``trials`` subnets scored).
 
 Which score is optimised, and whether it is accuracy at all, is recorded in the result and printed.
 """
@@ -23,14 +24,20 @@ from ..data import build_loaders
 from ..latency_lut import resolve_table
 from ..latency_lut._report import prediction_parts
 from ..supernet import ArchConfig, SupernetCheckpoint, get_space, load_supernet, recalibrate_bn
+from ._evolution import evolve
 from ._optuna import run_study
 from ._result import SearchResult, typical_error
 from ._scorers import AlphaImportance, Scorer, SupernetAccuracy, get_proxy
 from ._slim import slim
 
-STRATEGIES = ("slim", "optuna")
+STRATEGIES = ("slim", "optuna", "evolution")
 TRAIN_HINT = ("train a supernet for an accuracy-driven search: `slimformer train --space default --data "
               "<imagenet-folder> --out runs/` then `slimformer search --supernet runs/<train-run>/best.pt ...`")
+
+
+def default_strategy(*, has_supernet: bool, has_alpha: bool) -> str:
+    """The strategy ``search`` runs when none is named."""
+    return "optuna" if has_supernet and not has_alpha else "slim"
 
 
 class CachedPredictor:
@@ -84,7 +91,7 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
         raise SlimformerError(f"no subnet fits {budget_ms:g} ms on {device}: the fastest subnet of space "
                               f"{space.name!r} (the smallest) is predicted at {smallest_ms:.3f} ms")
     has_alpha = ck is not None and bool(ck.arch_logits)
-    strategy = strategy or ("optuna" if ck is not None and not has_alpha else "slim")
+    strategy = strategy or default_strategy(has_supernet=ck is not None, has_alpha=has_alpha)
     if strategy not in STRATEGIES:
         raise SlimformerError(f"unknown strategy {strategy!r}: choose from {', '.join(STRATEGIES)}")
     if fast and (strategy != "slim" or ck is None):
@@ -101,7 +108,8 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
         ck.model.to(_torch_device(compute))
         recal, val = _batches(ck, data, loaders, batch_size, recal_batches, val_batches, seed, need_val=not fast)
         scorer = AlphaImportance(space, ck.arch_logits) if fast else SupernetAccuracy(ck.model, recal, val)
-    options = {"fast": fast} if strategy == "slim" else {"sampler": sampler, "mode": mode, "trials": trials}
+    options = ({"fast": fast} if strategy == "slim" else {"trials": trials} if strategy == "evolution"
+               else {"sampler": sampler, "mode": mode, "trials": trials})
     if ck is not None and not fast:
         options.update(recal_batches=len(recal), val_batches=val_batches, batch_size=batch_size, data=str(data))
     if ck is None:
@@ -128,6 +136,11 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
         with _bar(progress, largest_ms - budget_ms, "slimming", "ms") as bar:
             best, trace = slim(space=space, predict=predict, scorer=scorer, budget_ms=budget_ms,
                                importance=importance, on_step=(lambda d: bar.update(d)) if bar else None)
+    elif strategy == "evolution":
+        warm, _ = slim(space=space, predict=predict, scorer=get_proxy(proxy), budget_ms=budget_ms)
+        with _bar(progress, trials, "evolution", "subnet") as bar:
+            best, trace = evolve(space=space, predict=predict, scorer=scorer, budget_ms=budget_ms, evaluations=trials,
+                                 seed=seed, warm_start=[warm], on_eval=(lambda: bar.update(1)) if bar else None)
     else:
         warm, _ = slim(space=space, predict=predict, scorer=get_proxy(proxy), budget_ms=budget_ms)
         default_storage = out is not None and storage is None
@@ -146,6 +159,8 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
         options["study_name"] = study_name or "slimformer-search"
 
     score = scorer(best)
+    if not scorer.cheap:
+        options["evaluations"] = scorer.calls
     state = None
     if ck is not None:
         ck.model.set_active(best)
