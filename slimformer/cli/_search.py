@@ -21,15 +21,17 @@ def register(sub) -> None:
                         "a table of another space is looked up as <device>-<space> (default: the table's own)")
     p.add_argument("--lut-dir", default=None, help="folder of user tables (default: the cache folder)")
     p.add_argument("--supernet", default=None, help="trained supernet checkpoint (file or training run dir)")
-    p.add_argument("--strategy", choices=("slim", "optuna"), default=None,
+    p.add_argument("--strategy", choices=("slim", "optuna", "evolution"), default=None,
                    help="slim: EfficientFormer's latency-driven slimming (default with alpha or without a "
-                        "supernet); optuna: TPE/NSGA-II (default for a supernet without alpha)")
+                        "supernet); optuna: TPE/NSGA-II (default for a supernet without alpha); evolution: "
+                        "once-for-all's evolutionary search over the supernet (--trials subnets scored)")
     p.add_argument("--fast", action="store_true", help="slim: rank actions by alpha alone, no evaluation")
     p.add_argument("--sampler", choices=("tpe", "nsga2"), default="tpe", help="optuna sampler (default tpe)")
     p.add_argument("--objectives", choices=("constrained", "pareto"), default="constrained",
                    help="optuna: maximise the score under the budget constraint, or score vs latency "
                         "(Pareto front reported)")
-    p.add_argument("--trials", type=POSITIVE_INT, default=60, help="optuna: finished trials the study should hold")
+    p.add_argument("--trials", type=POSITIVE_INT, default=60,
+                   help="optuna: finished trials the study should hold; evolution: subnets scored")
     p.add_argument("--storage", default=None,
                    help="optuna storage URL (default: SQLite study.db in the run dir; share one URL between "
                         "workers, e.g. postgresql://user@host/db across machines)")

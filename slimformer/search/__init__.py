@@ -1,4 +1,5 @@
-"""Search under a latency budget: latency-driven slimming (EfficientFormer) or optuna (TPE / NSGA-II).
+"""Search under a latency budget: latency-driven slimming (EfficientFormer), optuna (TPE / NSGA-II) or
+evolution (once-for-all).
 
 ``search(budget_ms=1.6, table="iphone-lut")`` returns a :class:`SearchResult`; with ``out=`` (or
 ``runs_root=``) it also writes a run directory (``arch.json``, trace, plots, per-op breakdown,
@@ -12,7 +13,8 @@ the same ``--storage`` URL and ``--study-name`` with ``--resume``. On one machin
 from __future__ import annotations
 
 from ._actions import Action, all_grows, all_shrinks, importance_shrinks
-from ._api import STRATEGIES, CachedPredictor, search, torch_device
+from ._api import STRATEGIES, CachedPredictor, default_strategy, search, torch_device
+from ._evolution import evolve
 from ._options import EvalOptions, SearchOptions, StudyOptions
 from ._optuna import MODES, SAMPLERS, config_from_params, params_of, run_study
 from ._report import format_table, predicted_text, summary_rows, write_run
@@ -31,7 +33,7 @@ from ._slim import slim
 
 __all__ = [  # noqa: RUF022 (grouped by topic)
     "search", "SearchOptions", "StudyOptions", "EvalOptions", "SearchResult", "torch_device", "STRATEGIES", "SAMPLERS", "MODES", "PROXIES", "CachedPredictor",
-    "slim", "run_study", "config_from_params", "params_of",
+    "slim", "evolve", "run_study", "default_strategy", "config_from_params", "params_of",
     "Action", "all_shrinks", "all_grows", "importance_shrinks",
     "Scorer", "MacsProxy", "ParamsProxy", "AlphaScorer", "SupernetAccuracy", "block_importance",
     "get_proxy", "typical_error", "write_run", "summary_rows", "format_table", "predicted_text",

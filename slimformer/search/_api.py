@@ -4,7 +4,8 @@ Inputs: a latency table (device), optionally a trained supernet. Strategies:
 
 * ``slim``   -- EfficientFormer's latency-driven slimming (default when the checkpoint holds alpha, and
   without a supernet, where it maximises a training-free proxy);
-* ``optuna`` -- TPE or NSGA-II with the budget as a constraint (or a second objective).
+* ``optuna`` -- TPE or NSGA-II with the budget as a constraint (or a second objective);
+* ``evolution`` -- once-for-all's evolutionary search over the supernet (``trials`` subnets scored).
 
 Which score is optimised, and whether it is accuracy at all, is recorded in the result and printed.
 """
@@ -26,6 +27,7 @@ from ..data import build_loaders
 from ..latency_lut import resolve_table
 from ..latency_lut._report import prediction_parts
 from ..supernet import ArchConfig, SupernetCheckpoint, get_space, load_supernet, recalibrate_bn
+from ._evolution import evolve
 from ._options import EvalOptions, SearchOptions
 from ._optuna import run_study
 from ._report import write_run
@@ -33,9 +35,15 @@ from ._result import SearchResult, typical_error
 from ._scorers import AlphaScorer, Scorer, SupernetAccuracy, get_proxy
 from ._slim import slim
 
-STRATEGIES = ("slim", "optuna")
+STRATEGIES = ("slim", "optuna", "evolution")
 TRAIN_HINT = ("train a supernet for an accuracy-driven search: `slimformer train --space default --data "
               "<imagenet-folder> --runs-root runs/` then `slimformer search --supernet runs/<train-run>/best.pt ...`")
+
+
+
+def default_strategy(*, has_supernet: bool, has_alpha: bool) -> str:
+    """The strategy ``search`` runs when none is named."""
+    return "optuna" if has_supernet and not has_alpha else "slim"
 
 
 class CachedPredictor:
@@ -113,7 +121,7 @@ def _prepare(opts: SearchOptions, loaders: Any) -> _Job:
     has_alpha = ck is not None and bool(ck.arch_logits)
     strategy = _strategy(opts, ck, has_alpha)
     job = _Job(opts=opts, ck=ck, table=table, space=space, predict=predict, strategy=strategy,
-               scorer=get_proxy(ev.proxy), options=opts.record(slim=strategy == "slim", supernet=ck is not None))
+               scorer=get_proxy(ev.proxy), options=opts.record(strategy=strategy, supernet=ck is not None))
     if ck is None:
         job.notes.append(f"no supernet: the score is {job.scorer.name}, NOT accuracy; {TRAIN_HINT}")
     else:
@@ -128,7 +136,7 @@ def _prepare(opts: SearchOptions, loaders: Any) -> _Job:
 
 
 def _strategy(opts: SearchOptions, ck, has_alpha: bool) -> str:
-    strategy = opts.strategy or ("optuna" if ck is not None and not has_alpha else "slim")
+    strategy = opts.strategy or default_strategy(has_supernet=ck is not None, has_alpha=has_alpha)
     if strategy not in STRATEGIES:
         raise SlimformerError(f"unknown strategy {strategy!r}: choose from {', '.join(STRATEGIES)}")
     if opts.evaluation.fast and (strategy != "slim" or ck is None):
@@ -150,7 +158,19 @@ def _run(job: _Job) -> tuple[ArchConfig, list[dict], list[dict] | None]:
                        "score": job.scorer(best), "candidates": 0, "summary": best.summary()}], None
     if job.strategy == "slim":
         return (*_run_slim(job, largest_ms), None)
+    if job.strategy == "evolution":
+        return (*_run_evolution(job), None)
     return _run_optuna(job)
+
+
+def _run_evolution(job: _Job) -> tuple[ArchConfig, list[dict]]:
+    opts = job.opts
+    warm, _ = slim(space=job.space, predict=job.predict, scorer=get_proxy(opts.evaluation.proxy),
+                   budget_ms=opts.budget_ms)
+    with _bar(opts.progress, opts.study.trials, "evolution", "subnet") as bar:
+        return evolve(space=job.space, predict=job.predict, scorer=job.scorer, budget_ms=opts.budget_ms,
+                      evaluations=opts.study.trials, seed=opts.seed, warm_start=[warm],
+                      on_eval=(lambda: bar.update(1)) if bar else None)
 
 
 def _run_slim(job: _Job, largest_ms: float) -> tuple[ArchConfig, list[dict]]:
@@ -192,6 +212,8 @@ def _run_optuna(job: _Job):
 def _result(job: _Job, best: ArchConfig, trace: list[dict], pareto) -> SearchResult:
     ck, table, space, scorer = job.ck, job.table, job.space, job.scorer
     score = scorer(best)
+    if not scorer.cheap:
+        job.options["evaluations"] = scorer.calls
     state = None
     if ck is not None:
         ck.model.set_active(best)

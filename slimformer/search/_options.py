@@ -84,11 +84,12 @@ class SearchOptions:
             top[g] = replace(base, **parts[g])
         return cls(**top)
 
-    def record(self, *, slim: bool, supernet: bool) -> dict[str, Any]:
+    def record(self, *, strategy: str, supernet: bool) -> dict[str, Any]:
         """The options that shaped the result, as the run's ``arch.json`` records them."""
         ev, st = self.evaluation, self.study
-        rec: dict[str, Any] = {"fast": ev.fast} if slim else {"sampler": st.sampler, "mode": st.mode,
-                                                               "trials": st.trials}
+        rec: dict[str, Any] = ({"fast": ev.fast} if strategy == "slim" else {"trials": st.trials}
+                               if strategy == "evolution" else {"sampler": st.sampler, "mode": st.mode,
+                                                                "trials": st.trials})
         if supernet and not ev.fast:
             rec.update(recal_batches=ev.recal_batches, val_batches=ev.val_batches, batch_size=ev.batch_size,
                        data=str(ev.data))

@@ -144,6 +144,13 @@ def _v_cols(heads: int, v: int, max_v: int) -> torch.Tensor:
     return torch.tensor([i * max_v + j for i in range(heads) for j in range(v)], dtype=torch.long)
 
 
+@lru_cache(maxsize=4096)
+def _index_on(device: torch.device, kind: str, *args: int) -> torch.Tensor:
+    """The Q/K/V row or V column index on ``device``, made once per choice and device: without it every
+    forward of an MB3D block on a GPU copied two index tensors host -> device."""
+    return (_qkv_rows if kind == "rows" else _v_cols)(*args).to(device)
+
+
 class ElasticMB3D(nn.Module):
     """LN + MHSA with attention bias + LN + linear MLP, elastic in width, heads, Q/K dim, V dim, hidden."""
 
@@ -164,8 +171,9 @@ class ElasticMB3D(nn.Module):
 
     def slices(self, dim: int, b: BlockConfig) -> Slices:
         c, m = slice(0, dim), slice(0, b.hidden(dim))
-        rows = _qkv_rows(b.heads, b.qk_dim, b.v_dim, self.max_qk, self.max_v).to(self.qkv.weight.device)
-        cols = _v_cols(b.heads, b.v_dim, self.max_v).to(self.qkv.weight.device)
+        dev = self.qkv.weight.device
+        rows = _index_on(dev, "rows", b.heads, b.qk_dim, b.v_dim, self.max_qk, self.max_v)
+        cols = _index_on(dev, "cols", b.heads, b.v_dim, self.max_v)
         return {
             "norm1.weight": (self.norm1.weight, (c,)), "norm1.bias": (self.norm1.bias, (c,)),
             "token_mixer.qkv.weight": (self.qkv.weight, (rows, c)),

@@ -1,0 +1,342 @@
+"""Ranking fidelity: does the supernet order subnets the way stand-alone training would?
+
+"Train once, rank many" holds only if inherited-weight accuracy orders subnets like training each one
+alone. This script
+
+1. picks ``--subnets`` subnets of a small space spread evenly over its latency range on the measured
+   ``cpu-ort-<space><px>`` table (the smallest and the largest included);
+2. trains each one **stand-alone from scratch** with the supernet's recipe (the same ``TrainConfig``:
+   optimiser, cosine schedule, warm-up, label smoothing, batch size, number of updates; labels only,
+   since there is no teacher), results cached per subnet in the run directory;
+3. trains a supernet on the same data for the same number of updates (``train_supernet``, the product's
+   trainer, resumable) and scores every subnet with inherited weights after BatchNorm recalibration;
+4. prints Kendall tau and Spearman rho with percentile-bootstrap 95 % intervals (resampling subnets),
+   and writes ``scatter-<tag>.png``, ``results-<tag>.json`` and ``report.md`` into the run directory.
+
+Rerunning with the same ``--out`` reuses the stand-alone results and any finished supernet, so a
+supernet-training variant (``--tag`` plus the recipe options below) costs one supernet training only.
+Stand-alone accuracies are one training seed each: their seed noise is part of what tau measures.
+
+    python benchmarks/ranking_fidelity.py --out runs/ranking-builtin [--data builtin|IMAGEFOLDER]
+        [--epochs 8 --steps-per-epoch 75] [--subnets 12] [--tag base] [--num-random 2] [--kd-weight 0.5]
+
+Goal: tau >= 0.7.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+# ----------------------------------------------------------------- data
+
+
+def fixed_batches(data: str, *, img_size: int, batch_size: int, n_val: int, seed: int):
+    """(training loaders for stand-alone runs, fixed recalibration batches, fixed validation batches).
+
+    Built-in data is rendered once into tensors (the same images and order as ``build_loaders``); an
+    ImageFolder keeps its loaders (random augmentation per epoch, like ``slimformer train``)."""
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    from slimformer.data import build_datasets, build_loaders
+
+    if data == "builtin":
+        train, val, _ = build_datasets("builtin", img_size=img_size, seed=seed, val_size=n_val)
+        xs = torch.stack([train[i][0] for i in range(len(train))])
+        ys = torch.tensor([train[i][1] for i in range(len(train))])
+        ds = TensorDataset(xs, ys)
+        sampler = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=seed)
+        tl = DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=True)
+        vx = torch.stack([val[i][0] for i in range(len(val))])
+        vy = torch.tensor([val[i][1] for i in range(len(val))])
+        val_b = [(vx[i:i + 256], vy[i:i + 256]) for i in range(0, len(vx), 256)]
+    else:
+        ld = build_loaders(data, img_size=img_size, batch_size=batch_size, seed=seed)
+        tl = ld.train
+        val_b = list(build_loaders(data, img_size=img_size, batch_size=256, seed=seed).val)
+    recal = list(itertools.islice(iter(tl), 20))
+    return tl, recal, val_b
+
+
+# ----------------------------------------------------------------- subnets and training
+
+
+def pick_subnets(space, table, n: int, seed: int = 0) -> list:
+    """``n`` distinct subnets whose predicted latencies are closest to n evenly spaced targets between the
+    smallest and the largest subnet (both included)."""
+    pool = [space.smallest(), space.largest()] + [space.sample(random.Random(seed * 7919 + i)) for i in range(3000)]
+    ms = np.array([table.predict(c) for c in pool])
+    picked, keys = [0, 1], {pool[0].key(), pool[1].key()}
+    for t in np.linspace(ms[0], ms[1], n)[1:-1]:
+        i = next(int(i) for i in np.argsort(np.abs(ms - t)) if pool[int(i)].key() not in keys)
+        picked.append(i)
+        keys.add(pool[i].key())
+    picked.sort(key=lambda i: ms[i])
+    return [pool[i] for i in picked]
+
+
+def train_standalone(arch, cfg, loader, log_every: int = 0) -> torch.nn.Module:
+    """Train ``arch`` from scratch with ``cfg``'s recipe (``Optim``/``Targets``/``finetune_step``, no teacher)."""
+    from slimformer.supernet import EfficientFormerNet
+    from slimformer.train import Optim, Targets, finetune_step
+
+    torch.manual_seed(cfg.seed)
+    net = EfficientFormerNet(arch)
+    net.set_distilled_training(True)
+    net.train()
+    steps = min(len(loader), cfg.steps_per_epoch or len(loader))
+    optim = Optim(net, cfg, updates_per_epoch=steps, device=torch.device("cpu"))
+    targets = Targets(cfg, arch.num_classes)
+    step = 0
+    for epoch in range(cfg.epochs):
+        loader.sampler.set_epoch(epoch)
+        for x, y in itertools.islice(iter(loader), steps):
+            x, t = targets(x, y)
+            finetune_step(net, None, optim, x, t, kd_weight=0.0, step=step)
+            step += 1
+    return net.eval()
+
+
+def recipe(args, out: Path):
+    from slimformer.train import TrainConfig
+
+    return TrainConfig(space=args.space, data=args.data, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                       batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
+                       num_random=args.num_random, kd_weight=args.kd_weight, gumbel=args.gumbel,
+                       seed=args.seed, eval_batches=4, val_size=512 if args.data == "builtin" else None,
+                       quiet=True, workers=0, device="cpu", run_root=str(out))
+
+
+def standalone_results(subnets, cfg, loader, val, out: Path, table) -> list[dict]:
+    """Stand-alone top-1 per subnet, cached in ``out/standalone/<i>.json`` (resumable, one file per subnet)."""
+    from slimformer._io import atomic_write_json
+    from slimformer.data import evaluate
+    from slimformer.supernet import count_macs
+
+    rows = []
+    same = {k: getattr(cfg, k) for k in ("data", "epochs", "steps_per_epoch", "batch_size", "lr", "warmup_epochs", "seed")}
+    for i, arch in enumerate(subnets):
+        path = out / "standalone" / f"{i:02d}.json"
+        if path.is_file():
+            row = json.loads(path.read_text())
+            if row["key"] == arch.key() and row.get("recipe", same) == same:
+                rows.append(row)
+                continue
+        t0 = time.perf_counter()
+        net = train_standalone(arch, cfg, loader)
+        acc = evaluate(net, val)
+        row = {"index": i, "key": arch.key(), "summary": arch.summary(), "arch": arch.to_dict(),
+               "predicted_ms": float(table.predict(arch)), "macs_m": count_macs(arch) / 1e6,
+               "standalone_top1": acc, "train_s": time.perf_counter() - t0, "recipe": same}
+        atomic_write_json(path, row)
+        print(f"  stand-alone {i + 1}/{len(subnets)} {arch.summary()}: {100 * acc:.1f}% "
+              f"({row['train_s']:.0f} s)", flush=True)
+        rows.append(row)
+    return rows
+
+
+def seed_noise(subnets, indices, cfg, loader, val, out: Path) -> list[dict]:
+    """Stand-alone top-1 of the subnets ``indices`` trained again with seed + 1 (cached): the seed-to-seed
+    spread of the stand-alone figures, i.e. how far a perfect ranker could still disagree with them."""
+    from dataclasses import replace
+
+    from slimformer._io import atomic_write_json
+    from slimformer.data import evaluate
+
+    rows = []
+    other = replace(cfg, seed=cfg.seed + 1)
+    for i in indices:
+        path = out / "standalone" / f"{i:02d}-seed{other.seed}.json"
+        if path.is_file():
+            rows.append(json.loads(path.read_text()))
+            continue
+        acc = evaluate(train_standalone(subnets[i], other, loader), val)
+        first = json.loads((out / "standalone" / f"{i:02d}.json").read_text())["standalone_top1"]
+        row = {"index": i, "seed": other.seed, "standalone_top1": acc, "first_seed_top1": first}
+        atomic_write_json(path, row)
+        print(f"  seed noise: subnet {i} {100 * first:.1f}% (seed {cfg.seed}) vs {100 * acc:.1f}% (seed {other.seed})",
+              flush=True)
+        rows.append(row)
+    return rows
+
+
+def trained_supernet(cfg, run_dir: Path) -> Path:
+    """Train (or resume, or reuse) the supernet in ``run_dir``; returns its final checkpoint ``last.pt``."""
+    from slimformer.train import train_supernet
+
+    if (run_dir / "last.pt").is_file():
+        cfg.resume = str(run_dir)
+    train_supernet(cfg, run_dir)
+    return run_dir / "last.pt"
+
+
+def inherited_top1(ck, subnets, recal, val) -> list[float]:
+    """Top-1 of each subnet's inherited weights, extracted, with its own BatchNorm statistics."""
+    from slimformer.data import evaluate
+    from slimformer.supernet import recalibrate_bn
+
+    accs = []
+    for arch in subnets:
+        net = ck.model.extract_subnet(arch)
+        recalibrate_bn(net, recal)
+        accs.append(evaluate(net, val))
+    return accs
+
+
+# ----------------------------------------------------------------- statistics and output
+
+
+def rank_stats(x, y, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Kendall tau-b and Spearman rho of (x, y), each with a percentile-bootstrap 95 % interval over pairs."""
+    from scipy.stats import kendalltau, spearmanr
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    rng = np.random.default_rng(seed)
+    out = {"n": len(x), "kendall_tau": float(kendalltau(x, y).statistic), "spearman_rho": float(spearmanr(x, y).statistic)}
+    taus, rhos = [], []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(x), len(x))
+        if len(set(x[idx])) < 2 or len(set(y[idx])) < 2:
+            continue
+        taus.append(kendalltau(x[idx], y[idx]).statistic)
+        rhos.append(spearmanr(x[idx], y[idx]).statistic)
+    out["kendall_tau_ci95"] = [float(v) for v in np.nanpercentile(taus, [2.5, 97.5])]
+    out["spearman_rho_ci95"] = [float(v) for v in np.nanpercentile(rhos, [2.5, 97.5])]
+    return out
+
+
+def scatter(path: Path, rows: list[dict], stats: dict, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from slimformer._io import atomic_write_bytes
+
+    x = [100 * r["standalone_top1"] for r in rows]
+    y = [100 * r["inherited_top1"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    sc = ax.scatter(x, y, c=[r["predicted_ms"] for r in rows], cmap="viridis", s=40)
+    fig.colorbar(sc, label="predicted latency (ms)")
+    for r, xi, yi in zip(rows, x, y):
+        ax.annotate(str(r["index"]), (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    lo, hi = min(x + y) - 1, max(x + y) + 1
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("stand-alone top-1 (%)")
+    ax.set_ylabel("inherited top-1, BN recalibrated (%)")
+    t, tc, r_, rc = stats["kendall_tau"], stats["kendall_tau_ci95"], stats["spearman_rho"], stats["spearman_rho_ci95"]
+    ax.set_title(f"{title}\nKendall tau {t:.2f} [{tc[0]:.2f}, {tc[1]:.2f}], Spearman {r_:.2f} [{rc[0]:.2f}, {rc[1]:.2f}]",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_report(out: Path) -> Path:
+    """``report.md``: one row per supernet variant (tag) found in the run directory."""
+    from slimformer._io import atomic_write_text
+
+    lines = ["# Ranking fidelity", "", ("Stand-alone top-1 (trained from scratch, same recipe and updates) vs "
+             "inherited top-1 (BN recalibrated). Intervals: percentile bootstrap over subnets, 95 %."), "",
+             "| tag | supernet recipe | Kendall tau [95 %] | Spearman rho [95 %] | stand-alone range | inherited range |",
+             "|---|---|---|---|---|---|"]
+    for p in sorted(out.glob("results-*.json")):
+        r = json.loads(p.read_text())
+        s, rows = r["stats"], r["subnets"]
+        sa = [100 * x["standalone_top1"] for x in rows]
+        ih = [100 * x["inherited_top1"] for x in rows]
+        lines.append(f"| {r['tag']} | {r['recipe_text']} | {s['kendall_tau']:.3f} [{s['kendall_tau_ci95'][0]:.2f}, "
+                     f"{s['kendall_tau_ci95'][1]:.2f}] | {s['spearman_rho']:.3f} [{s['spearman_rho_ci95'][0]:.2f}, "
+                     f"{s['spearman_rho_ci95'][1]:.2f}] | {min(sa):.1f}-{max(sa):.1f}% | {min(ih):.1f}-{max(ih):.1f}% |")
+        for n in r.get("seed_noise", []):
+            lines.append(f"|  | seed noise, subnet {n['index']} | {100 * n['first_seed_top1']:.1f}% vs "
+                         f"{100 * n['standalone_top1']:.1f}% (seed {n['seed']}) | | | |")
+    lines += ["", "Scatter plots: `scatter-<tag>.png`; per-subnet figures: `results-<tag>.json`."]
+    return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=None, help="run directory (default: runs/ranking-<time>); reused when it exists")
+    ap.add_argument("--data", default="builtin", help="'builtin' or an ImageFolder root with train/ and val/")
+    ap.add_argument("--space", default="tiny")
+    ap.add_argument("--subnets", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--steps-per-epoch", type=int, default=75)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup-epochs", type=float, default=1.0)
+    ap.add_argument("--val-images", type=int, default=5000, help="built-in validation images scored")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="base", help="name of this supernet variant in the run directory")
+    ap.add_argument("--num-random", type=int, default=2, help="random subnets per sandwich step")
+    ap.add_argument("--kd-weight", type=float, default=0.5)
+    ap.add_argument("--gumbel", action="store_true")
+    ap.add_argument("--noise-subnets", default="",
+                    help="comma-separated subnet indices to train again with seed+1 (seed-to-seed spread)")
+    ap.add_argument("--lut-dir", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    from search_speed import cpu_table
+
+    from slimformer._io import atomic_write_json, make_run_dir
+    from slimformer.supernet import get_space, load_supernet
+
+    out = Path(args.out) if args.out else make_run_dir(None, "ranking")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"run directory: {out}", flush=True)
+    space = get_space(args.space)
+    table = cpu_table(space, args.lut_dir)
+    subnets = pick_subnets(space, table, args.subnets, args.seed)
+    cfg = recipe(args, out)
+    loader, recal, val = fixed_batches(args.data, img_size=space.img_size, batch_size=args.batch_size,
+                                       n_val=args.val_images, seed=args.seed)
+    n_val = sum(len(b[1]) for b in val)
+    total = cfg.epochs * min(len(loader), cfg.steps_per_epoch or len(loader))
+    print(f"{len(subnets)} subnets of {space.name!r} from {table.predict(subnets[0]):.3f} to "
+          f"{table.predict(subnets[-1]):.3f} ms on {table.name}; {total} updates of batch {cfg.batch_size} each; "
+          f"scored on {n_val} validation images", flush=True)
+    rows = standalone_results(subnets, cfg, loader, val, out, table)
+    noise = seed_noise(subnets, [int(i) for i in args.noise_subnets.split(",") if i], cfg, loader, val, out)
+    t0 = time.perf_counter()
+    ck = load_supernet(trained_supernet(recipe(args, out), out / f"supernet-{args.tag}"))
+    print(f"supernet {args.tag!r} ready ({time.perf_counter() - t0:.0f} s)", flush=True)
+    for row, acc in zip(rows, inherited_top1(ck, subnets, recal, val)):
+        row["inherited_top1"] = acc
+    stats = rank_stats([r["standalone_top1"] for r in rows], [r["inherited_top1"] for r in rows])
+    text = (f"{total} updates, sandwich of {2 + args.num_random}{' + Gumbel' if args.gumbel else ''}, "
+            f"KD weight {args.kd_weight:g}")
+    atomic_write_json(out / f"results-{args.tag}.json", {"tag": args.tag, "data": args.data, "space": space.name,
+                                                           "table": table.name, "updates": total, "val_images": n_val,
+                                                           "recipe": cfg.to_dict(), "recipe_text": text,
+                                                           "stats": stats, "subnets": rows,
+                                                           "seed_noise": noise})
+    scatter(out / f"scatter-{args.tag}.png", rows, stats, f"{space.name} space, {args.data} data, {args.tag}")
+    write_report(out)
+    for r in rows:
+        print(f"  {r['index']:2d} {r['predicted_ms']:6.3f} ms  stand-alone {100 * r['standalone_top1']:5.1f}%  "
+              f"inherited {100 * r['inherited_top1']:5.1f}%  {r['summary']}")
+    print(f"Kendall tau {stats['kendall_tau']:.3f} (95 % {stats['kendall_tau_ci95'][0]:.2f}..{stats['kendall_tau_ci95'][1]:.2f}), "
+          f"Spearman rho {stats['spearman_rho']:.3f} (95 % {stats['spearman_rho_ci95'][0]:.2f}.."
+          f"{stats['spearman_rho_ci95'][1]:.2f}); goal tau >= 0.7: {'met' if stats['kendall_tau'] >= 0.7 else 'NOT met'}")
+    print(f"run directory: {out}")
+
+
+if __name__ == "__main__":
+    main()
