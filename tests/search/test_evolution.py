@@ -88,7 +88,7 @@ def test_cli_strategy_evolution(capsys, tmp_path, tiny_table, tiny_ckpt):
     budget = f"{budgets(tiny_table)[1]:.5f}"
     argv = ["search", "--budget-ms", budget, "--device", str(table), "--supernet", str(tiny_ckpt), "--strategy",
             "evolution", "--trials", "6", "--batch-size", "16", "--recal-batches", "1", "--val-batches", "1",
-            "--out", str(tmp_path / "run"), "--no-progress"]
+            "--out", str(tmp_path / "run"), "--quiet"]
     assert main(argv) == 0
     data = json.loads((tmp_path / "run" / "arch.json").read_text())
     assert data["strategy"] == "evolution" and data["predicted_ms"] <= float(budget)
