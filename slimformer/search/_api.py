@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -68,18 +69,24 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
            batch_size: int = 64, recal_batches: int = 4, val_batches: int = 4, seed: int = 0,
            storage: str | None = None, study_name: str | None = None, resume: bool = False,
            out: str | Path | None = None, runs_root: str | Path | None = None, progress: bool = False,
-           lut_dir=None, build: bool = False, compute: str = "auto") -> SearchResult:
+           lut_dir=None, build: bool = False, compute: str = "auto", threads: int | None = None,
+           batch: int | None = None, backend: str | None = None) -> SearchResult:
     """Search the subnet that fits ``budget_ms`` on ``table``'s device.
 
     Writes a run directory to ``out``, or to a new ``runs_root/search-<time>`` (created only once the inputs
     are known to be valid); neither given: nothing is written and an optuna study stays in memory.
     ``build=True`` first measures a missing ``cpu-*`` table here, for the supernet's space (or the default).
-    ``compute`` is where inherited-weight evaluation runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``."""
+    ``compute`` is where inherited-weight evaluation runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``.
+    ``threads``/``batch``/``backend``: the setting the subnet will run at; one that differs from the table's
+    own prints one line on stderr (the table's latencies do not carry over)."""
     if not budget_ms or budget_ms <= 0:
         raise SlimformerError(f"the latency budget must be a positive number of milliseconds, got {budget_ms}")
     ck = load_supernet(supernet) if isinstance(supernet, (str, Path)) else supernet
     table = resolve_table(table, lut_dir=lut_dir, build=build, space=ck.space if ck is not None else "default",
                           progress=progress)
+    line = table.mismatch(threads=threads, batch=batch, backend=backend) if hasattr(table, "mismatch") else None
+    if line:
+        print(line, file=sys.stderr, flush=True)
     if ck is not None and ck.space.hash != table.space_hash:
         raise SlimformerError(f"the supernet was trained on search space {ck.space.name!r} ({ck.space.hash}) but "
                               f"table {table.name!r} covers another space ({table.space_hash}): build a table "

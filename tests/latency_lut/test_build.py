@@ -141,11 +141,13 @@ def test_a_killed_validation_resumes_in_its_second_round(micro_table, tmp_path, 
 
     monkeypatch.setattr(V, "measure_arch", flaky)
     with pytest.raises(KeyboardInterrupt):
-        validate_table(micro_table, samples=4, run_dir=tmp_path / "run", progress=False, repeats=3, min_time_s=0.0)
+        validate_table(micro_table, samples=4, run_dir=tmp_path / "run", progress=False, repeats=3, min_time_s=0.0,
+                       recalibrate=False)
     part = json.loads((tmp_path / "run" / "samples.partial.json").read_text())
     assert [len(x["runs"]) for x in part["rows"]] == [1, 1, 1, 1]
     monkeypatch.setattr(V, "measure_arch", real)
-    r = validate_table(micro_table, samples=4, run_dir=tmp_path / "run", progress=False, repeats=3, min_time_s=0.0)
+    r = validate_table(micro_table, samples=4, run_dir=tmp_path / "run", progress=False, repeats=3, min_time_s=0.0,
+                       recalibrate=False)
     assert [len(x["runs"]) for x in r["rows"]] == [2, 2, 2, 2]
     assert [x["runs"][0] for x in r["rows"]] == [x["runs"][0] for x in part["rows"]]  # round 1 kept
 
