@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from slimformer.data import BuiltinShapes, evaluate
 from slimformer.latency_lut import LatencyTable, arch_ops, build_op, measure_module, measure_overhead
 from slimformer.pruning import (
     allocate,
@@ -36,8 +37,6 @@ from slimformer.pruning import (
     taylor_importance,
 )
 from slimformer.supernet import ArchConfig, SearchSpace, StageConfig, Supernet, mb3d, mb4d, recalibrate_bn
-from slimformer.train import evaluate
-from slimformer.train._builtin import BuiltinShapes
 
 SPACE = SearchSpace(stage_widths=((16, 32), (32, 48), (48, 64, 80), (64, 96, 128)), depths=(2, 2, 3, 3),
                     stem_widths=(8, 16), mb3d_stages=(2, 3), mlp_ratios=(1.0, 2.0, 3.0, 4.0), heads=(1, 2, 4),
@@ -172,9 +171,8 @@ def vit_section(args) -> None:
     analysis and MILP reallocation at half its parameters, with the EfficientViT-style channel table."""
     import copy
 
-    from slimformer.pruning import create_vit, prune_vit, vit_allocate, vit_importance
     from slimformer.pruning._report import pattern_verdict
-    from slimformer.pruning._vit_run import vit_rows
+    from slimformer.pruning.vit import create_vit, prune_vit, vit_allocate, vit_importance, vit_rows
 
     torch.manual_seed(args.seed)
     tr = BuiltinShapes(img_size=32, length=8192, split="train")

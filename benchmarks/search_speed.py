@@ -35,7 +35,7 @@ def trained_tiny_supernet(out_dir: Path, *, epochs: int = 3, seed: int = 0) -> P
 
 def builtin_loaders(img_size: int, bs: int, n_train: int, n_val: int):
     """Built-in data as fixed lists of batches (rendered once, so timings exclude image rendering)."""
-    from slimformer.train import build_loaders
+    from slimformer.data import build_loaders
 
     ld = build_loaders("builtin", img_size=img_size, batch_size=bs, workers=0, seed=1, train_size=n_train,
                        val_size=n_val)

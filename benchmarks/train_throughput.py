@@ -29,10 +29,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
+    from slimformer.data import BuiltinShapes
     from slimformer.supernet import Supernet, get_space
     from slimformer.train import (
         ArchParams,
-        BuiltinShapes,
         Optim,
         Targets,
         TrainConfig,

@@ -1,7 +1,7 @@
 """slimformer: find the most accurate EfficientFormer-style vision transformer under a latency budget."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 
 def load(path, **kwargs):

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import __version__
 from .._errors import SlimformerError
+from .._version import __version__
 from . import _arch, _export, _lut, _prune, _search, _train
 
 GROUPS = (_arch, _lut, _train, _search, _prune, _export)

@@ -1,7 +1,13 @@
 """CLI for export, bench and serve (see slimformer.export). Parses and calls; no logic here."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+
+from .._errors import SlimformerError
+
+# `slimformer serve` needs the [serve] extra; each entry: the distribution and the modules that provide it
+SERVE_DEPS = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",), "python-multipart": ("python_multipart", "multipart")}
 
 
 def register(sub) -> None:
@@ -52,7 +58,6 @@ def register(sub) -> None:
 def _read_names(path: str | None):
     if path is None:
         return None
-    from slimformer._errors import SlimformerError
     from slimformer._io import read_json
 
     p = Path(path)
@@ -102,7 +107,17 @@ def _bench(args) -> int:
     return 0
 
 
+def missing_serve_deps() -> list[str]:
+    """The [serve] extra's distributions that are not installed (looked up, not imported)."""
+    return [dist for dist, modules in SERVE_DEPS.items()
+            if not any(importlib.util.find_spec(m) is not None for m in modules)]
+
+
 def _serve(args) -> int:
+    missing = missing_serve_deps()
+    if missing:
+        raise SlimformerError(f"serve needs {', '.join(missing)}: install slimformer[serve] "
+                              f"(pip install 'slimformer[serve]')")
     from slimformer.export._serve import serve
 
     serve(args.model, host=args.host, port=args.port, max_bytes=int(args.max_mb * 2 ** 20), threads=args.threads)

@@ -55,7 +55,7 @@ def _prune(args) -> int:
             raise SlimformerError("the budget must be positive")
         if args.strategy == "uniform":
             raise SlimformerError("--model supports the milp and greedy strategies")
-        from ..pruning._vit_run import prune_timm
+        from ..pruning.vit import prune_timm
 
         s = prune_timm(model=args.model, weights=args.weights, budget_params=args.budget_params,
                        budget_ms=args.budget_ms, backend=args.backend or "onnxruntime", threads=args.threads or 1,

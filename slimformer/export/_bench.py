@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from .._errors import SlimformerError
-from .._io import atomic_write_json, atomic_write_text, make_run_dir, read_json
-from ..supernet import count_macs
+from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, make_run_dir, read_json
+from ..latency_lut import get_table
+from ..supernet import ArchConfig, count_macs
 from ._export import export_onnx
 from ._fold import fold_bn
 from ._load import _arch_of, load, resolve_source
@@ -76,8 +77,6 @@ def resolve_model(spec: str) -> BenchModel:
         card = load(p).card
         if not card:
             raise SlimformerError(f"{p} has no model card beside it (card.json): its input size is unknown")
-        from ..supernet import ArchConfig
-
         cfg = ArchConfig.from_dict(card["arch"])
         return BenchModel(card.get("name") or p.stem, "slimformer", cfg.img_size, None, onnx=p, arch=cfg,
                           params=card.get("params"), macs=card.get("macs"))
@@ -148,8 +147,6 @@ def bench_one(bm: BenchModel, *, index: int = 0, backends: tuple[str, ...], run_
 def _lut_predictions(bm: BenchModel, tables: list[str], lut_dir: str | None) -> dict[str, Any]:
     if bm.arch is None or not tables:
         return {}
-    from ..latency_lut import get_table
-
     out: dict[str, Any] = {}
     for name in tables:
         t = get_table(name, lut_dir=lut_dir)
@@ -173,8 +170,6 @@ def run_bench(models: list[str], *, out_root: str | Path | None = None, run_dir:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SlimformerError("--device cuda asked for, but no CUDA GPU is visible")
     if with_lut:  # fail early on an unknown table name, before minutes of measurement
-        from ..latency_lut import get_table
-
         for name in with_lut:
             get_table(name, lut_dir=lut_dir)
     rd = Path(run_dir) if run_dir is not None else make_run_dir(out_root, "bench")
@@ -282,6 +277,4 @@ def plot_bench(data: dict, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    from .._io import atomic_write_bytes
-
     return atomic_write_bytes(path, buf.getvalue())

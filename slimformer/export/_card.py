@@ -13,7 +13,8 @@ from typing import Any
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .. import __version__
+from .._version import __version__
+from ..latency_lut import get_table, list_tables
 from ..supernet import ArchConfig, count_macs, count_params
 
 CARD_FORMAT = "slimformer.card/1"
@@ -39,10 +40,6 @@ def default_class_names(num_classes: int) -> list[str]:
 
 def predicted_latency(cfg: ArchConfig, *, lut_dir: str | Path | None = None) -> dict[str, Any]:
     """{table name: {ms, kind, device, backend, hash}} for every table whose space contains ``cfg``."""
-    try:
-        from ..latency_lut import get_table, list_tables
-    except ImportError:  # the latency-table package is not available in this build
-        return {}
     out: dict[str, Any] = {}
     try:
         names = list(list_tables(lut_dir))

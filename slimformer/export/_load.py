@@ -17,7 +17,15 @@ import torch
 
 from .._errors import SlimformerError
 from .._io import read_json
-from ..supernet import ArchConfig, EfficientFormerNet, checkpoint_filter_fn, load_supernet, read_arch
+from ..data import build_loaders
+from ..supernet import (
+    ArchConfig,
+    EfficientFormerNet,
+    checkpoint_filter_fn,
+    load_supernet,
+    read_arch,
+    recalibrate_bn,
+)
 from ..supernet._timm import read_state_dict
 
 MODEL_FORMAT = "slimformer.model"
@@ -81,11 +89,6 @@ def _class_names_from(*sources: Any) -> list[str] | None:
 
 
 def _recal_batches(data: str, img_size: int, batch_size: int, n: int, seed: int = 0):
-    try:
-        from ..train import build_loaders
-    except ImportError:
-        raise SlimformerError("BN recalibration needs slimformer.train.build_loaders, which is not installed") \
-            from None
     loaders = build_loaders(str(data), img_size=img_size, batch_size=batch_size, seed=seed)
     batches = []
     for b in loaders.train:
@@ -118,8 +121,6 @@ def resolve_source(src: str | Path, *, supernet: str | Path | None = None, weigh
             raise SlimformerError(f"{src} is not a subnet of the supernet's space {ck.space.name!r}: {faults[0]}")
         meta = dict(ck.meta)
         if recal_data is not None:
-            from ..supernet import recalibrate_bn
-
             batches, names = _recal_batches(recal_data, cfg.img_size, batch_size, recal_batches)
             ck.model.set_active(cfg)
             used = recalibrate_bn(ck.model, batches)

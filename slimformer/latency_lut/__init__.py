@@ -13,6 +13,7 @@ from ._measure import BACKENDS, export_onnx, measure_module, measure_overhead, o
 from ._ops import build_op, compose_mb3d, mb3d_parts
 from ._registry import SHIPPED_DIR, build_target, get_table, list_tables, table_path, user_lut_dir
 from ._report import by_kind, by_stage, describe, profile
+from ._resolve import resolve_table
 from ._table import SCHEMA, TABLE_KINDS, LatencyTable
 from ._validate import validate_table
 
@@ -47,6 +48,7 @@ __all__ = [
     "ort_session",
     "parse_key",
     "profile",
+    "resolve_table",
     "space_ops",
     "table_path",
     "user_lut_dir",

@@ -24,7 +24,8 @@ import torch
 
 from .._errors import ConfigError, SlimformerError
 from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from ..supernet import SearchSpace
+from .._version import __version__
+from ..supernet import EfficientFormerNet, SearchSpace
 from ._keys import space_ops
 from ._runner import BUNDLE_SCHEMA, RESULTS_SCHEMA, manifest_id
 
@@ -79,8 +80,6 @@ def _save_coreml(ct, module, example, path: Path) -> None:
 
 
 def _calibration_net(cfg):
-    from ..supernet import EfficientFormerNet
-
     net = EfficientFormerNet(cfg).eval()  # random weights: only the latency is measured
     return net, (torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size),)
 
@@ -91,7 +90,6 @@ def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: 
 
     ``calibration`` whole subnets (``lut build``'s calibration subnets) go with the ops, so that the
     imported table gets the same composition correction as a table built here."""
-    from .. import __version__
     from ._build import calibration_configs
     from ._ops import build_op
 

@@ -37,6 +37,7 @@ from scipy.optimize import nnls
 from scipy.stats import spearmanr
 
 from .._errors import SlimformerError
+from ..supernet import SearchSpace, get_arch
 from ._features import model_features, op_features
 
 SERIES = {"v1": "iphone-lut", "v2": "iphone12-ios16"}
@@ -259,8 +260,6 @@ PRESET_ROWS = {"l1": "efficientformer_l1", "l3": "efficientformer_l3", "l7": "ef
 
 def preset_predictions(table, fit: IphoneFit) -> dict[str, dict[str, float | None]]:
     """Predicted ms of the L1/L3/L7 presets from the table's op entries, beside what was published."""
-    from ..supernet import get_arch
-
     published = {r.timm_name: r.ms for r in fit.rows}
     out = {}
     for name, timm_name in PRESET_ROWS.items():
@@ -279,7 +278,6 @@ def estimate_table(series: str, *, space=None, fit: IphoneFit | None = None, pro
     import timm
     import torch
 
-    from ..supernet import SearchSpace
     from ._keys import space_ops
     from ._table import LatencyTable
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 
 from .._errors import SlimformerError
-from ..supernet import ArchConfig, BlockConfig, SearchSpace
+from ..supernet import ArchConfig, BlockConfig, SearchSpace, flatten_at, stage_resolution
 
 OP_KINDS = ("stem", "ds", "ds.tok", "mb4d", "flat", "mb3d.qkv", "mb3d.attn", "mb3d.proj", "mb3d.mlp", "head")
 _FIELDS = {
@@ -122,21 +122,16 @@ def arch_ops_by_stage(cfg: ArchConfig) -> list[tuple[str, str]]:
         res, w = cfg.resolution(si), st.width
         t = res * res
         part = f"stage{si + 1}"
-        flat = False
+        at = flatten_at(st.kinds, tokens_in=tokens, last=si == last)
         if si > 0:
             ops.append((part, ds_key(res * 2, cfg.stages[si - 1].width, w, tokens)))
-            if tokens:
+        for i, b in enumerate(st.blocks):
+            if i == at:
                 ops.append((part, flat_key(t, w)))
-                flat = True
-        for b in st.blocks:
-            if b.kind == "mb3d" and not flat:
-                ops.append((part, flat_key(t, w)))
-                flat = True
             ops.extend((part, k) for k in block_keys(b, res=res, width=w))
-        if si == last and not flat:
+        if at == len(st.blocks):
             ops.append((part, flat_key(t, w)))
-            flat = True
-        tokens = flat
+        tokens = at is not None
     ops.append(("head", head_key(cfg.tokens(last), cfg.num_features, cfg.num_classes, cfg.distillation)))
     return ops
 
@@ -145,7 +140,8 @@ def space_ops(space: SearchSpace) -> list[str]:
     """Every distinct op key of every subnet of ``space``, enumerated from the choices (not sampled).
 
     The state carried between stages is whether the MB3D tail has started (then the next stage gets
-    tokens and holds only MB3D blocks)."""
+    tokens and holds only MB3D blocks). Where a stage flattens is :func:`flatten_at`'s rule, applied to
+    one stage of each content: no blocks, an MB4D, an MB3D (where the stage allows one)."""
     out: dict[str, None] = {}
 
     def add(k: str) -> None:
@@ -157,9 +153,10 @@ def space_ops(space: SearchSpace) -> list[str]:
     states = {False}  # has the MB3D tail started before this stage?
     last = len(space.stage_widths) - 1
     for si, widths in enumerate(space.stage_widths):
-        res = space.img_size // (4 * 2 ** si)
+        res = stage_resolution(space.img_size, si)
         t = res * res
         allow3 = si in space.mb3d_stages
+        contents = [(), ("mb4d",), *([("mb3d",)] if allow3 else [])]
         nxt: set[bool] = set()
         for started in sorted(states):
             if started and not allow3:
@@ -168,11 +165,12 @@ def space_ops(space: SearchSpace) -> list[str]:
                 for c_in in space.stage_widths[si - 1]:
                     for w in widths:
                         add(ds_key(res * 2, c_in, w, started))
+            flats = {flatten_at(kinds, tokens_in=started, last=si == last) for kinds in contents}
             for w in widths:
                 if not started:
                     for r in space.mlp_ratios:
                         add(mb4d_key(res, w, BlockConfig("mb4d", r).hidden(w)))
-                if allow3 or started or si == last:
+                if flats != {None}:
                     add(flat_key(t, w))
                 if allow3:
                     for h in space.heads:
@@ -181,7 +179,7 @@ def space_ops(space: SearchSpace) -> list[str]:
                                 for r in space.mlp_ratios:
                                     for k in mb3d_keys(t, w, BlockConfig("mb3d", r, h, qk, v)):
                                         add(k)
-            nxt |= {True} if started else ({False, True} if allow3 else {False})
+            nxt |= {at is not None for at in flats}
         states = nxt
     for w in space.stage_widths[-1]:
         add(head_key(space.tokens(last), w, space.num_classes, space.distillation))

@@ -26,7 +26,7 @@ from typing import Any
 
 from .._errors import ConfigError, SlimformerError
 from .._io import atomic_write_json, read_json
-from ..supernet import ArchConfig, BlockConfig, SearchSpace
+from ..supernet import ArchConfig, BlockConfig, SearchSpace, flatten_at, stage_resolution
 from ._keys import arch_ops, block_keys, ds_key, flat_key, head_key, stem_key
 
 SCHEMA = "slimformer.lut/2"
@@ -159,10 +159,10 @@ class LatencyTable:
         ``corrected=True`` gives the block's share of the corrected prediction (``scale * ms + per_op_ms *
         ops``), so that block costs add up to ``predict(cfg)`` less a constant."""
         c = self.correction
+        res = stage_resolution(self.space.img_size, stage)
         if corrected and c is not None:
             return c["scale"] * self.block_ms(block, stage=stage, width=width) + c["per_op_ms"] * len(
-                block_keys(block, res=self.space.img_size // (4 * 2 ** stage), width=width))
-        res = self.space.img_size // (4 * 2 ** stage)
+                block_keys(block, res=res, width=width))
         b = block
         if b.kind == "mb4d":
             ck = b.mlp_ratio
@@ -195,42 +195,32 @@ class LatencyTable:
         total = c["stem"].get(ck)
         if total is None:
             total = self._miss(c, c["stem"], ck, (stem_key(*ck),))
-        ds, flats, blocks = c["ds"], c["flat"], c["blocks"]
+        ds, blocks = c["ds"], c["blocks"]
         tokens, last, prev = False, len(st) - 1, w
         for si in range(len(st)):
-            w = st[si].width
-            res = img // (4 << si)
-            flat = False
+            w, stage_blocks = st[si].width, st[si].blocks
+            res = stage_resolution(img, si)
+            at = flatten_at(st[si].kinds, tokens_in=tokens, last=si == last)
             if si:
                 ck = (res, prev, w, tokens)
                 v = ds.get(ck)
                 total += v if v is not None else self._miss(c, ds, ck, (ds_key(res * 2, prev, w, tokens),))
-                if tokens:
-                    v = flats.get((res, w))
-                    total += v if v is not None else self._miss(c, flats, (res, w), (flat_key(res * res, w),))
-                    flat = True
             d = blocks.get((res, w))
             if d is None:
                 d = self._stage_blocks(c, res, w)
-            for b in st[si].blocks:
+            if at is not None:  # the flatten's place in the stage does not change the sum
+                total += self._flat(c, res, w)
+            for b in stage_blocks:
                 k = b.kind
                 if k == "mb4d":
                     ck = b.mlp_ratio
                 elif k == "mb3d":
-                    if not flat:
-                        v = flats.get((res, w))
-                        total += v if v is not None else self._miss(c, flats, (res, w), (flat_key(res * res, w),))
-                        flat = True
                     ck = (b.mlp_ratio, b.heads, b.qk_dim, b.v_dim)
                 else:
                     continue
                 v = d.get(ck)
                 total += v if v is not None else self._miss(c, d, ck, block_keys(b, res=res, width=w))
-            if si == last and not flat:
-                v = flats.get((res, w))
-                total += v if v is not None else self._miss(c, flats, (res, w), (flat_key(res * res, w),))
-                flat = True
-            tokens, prev = flat, w
+            tokens, prev = at is not None, w
         ck = (res, w, cfg.num_classes, cfg.distillation)
         v = c["head"].get(ck)
         total += v if v is not None else self._miss(c, c["head"], ck, (head_key(res * res, *ck[1:]),))
@@ -240,6 +230,10 @@ class LatencyTable:
         """Re-read ``entries`` after editing them in place (and forget cached sums)."""
         self._ms = {k: e["median_ms"] for k, e in self.entries.items()}
         self.clear_cache()
+
+    def _flat(self, c: dict, res: int, w: int) -> float:
+        v = c["flat"].get((res, w))
+        return v if v is not None else self._miss(c, c["flat"], (res, w), (flat_key(res * res, w),))
 
     def clear_cache(self) -> None:
         """Forget cached per-block sums (after editing ``entries`` or ``correction`` in place)."""

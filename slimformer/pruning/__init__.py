@@ -2,8 +2,8 @@
 
 ``prune_supernet`` is ``slimformer prune --supernet``: importance on the searched stages, reordering,
 an exact multiple-choice knapsack (``scipy.optimize.milp``) against a latency table, a smaller model
-and a report. ``prune_timm`` is ``slimformer prune --model timm:NAME``: the same analysis on a timm
-ViT/DeiT, pruned physically to a parameter or measured-latency budget.
+and a report. The timm ViT/DeiT pruner (``slimformer prune --model timm:NAME``: the same analysis, pruned
+physically to a parameter or measured-latency budget) is the subpackage :mod:`slimformer.pruning.vit`.
 """
 from __future__ import annotations
 
@@ -29,9 +29,6 @@ from ._reorder import (
 )
 from ._report import channel_rows, pattern_verdict
 from ._run import prune_supernet, summary_line
-from ._vit import PrunedAttention, VitChoice, create_vit, mask_vit, prune_vit, vit_allocate, vit_importance
-from ._vit_latency import VitLatency, measure_vit_latency
-from ._vit_run import load_pruned_vit, prune_timm
 
 __all__ = [
     "STRATEGIES",
@@ -41,25 +38,16 @@ __all__ = [
     "Importance",
     "Infeasible",
     "Problem",
-    "PrunedAttention",
-    "VitChoice",
-    "VitLatency",
     "allocate",
     "block_options",
     "build_problem",
     "channel_rows",
-    "create_vit",
     "expand",
-    "load_pruned_vit",
-    "mask_vit",
-    "measure_vit_latency",
     "option_value",
     "pattern_verdict",
     "permutations",
     "permute_importance",
     "prune_supernet",
-    "prune_timm",
-    "prune_vit",
     "reorder_by_importance",
     "reorder_supernet",
     "smallest_predicted_ms",
@@ -67,6 +55,4 @@ __all__ = [
     "solve_milp",
     "summary_line",
     "taylor_importance",
-    "vit_allocate",
-    "vit_importance",
 ]

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..supernet import ArchConfig, EfficientFormerNet, Supernet, arch_key
+from .._errors import SlimformerError
+from ..supernet import ArchConfig, EfficientFormerNet, Supernet, arch_key, parse_arch_key
 from ..supernet._elastic import ElasticMB3D, ElasticMB4D
 from ..supernet._model import MB3D, MB4D
 
@@ -165,8 +166,6 @@ def _used_mask(model: nn.Module, cfg: ArchConfig | None, key: str, kind: str, m:
     """Boolean masks (ffn, qk, v, head) of the channels the analysed subnet uses (supernet only)."""
     if not isinstance(model, Supernet):
         return None
-    from ..supernet import parse_arch_key
-
     si, pos = parse_arch_key(key)
     b, width = cfg.block(si, pos), cfg.stages[si].width
     ffn = np.zeros(m.fc1.weight.shape[0], bool)
@@ -225,8 +224,6 @@ def accumulate_taylor(model: nn.Module, batches: Iterable, sums: Callable[[], It
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     if n == 0:
-        from .._errors import SlimformerError
-
         raise SlimformerError("no batches to compute Taylor importance from (the data loader is empty)")
     return acc, n
 

@@ -14,6 +14,8 @@ import torch
 
 from .._errors import SlimformerError
 from .._io import atomic_torch_save, atomic_write_json, atomic_write_text, make_run_dir, read_json
+from ..data import build_loaders, evaluate
+from ..latency_lut import resolve_table
 from ..supernet import ArchConfig, count_params, get_arch, load_supernet, recalibrate_bn, save_supernet
 from ._importance import BlockImportance, Importance, taylor_importance
 from ._mckp import Infeasible
@@ -22,49 +24,14 @@ from ._reorder import reorder_by_importance
 from ._report import rows_markdown, write_channel_artefacts
 
 
-def resolve_table(device: Any, space, *, lut_dir=None):
-    """A ``LatencyTable`` for ``device`` (name, path or table object) that belongs to ``space``."""
-    table = device
-    if isinstance(device, (str, Path)):
-        from ..latency_lut import get_table
-
-        table = get_table(device, lut_dir=lut_dir)
-    if table.space_hash != space.hash:
-        raise SlimformerError(f"latency table {getattr(table, 'name', device)!r} was built for another search "
-                              f"space ({table.space_hash}) than the supernet's {space.name!r} ({space.hash})")
-    return table
-
-
 def resolve_loaders(data: Any, space, *, batch_size: int, seed: int):
     if not isinstance(data, (str, Path)):
         return data
-    try:
-        from ..train import build_loaders
-    except ImportError:
-        raise SlimformerError("data loading needs slimformer.train.build_loaders, which is not installed") from None
     loaders = build_loaders(str(data), img_size=space.img_size, batch_size=batch_size, seed=seed)
     if loaders.num_classes != space.num_classes:
         raise SlimformerError(f"the data has {loaders.num_classes} classes but the supernet's space has "
                               f"{space.num_classes}")
     return loaders
-
-
-def top1(model, loader, max_batches: int | None) -> float:
-    try:
-        from ..train import evaluate
-    except ImportError:
-        evaluate = None
-    if evaluate is not None:
-        return float(evaluate(model, loader, max_batches=max_batches))
-    model.eval()
-    hit = n = 0
-    with torch.no_grad():
-        for i, (x, y) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            hit += int((model(x).argmax(1) == y).sum())
-            n += len(y)
-    return hit / max(n, 1)
 
 
 def _load_importance(path: Path, analysed: ArchConfig, batches: int) -> Importance | None:
@@ -97,7 +64,7 @@ def prune_supernet(*, supernet: str | Path, arch: str | Path | ArchConfig, devic
     if faults:
         raise SlimformerError(f"architecture {cfg.name or arch} is not in the checkpoint's space {space.name!r}: "
                               f"{faults[0]}")
-    table = resolve_table(device, space, lut_dir=lut_dir)
+    table = resolve_table(device, space=space, lut_dir=lut_dir)
     floor = smallest_predicted_ms(cfg, space, table)
     if floor > budget_ms:  # before any expensive step
         raise Infeasible(f"budget {budget_ms:g} ms is infeasible: the smallest reallocation of this architecture "
@@ -112,7 +79,7 @@ def prune_supernet(*, supernet: str | Path, arch: str | Path | ArchConfig, devic
     if eval_batches != 0:  # the searched subnet as it stands, with its own BN statistics, for comparison
         ref = sn.extract_subnet(cfg)
         recalibrate_bn(ref, loaders.train, max_batches=batches)
-        acc_searched = top1(ref, loaders.val, eval_batches)
+        acc_searched = evaluate(ref, loaders.val, max_batches=eval_batches)
     # Taylor scores need the analysed subnet's own BN statistics (the supernet's are shared by all subnets)
     recalibrate_bn(sn.set_active(analysed), loaders.train, max_batches=batches)
     if imp is None:
@@ -135,7 +102,7 @@ def prune_supernet(*, supernet: str | Path, arch: str | Path | ArchConfig, devic
     best = allocations[strategy]
     net = sn.extract_subnet(best.cfg)
     recalibrate_bn(net, loaders.train, max_batches=batches)
-    acc_pruned = top1(net, loaders.val, eval_batches) if eval_batches != 0 else None
+    acc_pruned = evaluate(net, loaders.val, max_batches=eval_batches) if eval_batches != 0 else None
     net.eval()
 
     summary = {

@@ -12,7 +12,7 @@ the same ``--storage`` URL and ``--study-name`` with ``--resume``. On one machin
 from __future__ import annotations
 
 from ._actions import Action, all_grows, all_shrinks, importance_shrinks
-from ._api import STRATEGIES, CachedPredictor, resolve_table, search
+from ._api import STRATEGIES, CachedPredictor, search
 from ._optuna import MODES, SAMPLERS, config_from_params, params_of, run_study
 from ._report import format_table, predicted_text, summary_rows, write_run
 from ._result import SearchResult, typical_error
@@ -25,14 +25,13 @@ from ._scorers import (
                        SupernetAccuracy,
                        block_importance,
                        get_proxy,
-                       top1,
 )
 from ._slim import slim
 
 __all__ = [  # noqa: RUF022 (grouped by topic)
-    "search", "resolve_table", "SearchResult", "STRATEGIES", "SAMPLERS", "MODES", "PROXIES", "CachedPredictor",
+    "search", "SearchResult", "STRATEGIES", "SAMPLERS", "MODES", "PROXIES", "CachedPredictor",
     "slim", "run_study", "config_from_params", "params_of",
     "Action", "all_shrinks", "all_grows", "importance_shrinks",
     "Scorer", "MacsProxy", "ParamsProxy", "AlphaImportance", "SupernetAccuracy", "block_importance",
-    "get_proxy", "top1", "typical_error", "write_run", "summary_rows", "format_table", "predicted_text",
+    "get_proxy", "typical_error", "write_run", "summary_rows", "format_table", "predicted_text",
 ]

@@ -19,6 +19,8 @@ from typing import Any
 
 from .._errors import SlimformerError
 from .._io import make_run_dir
+from ..data import build_loaders
+from ..latency_lut import resolve_table
 from ..supernet import ArchConfig, SupernetCheckpoint, load_supernet, recalibrate_bn
 from ._optuna import run_study
 from ._result import SearchResult, typical_error
@@ -28,24 +30,6 @@ from ._slim import slim
 STRATEGIES = ("slim", "optuna")
 TRAIN_HINT = ("train a supernet for an accuracy-driven search: `slimformer train --space default --data "
               "<imagenet-folder> --out runs/` then `slimformer search --supernet runs/<train-run>/best.pt ...`")
-
-
-def resolve_table(table: Any, *, lut_dir=None, build: bool = False, space: Any = "default",
-                  progress: bool = False):
-    """A :class:`LatencyTable` from a name or path (``get_table``); ``build=True`` measures a missing
-    ``cpu-*`` table of ``space`` on this machine first (``build_table``, resumable)."""
-    if not isinstance(table, (str, Path)):
-        return table
-    from .. import latency_lut
-
-    try:
-        return latency_lut.get_table(table, lut_dir=lut_dir)
-    except SlimformerError:
-        name = str(table)
-        if not build or not name.startswith("cpu") or not hasattr(latency_lut, "build_table"):
-            raise
-    backend = "torch" if "torch" in name else "onnxruntime"
-    return latency_lut.build_table(name=name, backend=backend, space=space, lut_dir=lut_dir, progress=progress)
 
 
 class CachedPredictor:
@@ -82,15 +66,11 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
     if not budget_ms or budget_ms <= 0:
         raise SlimformerError(f"the latency budget must be a positive number of milliseconds, got {budget_ms}")
     ck = load_supernet(supernet) if isinstance(supernet, (str, Path)) else supernet
-    table = resolve_table(table, lut_dir=lut_dir, build=build, space=ck.space if ck is not None else "default",
+    table = resolve_table(table, space=ck.space if ck is not None else None, lut_dir=lut_dir, build=build,
                           progress=progress)
     line = table.mismatch(threads=threads, batch=batch, backend=backend) if hasattr(table, "mismatch") else None
     if line:
         print(line, file=sys.stderr, flush=True)
-    if ck is not None and ck.space.hash != table.space_hash:
-        raise SlimformerError(f"the supernet was trained on search space {ck.space.name!r} ({ck.space.hash}) but "
-                              f"table {table.name!r} covers another space ({table.space_hash}): build a table "
-                              f"for the supernet's space (`slimformer lut build --space ...`)")
     space = ck.space if ck is not None else table.space
     predict = CachedPredictor(table)
     smallest_ms, largest_ms = predict(space.smallest()), predict(space.largest())
@@ -195,8 +175,6 @@ def _torch_device(compute: str):
 
 def _batches(ck, data, loaders, batch_size, n_recal, n_val, seed, *, need_val: bool):
     if loaders is None:
-        from ..train import build_loaders
-
         sp = ck.space
         loaders = build_loaders(data, img_size=sp.img_size, batch_size=batch_size, workers=0, seed=seed,
                                 train_size=batch_size * max(n_recal, 1),

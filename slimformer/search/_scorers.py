@@ -19,11 +19,12 @@ output prints next to the number, so a reader always knows what was optimised.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import torch
 
 from .._errors import SlimformerError
+from ..data import evaluate
 from ..supernet import ArchConfig, SearchSpace, count_macs, count_params, recalibrate_bn
 from ..supernet import arch_key as _arch_key
 
@@ -145,13 +146,6 @@ class AlphaImportance(Scorer):
         return total
 
 
-def top1(model: torch.nn.Module, batches: Sequence) -> float:
-    """Top-1 accuracy in [0, 1] of ``model`` over a fixed list of ``(images, labels)`` (``train.evaluate``)."""
-    from ..train import evaluate
-
-    return float(evaluate(model, batches))
-
-
 class SupernetAccuracy(Scorer):
     """Top-1 of inherited weights after BN recalibration: ``set_active``, ``recalibrate_bn``, evaluate.
 
@@ -173,7 +167,7 @@ class SupernetAccuracy(Scorer):
     def _score(self, cfg: ArchConfig) -> float:
         self.model.set_active(cfg)
         recalibrate_bn(self.model, self.recal)
-        return top1(self.model, self.val)
+        return evaluate(self.model, self.val)
 
     def format(self, value: float) -> str:
         return f"{100 * value:.2f}% top-1"

@@ -11,6 +11,7 @@ from ._checkpoint import (
                           save_supernet,
 )
 from ._config import KINDS, SKIP, ArchConfig, BlockConfig, StageConfig, mb3d, mb4d
+from ._layout import flatten_at, stage_resolution
 from ._model import EfficientFormerNet
 from ._presets import EFFICIENTFORMER, PRESETS, SPACES, efficientformer_config, get_arch, get_space, read_arch
 from ._profile import block_macs, block_params, count_macs, count_params
@@ -22,7 +23,7 @@ __all__ = [
     "EFFICIENTFORMER", "KINDS", "PRESETS", "SKIP", "SPACES", "ArchConfig", "BlockConfig",
     "EfficientFormerNet", "SearchSpace", "StageConfig", "Supernet", "SupernetCheckpoint", "arch_key",
     "block_macs", "block_params", "checkpoint_filter_fn", "count_macs", "count_params",
-    "efficientformer_config", "get_arch", "get_space", "load_pretrained", "load_supernet", "mb3d", "mb4d",
+    "efficientformer_config", "flatten_at", "get_arch", "get_space", "load_pretrained", "load_supernet", "mb3d", "mb4d",
     "parse_arch_key", "read_arch", "read_checkpoint", "read_state_dict", "recalibrate_bn", "save_supernet",
-    "supernet_from_pretrained",
+    "stage_resolution", "supernet_from_pretrained",
 ]

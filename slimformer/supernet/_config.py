@@ -16,9 +16,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from .._errors import ConfigError
+from ._layout import stage_resolution
 
 KINDS = ("mb4d", "mb3d", "skip")
 SCHEMA = "slimformer.arch/1"
@@ -91,6 +93,11 @@ class StageConfig:
         """Number of non-skip blocks."""
         return sum(b.kind != "skip" for b in self.blocks)
 
+    @cached_property
+    def kinds(self) -> tuple[str, ...]:
+        """The blocks' kinds, skips included (what :func:`flatten_at` reads; cached: the table's hot path)."""
+        return tuple(b.kind for b in self.blocks)
+
 
 @dataclass(frozen=True)
 class ArchConfig:
@@ -126,7 +133,7 @@ class ArchConfig:
 
     def resolution(self, stage: int) -> int:
         """Feature-map side in ``stage`` (stride 4 after the stem, then x2 per stage)."""
-        return self.img_size // (4 * 2 ** stage)
+        return stage_resolution(self.img_size, stage)
 
     def tokens(self, stage: int) -> int:
         return self.resolution(stage) ** 2

@@ -15,6 +15,7 @@ from timm.models.efficientformer import ConvMlpWithNorm, Downsample, Flat, Pooli
 from torch import nn
 
 from ._config import ArchConfig, BlockConfig
+from ._layout import flatten_at
 
 
 class Attention(nn.Module):
@@ -109,24 +110,19 @@ class Stage(nn.Module):
         else:
             self.downsample = Downsample(in_dim, stage.width)
         blocks: list[nn.Module] = []
-        flat = tokens_in and si == 0
-        if tokens_in and si > 0:
-            blocks.append(Flat())
-            flat = True
         real = [b for b in stage.blocks if b.kind != "skip"]
+        at = flatten_at([b.kind for b in real], tokens_in=tokens_in, last=si == len(cfg.stages) - 1)
         for i, b in enumerate(real):
+            if i == at:
+                blocks.append(Flat())
             if b.kind == "mb3d":
-                if not flat:
-                    blocks.append(Flat())
-                    flat = True
                 blocks.append(MB3D(stage.width, b, res, dpr.pop(0)))
             else:
                 blocks.append(MB4D(stage.width, b.hidden(stage.width), dpr.pop(0)))
-        if si == len(cfg.stages) - 1 and not flat:
-            blocks.append(Flat())  # the final LayerNorm works on tokens
-            flat = True
+        if at == len(real):
+            blocks.append(Flat())
         self.blocks = nn.Sequential(*blocks)
-        self.tokens_out = flat
+        self.tokens_out = at is not None
 
     def forward(self, x):
         return self.blocks(self.downsample(x))

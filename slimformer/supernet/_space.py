@@ -16,6 +16,7 @@ from typing import Any
 
 from .._errors import ConfigError
 from ._config import SKIP, ArchConfig, BlockConfig, StageConfig, mb3d, mb4d
+from ._layout import stage_resolution
 
 SPACE_SCHEMA = "slimformer.space/1"
 
@@ -94,7 +95,7 @@ class SearchSpace:
         return ("mb4d", "mb3d", "skip") if stage in self.mb3d_stages else ("mb4d", "skip")
 
     def tokens(self, stage: int) -> int:
-        return (self.img_size // (4 * 2 ** stage)) ** 2
+        return stage_resolution(self.img_size, stage) ** 2
 
     # ----------------------------------------------------------------- membership
     def check(self, cfg: ArchConfig) -> list[str]:

@@ -32,6 +32,7 @@ from ._elastic import (
     read_slices,
     write_slices,
 )
+from ._layout import stage_resolution
 from ._model import MB3D, MB4D, EfficientFormerNet
 from ._space import SearchSpace
 
@@ -44,7 +45,7 @@ class SupernetPosition(nn.Module):
         dim, hidden = space.max_widths[si], space.max_hidden(si)
         self.mb4d = ElasticMB4D(dim, hidden)
         self.mb3d = (ElasticMB3D(dim, space.heads[-1], space.qk_dims[-1], space.v_dims[-1], hidden,
-                                 space.img_size // (4 * 2 ** si)) if si in space.mb3d_stages else None)
+                                 stage_resolution(space.img_size, si)) if si in space.mb3d_stages else None)
 
 
 class SupernetStage(nn.Module):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .._errors import SlimformerError
-from .._io import atomic_write_json, make_run_dir, read_json
+from .._io import atomic_write_json, atomic_write_text, make_run_dir, read_json
 from ._state import all_reduce_grads, is_main, mean_over_ranks, plot_curves, read_metrics, write_metrics
 
 
@@ -209,8 +209,6 @@ def record_epoch(run_dir: Path, row: dict[str, Any], *, title: str) -> list[dict
 
 def write_report(run_dir: Path, title: str, rows: list[dict[str, Any]], keys: list[str], extra: str = "") -> None:
     """``report.md``: what ran, per-epoch figures and anything ``extra`` (e.g. block importances)."""
-    from .._io import atomic_write_text
-
     lines = [f"# {title}", "", "Options: `config.json`; per-epoch metrics: `metrics.jsonl`; plots: `curves.png`.", "",
              "| epoch | step | loss | lr | " + " | ".join(keys) + " | images/s |",
              "|---" * (len(keys) + 5) + "|"]

@@ -17,10 +17,10 @@ import torch
 
 from .._errors import SlimformerError
 from .._io import atomic_torch_save, atomic_write_json
+from ..data import build_loaders, evaluate
 from ..supernet import ArchConfig, EfficientFormerNet, load_supernet, read_arch, recalibrate_bn
 from ..supernet._timm import read_state_dict
 from ._config import FinetuneConfig
-from ._data import build_loaders, evaluate
 from ._engine import (
     Optim,
     Targets,

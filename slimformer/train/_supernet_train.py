@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from .._errors import SlimformerError
+from ..data import build_loaders, evaluate
+from ..latency_lut import resolve_table
 from ..supernet import (
     ArchConfig,
     Supernet,
@@ -26,7 +28,6 @@ from ..supernet import (
     supernet_from_pretrained,
 )
 from ._config import TrainConfig
-from ._data import build_loaders, evaluate
 from ._engine import (
     Optim,
     Targets,
@@ -134,9 +135,7 @@ def train_supernet(config: TrainConfig, run_dir: str | Path | None = None) -> Pa
     alpha_opt = (torch.optim.Adam(arch.parameters(), lr=cfg.alpha_lr, betas=(0.5, 0.999),
                                   weight_decay=cfg.alpha_weight_decay) if arch is not None else None)
     if arch is not None and cfg.lut:
-        from ..latency_lut import get_table
-
-        arch.attach_latency(get_table(cfg.lut, lut_dir=cfg.lut_dir), space.max_widths)
+        arch.attach_latency(resolve_table(cfg.lut, space=space, lut_dir=cfg.lut_dir), space.max_widths)
     steps = updates_per_epoch(loaders.train, cfg)
     optim = Optim(model, cfg, updates_per_epoch=steps, device=device, extra=alpha_opt)
     targets = Targets(cfg, loaders.num_classes)

@@ -176,7 +176,7 @@ def test_supernet_export_recalibrates_bn(search_run, monkeypatch):
     """--recalibrate: the subnet's BN statistics are re-estimated on the data before extraction."""
     from types import SimpleNamespace
 
-    from slimformer import train
+    from slimformer.export import _load
 
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(8, 3, 32, 32, generator=g) * 3 + 1, torch.zeros(8, dtype=torch.long)) for _ in range(4)]
@@ -186,7 +186,7 @@ def test_supernet_export_recalibrates_bn(search_run, monkeypatch):
         calls.update(data=data, img_size=img_size)
         return SimpleNamespace(train=batches, val=[], num_classes=10, class_names=[f"c{i}" for i in range(10)])
 
-    monkeypatch.setattr(train, "build_loaders", fake_build_loaders, raising=False)
+    monkeypatch.setattr(_load, "build_loaders", fake_build_loaders)
     plain = resolve_source(search_run, supernet=search_run / "supernet.pt")
     recal = resolve_source(search_run, supernet=search_run / "supernet.pt", recal_data="builtin", recal_batches=3)
     assert calls == {"data": "builtin", "img_size": 32}

@@ -126,9 +126,6 @@ def test_cli_mismatched_inputs(setup, capsys):
 
 @pytest.mark.slow
 def test_cli_prune_end_to_end_builtin(setup, capsys):
-    train = pytest.importorskip("slimformer.train")
-    if not hasattr(train, "build_loaders"):
-        pytest.skip("slimformer.train.build_loaders has not landed")
     d, _space, ck, _cfg, _table, _loaders = setup
     base = ["prune", "--supernet", str(ck), "--arch", str(d / "arch.json"), "--device", str(d / "tiny-fake.json"),
             "--data", "builtin", "--batches", "2", "--batch-size", "8", "--eval-batches", "1", "--out", str(d / "cli")]
@@ -145,7 +142,7 @@ def test_cli_prune_end_to_end_builtin(setup, capsys):
 
 def test_cli_prune_with_contract_loaders(setup, capsys, monkeypatch):
     """The CLI path through `build_loaders` (contract 2), with a stand-in that records its arguments."""
-    import slimformer.train
+    import slimformer.pruning._run
 
     d, space, ck, _cfg, _table, loaders = setup
     calls = []
@@ -154,7 +151,7 @@ def test_cli_prune_with_contract_loaders(setup, capsys, monkeypatch):
         calls.append((data, img_size, batch_size))
         return loaders
 
-    monkeypatch.setattr(slimformer.train, "build_loaders", fake_build_loaders, raising=False)
+    monkeypatch.setattr(slimformer.pruning._run, "build_loaders", fake_build_loaders)
     base = ["prune", "--supernet", str(ck), "--arch", str(d / "arch.json"), "--device", str(d / "tiny-fake.json"),
             "--data", "builtin", "--batches", "2", "--batch-size", "8", "--eval-batches", "1", "--out", str(d / "cli2")]
     rc = main([*base, "--budget-ms", "0.001"])

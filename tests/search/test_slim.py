@@ -103,12 +103,12 @@ def test_evaluated_slim_is_accuracy_driven(tmp_path, tiny_table, tiny_ckpt, tiny
         assert k in data
     assert data["table_hash"] == tiny_table.hash and data["score"] == r.score
     # the score is the top-1 of the chosen subnet with recalibrated BN, reproducible from subnet.pt
-    from slimformer.search import top1
+    from slimformer.data import evaluate
     from slimformer.supernet import EfficientFormerNet
 
     net = EfficientFormerNet(r.arch)
     net.load_state_dict(torch.load(tmp_path / "r" / "subnet.pt", weights_only=True))
-    assert top1(net, tiny_loaders.val) == pytest.approx(r.score, abs=1e-6)
+    assert evaluate(net, tiny_loaders.val) == pytest.approx(r.score, abs=1e-6)
 
 
 def test_slim_handles_mb3d_tail_blocks(tiny_space, tiny_table):

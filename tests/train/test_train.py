@@ -6,12 +6,11 @@ import pytest
 import torch
 
 from slimformer._errors import SlimformerError
+from slimformer.data import BuiltinShapes, build_loaders
 from slimformer.supernet import Supernet, get_space, load_supernet, save_supernet
 from slimformer.train import (
     ArchParams,
-    BuiltinShapes,
     TrainConfig,
-    build_loaders,
     sandwich_step,
     subnets_for_step,
     tau_at,
@@ -201,7 +200,7 @@ def test_init_from_pretrained_file(tmp_path, tiny_space):
 
 
 def test_image_folder_training_and_class_mismatch(tmp_path):
-    from tests.train.test_data import _folder
+    from tests.data.test_data import _folder
 
     names = [f"c{i}" for i in range(10)]
     _folder(tmp_path / "ten", "train", names, n=2, size=36)

@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._errors import SlimformerError
-from .._io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, make_run_dir
-from ._importance import BlockImportance, Importance
-from ._report import channel_plot, pattern_verdict, rows_csv, rows_markdown
-from ._vit import VitChoice, create_vit, prune_vit, vit_allocate, vit_importance
+from ..._errors import SlimformerError
+from ..._io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, make_run_dir
+from ...data import build_loaders
+from .._importance import BlockImportance, Importance
+from .._report import channel_plot, pattern_verdict, rows_csv, rows_markdown
+from ._latency import measure_model_ms, measure_vit_latency
+from ._prune import VitChoice, create_vit, prune_vit, vit_allocate, vit_importance
 
 
 class _SelfLabels:
@@ -83,10 +85,6 @@ def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: 
     net = create_vit(model, weights=weights, **kwargs)
     size = net.patch_embed.img_size[0] if hasattr(net, "patch_embed") else (img_size or 224)
     if isinstance(data, (str, Path)):
-        try:
-            from ..train import build_loaders
-        except ImportError:
-            raise SlimformerError("data loading needs slimformer.train.build_loaders") from None
         loaders = build_loaders(str(data), img_size=size, batch_size=batch_size, seed=seed)
         classes, train = loaders.num_classes, loaders.train
     else:
@@ -96,8 +94,6 @@ def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: 
     imp = vit_importance(net, source, max_batches=batches, progress=progress)
     out = make_run_dir(run_root, "prune-vit")
     if budget_ms is not None and latency is None:
-        from ._vit_latency import measure_vit_latency
-
         latency = measure_vit_latency(net, img_size=size, steps=steps, backend=backend, threads=threads,
                                       repeats=repeats, progress=progress)
     if latency is not None:
@@ -112,8 +108,6 @@ def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: 
     with torch.no_grad():
         pruned(x)  # it runs
     if latency is not None:
-        from ._vit_latency import measure_model_ms
-
         info["measured_ms"] = measure_model_ms(pruned, img_size=size, backend=backend, threads=threads,
                                               repeats=repeats)
     verdict = pattern_verdict(rows)

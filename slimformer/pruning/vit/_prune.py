@@ -21,16 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._errors import SlimformerError
-from ._importance import (
+from ..._errors import SlimformerError
+from .._importance import (
     BlockImportance,
     Importance,
     accumulate_taylor,
     attention_sums,
     ffn_sums,
 )
-from ._mckp import solve_greedy, solve_milp, total
-from ._reorder import order
+from .._mckp import solve_greedy, solve_milp, total
+from .._reorder import order
 
 
 class PrunedAttention(nn.Module):

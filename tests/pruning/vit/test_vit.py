@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from slimformer._errors import SlimformerError
-from slimformer.pruning import create_vit, mask_vit, prune_vit, vit_allocate, vit_importance
-from slimformer.pruning._vit import PrunedAttention
+from slimformer.pruning.vit import (
+    PrunedAttention,
+    create_vit,
+    mask_vit,
+    prune_vit,
+    vit_allocate,
+    vit_importance,
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +73,7 @@ def test_deit_weights_file_round_trip(deit, tmp_path):
 def test_prune_timm_run_dir_and_reload(tmp_path):
     from types import SimpleNamespace
 
-    from slimformer.pruning._vit_run import load_pruned_vit, prune_timm
+    from slimformer.pruning.vit import load_pruned_vit, prune_timm
 
     g = torch.Generator().manual_seed(1)
     data = SimpleNamespace(train=[(torch.randn(2, 3, 32, 32, generator=g), torch.zeros(2, dtype=torch.long))] * 2,
@@ -92,9 +98,8 @@ def test_prune_timm_run_dir_and_reload(tmp_path):
 def test_deit_latency_budget(deit, tmp_path):
     from types import SimpleNamespace
 
-    from slimformer.pruning._vit import attn_params, ffn_params, vit_options
-    from slimformer.pruning._vit_latency import VitLatency, measure_vit_latency
-    from slimformer.pruning._vit_run import prune_timm
+    from slimformer.pruning.vit import VitLatency, measure_vit_latency, prune_timm
+    from slimformer.pruning.vit._prune import attn_params, ffn_params, vit_options
 
     model, _ = deit
     # the measured table has every option (timings on a shared machine are noisy: only the shape is checked)

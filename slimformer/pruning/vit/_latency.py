@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._errors import SlimformerError
-from ._vit import PrunedAttention, _check_vit, _dims, vit_options
+from ..._errors import SlimformerError
+from ...latency_lut import measure_module
+from ._prune import PrunedAttention, _check_vit, _dims, vit_options
 
 
 @dataclass
@@ -58,8 +59,6 @@ class _Ffn(nn.Module):
 
 def measure_vit_latency(model: nn.Module, *, img_size: int, steps: int = 8, backend: str = "onnxruntime",
                         threads: int = 1, repeats: int = 15, progress: bool = True) -> VitLatency:
-    from ..latency_lut import measure_module
-
     blocks = _check_vit(model)
     shapes = {(b.attn.qkv.in_features, *_dims(b.attn), b.mlp.fc1.out_features) for b in blocks}
     if len(shapes) != 1:
@@ -92,7 +91,5 @@ def measure_vit_latency(model: nn.Module, *, img_size: int, steps: int = 8, back
 
 def measure_model_ms(model: nn.Module, *, img_size: int, backend: str = "onnxruntime", threads: int = 1,
                      repeats: int = 15) -> float:
-    from ..latency_lut import measure_module
-
     return measure_module(model.eval(), (torch.randn(1, 3, img_size, img_size),), backend=backend, threads=threads,
                           repeats=repeats)["median_ms"]

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from slimformer._errors import SlimformerError
-from slimformer.train import BuiltinShapes, build_loaders, evaluate, render
+from slimformer.data import BuiltinShapes, build_loaders, evaluate, render
 
 
 def test_builtin_deterministic_any_resolution():
