@@ -6,8 +6,10 @@ images, latency tables); what passes between stages at the same layer (a superne
 
 | layer | packages                       | gives the layers above                                      |
 |-------|--------------------------------|-------------------------------------------------------------|
-| 0     | ``_errors``, ``_version``      | ``SlimformerError``, ``__version__``                        |
-| 1     | ``_io``                        | atomic writes, run directories, the cache folder            |
+| 0     | ``_errors``, ``_version``,     | ``SlimformerError``, ``__version__``, lazy package exports  |
+|       | ``_lazy``                      |                                                             |
+| 1     | ``_io``, ``_validate``         | atomic writes, run directories, the cache folder / checks   |
+|       |                                | of numbers from users (finite, typed, in range, size caps)  |
 | 2     | ``supernet``, ``data``         | configs, spaces, models / loaders, the built-in set, evaluate |
 | 3     | ``latency_lut``                | per-op tables and their prediction (priced supernet ops)    |
 | 4     | ``search``, ``pruning``,       | the stages: a searched, pruned or trained model             |
@@ -33,13 +35,14 @@ import pytest
 import slimformer
 
 LAYERS = {
-    "_errors": 0, "_version": 0,
-    "_io": 1,
+    "_errors": 0, "_version": 0, "_lazy": 0,
+    "_io": 1, "_validate": 1,
     "supernet": 2, "data": 2,
     "latency_lut": 3,
     "search": 4, "pruning": 4, "train": 4,
     "export": 5,
     "cli": 6, "": 6,  # "": the package root (slimformer/__init__.py)
+    "timm": 6,  # slimformer.timm: importing it registers the models with timm's registry
     "__main__": 7,  # `python -m slimformer`: runs the CLI
 }
 TOP = LAYERS["cli"]  # from here up, imports inside functions are allowed (lazy, for a fast start)

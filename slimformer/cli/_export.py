@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from .._errors import SlimformerError
+from .._validate import MAX_MB, NONNEG_INT, PORT, POSITIVE_INT
 
 # `slimformer serve` needs the [serve] extra; each entry: the distribution and the modules that provide it
 SERVE_DEPS = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",), "python-multipart": ("python_multipart", "multipart")}
@@ -17,15 +19,15 @@ def register(sub) -> None:
     p.add_argument("--weights", default=None, help="or: a state dict for this architecture (e.g. timm weights)")
     p.add_argument("--recalibrate", dest="recal_data", default=None, metavar="DATA",
                    help="with --supernet: re-estimate BN statistics on DATA (builtin or an ImageFolder) first")
-    p.add_argument("--recal-batches", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=64, help="batch size for --recalibrate")
+    p.add_argument("--recal-batches", type=POSITIVE_INT, default=20)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="batch size for --recalibrate")
     p.add_argument("--random-init", action="store_true", help="export with random weights (latency work only)")
     p.add_argument("--format", dest="formats", action="append", choices=("pt", "onnx", "torchscript", "coreml"),
                    help="repeatable; default: pt and onnx")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--class-names", default=None, help="JSON list or text file (one name a line) of class names")
     p.add_argument("--lut-dir", default=None, help="extra folder of latency tables for the card's predictions")
-    p.add_argument("--repeats", type=int, default=50, help="timed runs for the measured latency (default 50)")
+    p.add_argument("--repeats", type=POSITIVE_INT, default=50, help="timed runs for the measured latency (default 50)")
     p.add_argument("--no-measure", action="store_true", help="skip measuring latency here")
     p.set_defaults(func=_export)
 
@@ -34,10 +36,10 @@ def register(sub) -> None:
                                              "(default: the timm baselines)")
     p.add_argument("--backend", dest="backends", action="append", choices=("onnxruntime", "torch"),
                    help="repeatable; default both")
-    p.add_argument("--batch", type=int, default=16, help="throughput batch on CPU (default 16)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    p.add_argument("--repeats", type=int, default=30, help="timed runs per measurement (default 30)")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch", type=POSITIVE_INT, default=16, help="throughput batch on CPU (default 16)")
+    p.add_argument("--threads", type=POSITIVE_INT, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--repeats", type=POSITIVE_INT, default=30, help="timed runs per measurement (default 30)")
+    p.add_argument("--warmup", type=NONNEG_INT, default=3)
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (GPU: largest power-of-two batch)")
     p.add_argument("--with-lut", action="append", default=None, metavar="NAME",
                    help="put this latency table's prediction beside the measurement (repeatable)")
@@ -49,9 +51,10 @@ def register(sub) -> None:
     p = sub.add_parser("serve", help="local web page: upload a photo, see the top-5 classes and inference time")
     p.add_argument("--model", required=True, help="exported model.onnx (its card.json beside it)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-mb", type=float, default=8.0, help="upload size cap in MB (default 8)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--port", type=PORT, default=8000)
+    p.add_argument("--max-mb", type=MAX_MB, default=8.0, help="upload size cap in MB (default 8)")
+    p.add_argument("--threads", type=POSITIVE_INT, default=1)
+    p.add_argument("--workers", type=POSITIVE_INT, default=2, help="uploads classified at once (default 2)")
     p.set_defaults(func=_serve)
 
 
@@ -101,7 +104,7 @@ def _bench(args) -> int:
     rd, data = run_bench(args.models, out_root=args.out, run_dir=args.run_dir,
                          backends=tuple(args.backends or ("onnxruntime", "torch")), batch=args.batch,
                          threads=args.threads, warmup=args.warmup, repeats=args.repeats, device=args.device,
-                         with_lut=args.with_lut, lut_dir=args.lut_dir)
+                         with_lut=args.with_lut, lut_dir=args.lut_dir, progress=sys.stderr.isatty())
     print(format_table(data))
     print(f"results: {rd / 'bench.json'}, plot: {rd / 'bench.png'}, report: {rd / 'report.md'}")
     return 0
@@ -120,5 +123,6 @@ def _serve(args) -> int:
                               f"(pip install 'slimformer[serve]')")
     from slimformer.export._serve import serve
 
-    serve(args.model, host=args.host, port=args.port, max_bytes=int(args.max_mb * 2 ** 20), threads=args.threads)
+    serve(args.model, host=args.host, port=args.port, max_bytes=int(args.max_mb * 2 ** 20), threads=args.threads,
+          workers=args.workers)
     return 0

@@ -6,6 +6,7 @@ import json
 import sys
 import time
 
+from .._validate import NONNEG_INT, POSITIVE_INT, SEED
 from . import _lut_remote
 
 
@@ -16,8 +17,8 @@ def register(sub) -> None:
     b = lut_sub.add_parser("build", help="measure every op of a search space on this machine")
     b.add_argument("--device", required=True, help="table name (e.g. cpu-ort) or path NAME.json to write")
     b.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime")
-    b.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--threads", type=POSITIVE_INT, default=1, help="intra-op threads (default 1)")
+    b.add_argument("--batch", type=POSITIVE_INT, default=1)
     b.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall time (default), or the thread's CPU time (one thread only: leaves out time the "
                         "scheduler gives other processes on a shared machine)")
@@ -25,21 +26,21 @@ def register(sub) -> None:
     b.add_argument("--lut-dir", default=None, help="user table folder (default ~/.cache/slimformer/luts)")
     b.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue an interrupted build (default) or start over")
-    b.add_argument("--calibration", type=int, default=30, help="whole subnets measured to fit the correction")
-    b.add_argument("--rounds", type=int, default=2,
+    b.add_argument("--calibration", type=NONNEG_INT, default=30, help="whole subnets measured to fit the correction")
+    b.add_argument("--rounds", type=POSITIVE_INT, default=2,
                    help="times each calibration subnet is measured, minutes apart; the faster is kept (default 2)")
-    b.add_argument("--repeats", type=int, default=15, help="timed runs per op (at least)")
+    b.add_argument("--repeats", type=POSITIVE_INT, default=15, help="timed runs per op (at least)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_build)
 
     v = lut_sub.add_parser("validate", help="measure random subnets end to end and compare with the table")
     v.add_argument("--device", required=True, help="table name or path (built on this machine)")
-    v.add_argument("--samples", type=int, default=100)
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--samples", type=POSITIVE_INT, default=100)
+    v.add_argument("--seed", type=SEED, default=0)
     v.add_argument("--lut-dir", default=None)
     v.add_argument("--out", default=None, help="runs folder (default runs/)")
     v.add_argument("--run-dir", default=None, help="resume or reuse this run directory")
-    v.add_argument("--rounds", type=int, default=2,
+    v.add_argument("--rounds", type=POSITIVE_INT, default=2,
                    help="times each subnet is measured (all once, then all again); the faster is kept (default 2)")
     v.add_argument("--recalibrate", action=argparse.BooleanOptionalAction, default=None,
                    help="level check (default on when the table holds calibration subnets): measure 10 of the "
@@ -145,13 +146,13 @@ def _show(args) -> int:
 
 def _profile(args) -> int:
     from ..latency_lut import get_table
-    from ..latency_lut._report import profile
+    from ..latency_lut._report import parts_text, profile
     from ..supernet import get_arch
 
     t = get_table(args.name, lut_dir=args.lut_dir)
     r = profile(t, get_arch(args.arch), runs_root=args.out)
     top = sorted(r["by_kind_ms"].items(), key=lambda kv: -kv[1])[:3]
-    print(f"{args.arch} on {t.name} ({t.kind}): predicted {r['predicted_ms']:.3f} ms; largest: "
+    print(f"{args.arch} on {t.name} ({t.kind}): predicted {parts_text(r['parts'])}; largest ops: "
           + ", ".join(f"{k} {v:.2f} ms" for k, v in top))
     print(f"wrote {r['png']}")
     return 0

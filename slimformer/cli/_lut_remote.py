@@ -1,6 +1,8 @@
 """CLI for latency tables of devices we cannot reach: ``lut bundle`` and ``lut import``."""
 from __future__ import annotations
 
+from .._validate import NONNEG_INT
+
 
 def register(lut_sub) -> None:
     """Add ``bundle`` and ``import`` to the ``lut`` subparsers (called from ``_lut.register``)."""
@@ -10,7 +12,7 @@ def register(lut_sub) -> None:
                    help="onnx (runner needs numpy + onnxruntime) or coreml (.mlpackage; needs coremltools)")
     p.add_argument("-o", "--out", required=True, help="bundle folder (resumes a partial bundle there)")
     p.add_argument("--space", default="default", help="space name (default, tiny) or JSON file")
-    p.add_argument("--calibration", type=int, default=10,
+    p.add_argument("--calibration", type=NONNEG_INT, default=10,
                    help="whole subnets to include, to fit the table's composition correction on (default 10)")
     p.set_defaults(func=_bundle)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .._errors import SlimformerError
+from .._validate import IMG_SIZE, NONNEG_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED
 
 
 def register(sub) -> None:
@@ -13,27 +14,27 @@ def register(sub) -> None:
     p.add_argument("--supernet", help="supernet checkpoint (file or training run dir)")
     p.add_argument("--arch", help="searched config: arch.json of a search run, a preset or an ArchConfig JSON")
     p.add_argument("--device", help="latency table name or path (see `slimformer lut list`)")
-    p.add_argument("--budget-ms", type=float, help="latency budget in ms on --device's table (with --model: on its measured ops)")
+    p.add_argument("--budget-ms", type=POSITIVE_FLOAT, help="latency budget in ms on --device's table (with --model: on its measured ops)")
     p.add_argument("--lut-dir", default=None, help="folder of user latency tables")
     p.add_argument("--model", help="timm:NAME of a ViT/DeiT to prune instead of a supernet")
     p.add_argument("--weights", default=None, help="local weights file for --model (no hub downloads)")
-    p.add_argument("--budget-params", type=float,
+    p.add_argument("--budget-params", type=POSITIVE_FLOAT,
                    help="parameter budget for --model: a count, or a fraction of the model's when <= 1")
-    p.add_argument("--img-size", type=int, default=None, help="input size for --model (default: the model's)")
+    p.add_argument("--img-size", type=IMG_SIZE, default=None, help="input size for --model (default: the model's)")
     p.add_argument("--backend", default=None, choices=("onnxruntime", "torch"),
                    help="--model with --budget-ms: runtime the model's op latencies are measured with")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=POSITIVE_INT, default=None,
                    help="threads: for --model the measurement's (default 1); with --device the setting the "
                         "subnet will run at (default: the table's; another prints a warning)")
-    p.add_argument("--batch", type=int, default=None,
+    p.add_argument("--batch", type=POSITIVE_INT, default=None,
                    help="with --device: the batch the subnet will run at (default: the table's)")
     p.add_argument("--data", default="builtin", help="builtin or an ImageFolder path (default builtin)")
-    p.add_argument("--batches", type=int, default=8, help="batches to accumulate importance over (default 8)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--eval-batches", type=int, default=4, help="validation batches for top-1 (0: skip)")
+    p.add_argument("--batches", type=POSITIVE_INT, default=8, help="batches to accumulate importance over (default 8)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=32)
+    p.add_argument("--eval-batches", type=NONNEG_INT, default=4, help="validation batches for top-1 (0: skip)")
     p.add_argument("--strategy", default="milp", choices=("milp", "greedy", "uniform"),
                    help="reallocation solver (default milp, exact)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", default=None, help="root of run directories (default runs/)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="reuse the importance scores of an interrupted prune run and write into it")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
+from .._validate import NONNEG_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -11,7 +13,7 @@ def register(sub) -> None:
         description="Search the subnet that fits --budget-ms on --device. Without --supernet it runs in seconds "
                     "on the default space with a training-free score (MACs); with a trained supernet it is "
                     "accuracy-driven (inherited weights, BN recalibrated).")
-    p.add_argument("--budget-ms", type=float, required=True, help="latency budget in milliseconds")
+    p.add_argument("--budget-ms", type=POSITIVE_FLOAT, required=True, help="latency budget in milliseconds")
     p.add_argument("--device", default="iphone-lut",
                    help="latency table name (see `slimformer lut list`) or table JSON file (default: iphone-lut)")
     p.add_argument("--build", action="store_true",
@@ -27,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--objectives", choices=("constrained", "pareto"), default="constrained",
                    help="optuna: maximise the score under the budget constraint, or score vs latency "
                         "(Pareto front reported)")
-    p.add_argument("--trials", type=int, default=60, help="optuna: finished trials the study should hold")
+    p.add_argument("--trials", type=POSITIVE_INT, default=60, help="optuna: finished trials the study should hold")
     p.add_argument("--storage", default=None,
                    help="optuna storage URL (default: SQLite study.db in the run dir; share one URL between "
                         "workers, e.g. postgresql://user@host/db across machines)")
@@ -37,17 +39,17 @@ def register(sub) -> None:
     p.add_argument("--proxy", choices=("macs", "params"), default="macs",
                    help="training-free score used without a supernet (default macs)")
     p.add_argument("--data", default="builtin", help="validation/recalibration data: builtin or an ImageFolder")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--recal-batches", type=int, default=4, help="train batches for BN recalibration")
-    p.add_argument("--val-batches", type=int, default=4, help="validation batches per evaluation")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=64)
+    p.add_argument("--recal-batches", type=NONNEG_INT, default=4, help="train batches for BN recalibration")
+    p.add_argument("--val-batches", type=POSITIVE_INT, default=4, help="validation batches per evaluation")
     p.add_argument("--compute", default="auto", help="where supernet evaluation runs: auto (CUDA if available), "
                    "cpu or cuda")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=POSITIVE_INT, default=None,
                    help="threads the subnet will run at (default: the table's; another prints a warning)")
-    p.add_argument("--batch", type=int, default=None, help="batch the subnet will run at (default: the table's)")
+    p.add_argument("--batch", type=POSITIVE_INT, default=None, help="batch the subnet will run at (default: the table's)")
     p.add_argument("--backend", default=None,
                    help="runtime the subnet will run on (default: the table's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", default=None, help="run directory (default: a new runs/search-<time>)")
     p.add_argument("--runs-root", default="runs", help="where new run directories go (default runs/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -70,6 +72,10 @@ def _search(args) -> int:
         print(json.dumps(r.arch_json(), indent=2))
         return 0
     print(format_table(summary_rows(r)))
+    from ..latency_lut._iphone import iphone_context
+
+    for line in iphone_context(r.arch, r.table_name, lut_dir=args.lut_dir):
+        print(line)
     for note in r.notes:
         print(f"note: {note}")
     print(f"wrote {r.run_dir}/arch.json, report.md, report.html"

@@ -5,40 +5,42 @@ import argparse
 import os
 from dataclasses import fields
 
+from .._validate import FRACTION, NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED
+
 
 def _common(p: argparse.ArgumentParser, defaults) -> None:
     d = {f.name: f.default for f in fields(defaults)}
     p.add_argument("--data", default="builtin",
                    help="'builtin' (procedural 10-class toy images, no download) or an ImageFolder root with "
                         "train/ and val/")
-    p.add_argument("--epochs", type=int, default=d["epochs"])
-    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap updates per epoch (short CPU epochs)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--lr", type=float, default=d["lr"], help="peak AdamW learning rate (cosine, warm-up)")
-    p.add_argument("--min-lr", type=float, default=d["min_lr"])
-    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
-    p.add_argument("--warmup-epochs", type=float, default=d["warmup_epochs"])
-    p.add_argument("--label-smoothing", type=float, default=d["label_smoothing"])
-    p.add_argument("--clip-grad", type=float, default=d["clip_grad"], help="max gradient norm (0: off)")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=d["epochs"])
+    p.add_argument("--steps-per-epoch", type=POSITIVE_INT, default=None, help="cap updates per epoch (short CPU epochs)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=d["batch_size"])
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=d["lr"], help="peak AdamW learning rate (cosine, warm-up)")
+    p.add_argument("--min-lr", type=NONNEG_FLOAT, default=d["min_lr"])
+    p.add_argument("--weight-decay", type=NONNEG_FLOAT, default=d["weight_decay"])
+    p.add_argument("--warmup-epochs", type=NONNEG_FLOAT, default=d["warmup_epochs"])
+    p.add_argument("--label-smoothing", type=FRACTION, default=d["label_smoothing"])
+    p.add_argument("--clip-grad", type=NONNEG_FLOAT, default=d["clip_grad"], help="max gradient norm (0: off)")
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights (timm ModelEmaV3); "
                                                       "evaluated and saved instead of the raw weights")
-    p.add_argument("--ema-decay", type=float, default=d["ema_decay"])
-    p.add_argument("--mixup", type=float, default=0.0, help="Mixup alpha (0: off)")
-    p.add_argument("--cutmix", type=float, default=0.0, help="CutMix alpha (0: off)")
-    p.add_argument("--kd-weight", type=float, default=d["kd_weight"],
+    p.add_argument("--ema-decay", type=FRACTION, default=d["ema_decay"])
+    p.add_argument("--mixup", type=NONNEG_FLOAT, default=0.0, help="Mixup alpha (0: off)")
+    p.add_argument("--cutmix", type=NONNEG_FLOAT, default=0.0, help="CutMix alpha (0: off)")
+    p.add_argument("--kd-weight", type=FRACTION, default=d["kd_weight"],
                    help="weight of the distillation loss against the label loss for the students (0: no KD)")
-    p.add_argument("--kd-temperature", type=float, default=d["kd_temperature"])
-    p.add_argument("--train-size", type=int, default=None, help="training images (builtin: how many to render)")
-    p.add_argument("--val-size", type=int, default=None)
-    p.add_argument("--eval-batches", type=int, default=None, help="cap validation batches per epoch")
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kd-temperature", type=POSITIVE_FLOAT, default=d["kd_temperature"])
+    p.add_argument("--train-size", type=POSITIVE_INT, default=None, help="training images (builtin: how many to render)")
+    p.add_argument("--val-size", type=POSITIVE_INT, default=None)
+    p.add_argument("--eval-batches", type=POSITIVE_INT, default=None, help="cap validation batches per epoch")
+    p.add_argument("--workers", type=NONNEG_INT, default=0, help="data loader worker processes")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA")
     p.add_argument("--out", dest="run_root", default=None, help="parent folder of the run directory (runs/)")
     p.add_argument("--resume", metavar="RUN", default=None,
                    help="continue the run in this directory with its saved options")
-    p.add_argument("--stop-after", type=int, default=None, help="stop this invocation after N epochs (resumable)")
+    p.add_argument("--stop-after", type=POSITIVE_INT, default=None, help="stop this invocation after N epochs (resumable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
@@ -51,15 +53,15 @@ def register(sub) -> None:
                                    "--nproc-per-node N -m slimformer train ...")
     p.add_argument("--space", default="default", help="search space (default, tiny) or a space JSON file")
     _common(p, TrainConfig)
-    p.add_argument("--num-random", type=int, default=2, help="random subnets per step besides largest/smallest")
+    p.add_argument("--num-random", type=NONNEG_INT, default=2, help="random subnets per step besides largest/smallest")
     p.add_argument("--gumbel", action="store_true", help="learn per-position architecture logits (Gumbel-softmax)")
-    p.add_argument("--tau0", type=float, default=5.0, help="initial Gumbel temperature")
-    p.add_argument("--tau-min", type=float, default=0.5, help="final Gumbel temperature")
+    p.add_argument("--tau0", type=POSITIVE_FLOAT, default=5.0, help="initial Gumbel temperature")
+    p.add_argument("--tau-min", type=POSITIVE_FLOAT, default=0.5, help="final Gumbel temperature")
     p.add_argument("--gumbel-hard", action="store_true", help="straight-through one-hot Gumbel samples")
-    p.add_argument("--alpha-lr", type=float, default=TrainConfig.alpha_lr)
+    p.add_argument("--alpha-lr", type=NONNEG_FLOAT, default=TrainConfig.alpha_lr)
     p.add_argument("--lut", default=None, help="latency table for the expected-latency penalty (with --gumbel)")
     p.add_argument("--lut-dir", default=None)
-    p.add_argument("--lat-weight", type=float, default=0.0, help="weight of the expected latency (per ms)")
+    p.add_argument("--lat-weight", type=NONNEG_FLOAT, default=0.0, help="weight of the expected latency (per ms)")
     p.add_argument("--init-from", default=None, help="local pretrained EfficientFormer weights to start from")
     p.add_argument("--init-arch", default="l1", help="which preset --init-from holds (l1, l3, l7)")
     p.set_defaults(func=_train)

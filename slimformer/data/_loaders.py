@@ -33,6 +33,18 @@ class Loaders:
             sampler.set_epoch(epoch)
 
 
+def read_image(path: str):
+    """ImageFolder's loader (PIL, RGB), with an unreadable file as one clear error naming it."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # UnidentifiedImageError too
+        raise SlimformerError(f"cannot read the image {path} ({type(e).__name__}): remove or replace it") from None
+
+
 def _image_folder(root: Path, split: str, img_size: int, *, training: bool, **transform_kw: Any):
     from timm.data import create_transform
     from torchvision.datasets import ImageFolder
@@ -42,7 +54,7 @@ def _image_folder(root: Path, split: str, img_size: int, *, training: bool, **tr
         raise SlimformerError(f"the data folder {root} has no {split}/ folder (expected {root}/{split}/<class>/<images>)")
     tf = create_transform(img_size, is_training=training, **transform_kw)
     try:
-        ds = ImageFolder(str(d), transform=tf)
+        ds = ImageFolder(str(d), transform=tf, loader=read_image)
     except (FileNotFoundError, RuntimeError) as e:
         raise SlimformerError(f"no images found in {d} (expected {d}/<class>/<image files>): "
                               f"{str(e).splitlines()[0]}") from None

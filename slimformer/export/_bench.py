@@ -18,6 +18,7 @@ import torch
 
 from .._errors import SlimformerError
 from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, make_run_dir, read_json
+from .._validate import check_int
 from ..latency_lut import get_table
 from ..supernet import ArchConfig, count_macs
 from ._export import export_onnx
@@ -77,6 +78,8 @@ def resolve_model(spec: str) -> BenchModel:
         card = load(p).card
         if not card:
             raise SlimformerError(f"{p} has no model card beside it (card.json): its input size is unknown")
+        if not isinstance(card.get("arch"), dict):
+            raise SlimformerError(f"the model card beside {p} has no architecture ('arch'): re-export the model")
         cfg = ArchConfig.from_dict(card["arch"])
         return BenchModel(card.get("name") or p.stem, "slimformer", cfg.img_size, None, onnx=p, arch=cfg,
                           params=card.get("params"), macs=card.get("macs"))
@@ -164,6 +167,8 @@ def run_bench(models: list[str], *, out_root: str | Path | None = None, run_dir:
     from ._measure import host_description
 
     models = list(models) or list(BASELINES)
+    for field, v, lo in (("batch", batch, 1), ("threads", threads, 1), ("warmup", warmup, 0), ("repeats", repeats, 1)):
+        check_int(v, f"--{field}", lo=lo)
     bad = [b for b in backends if b not in BACKENDS]
     if bad:
         raise SlimformerError(f"unknown backend {bad[0]!r}: choose from {', '.join(BACKENDS)}")

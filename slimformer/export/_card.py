@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
 from .._version import __version__
 from ..latency_lut import get_table, list_tables
 from ..supernet import ArchConfig, count_macs, count_params
@@ -88,6 +86,14 @@ def accuracy_from_run(run_info: dict, run_dir: Path | None) -> dict | None:
     return None
 
 
+def _preprocess(model) -> dict[str, Any]:
+    """The card's preprocessing: the model's timm ``pretrained_cfg`` (what ``resolve_model_data_config`` says)."""
+    pc = model.pretrained_cfg
+    return {"img_size": pc["input_size"][-1], "in_chans": pc["input_size"][0], "mean": list(pc["mean"]),
+            "std": list(pc["std"]), "resize": f"shorter side to img_size / {pc['crop_pct']:g}, center crop img_size",
+            "crop_pct": pc["crop_pct"], "interpolation": pc["interpolation"]}
+
+
 def build_card(src, *, files: dict[str, str], parity: dict[str, float], measured: dict | None,
                extra: dict | None = None, class_names: list[str] | None = None,
                lut_dir: str | Path | None = None, accuracy: dict | None = None) -> dict[str, Any]:
@@ -104,9 +110,7 @@ def build_card(src, *, files: dict[str, str], parity: dict[str, float], measured
         "arch": cfg.to_dict(),
         "params": count_params(cfg),
         "macs": count_macs(cfg),
-        "preprocess": {"img_size": cfg.img_size, "in_chans": cfg.in_chans, "mean": list(IMAGENET_DEFAULT_MEAN),
-                       "std": list(IMAGENET_DEFAULT_STD), "resize": "shorter side to img_size / 0.875, "
-                       "center crop img_size", "crop_pct": 0.875, "interpolation": "bicubic"},
+        "preprocess": _preprocess(src.model),
         "num_classes": cfg.num_classes,
         "class_names": names,
         "predicted_latency_ms": predicted_latency(cfg, lut_dir=lut_dir),

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .._errors import SlimformerError
-from .._io import atomic_torch_save, atomic_write_bytes, atomic_write_json
-from ..supernet import EfficientFormerNet
-from ._card import build_card
+from .._io import atomic_torch_save, atomic_write_bytes, atomic_write_json, check_out_dir
+from .._validate import check_int
+from .._version import __version__
+from ..latency_lut._bundle import quiet, save_package
+from ..supernet import EfficientFormerNet, count_macs, count_params
+from ._card import build_card, default_class_names, predicted_latency
 from ._fold import fold_bn
 from ._load import MODEL_FORMAT, MODEL_VERSION, Source
 
@@ -90,30 +96,126 @@ def torchscript_max_diff(path: str | Path, reference: torch.nn.Module, inputs: l
 
 
 def _require_coremltools() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("coremltools") is None:
+    try:
+        with quiet():
+            import coremltools  # noqa: F401
+    except ImportError:
         raise SlimformerError("CoreML export needs coremltools: pip install 'slimformer[coreml]' "
-                              "(conversion runs on Linux; running the model needs macOS)")
+                              "(conversion runs on Linux; running the model needs macOS)") from None
 
 
-def export_coreml(model: torch.nn.Module, path: str | Path, *, img_size: int, in_chans: int = 3) -> dict:
-    """Convert through coremltools (the ``coreml`` extra) and check the spec; predictions need macOS."""
+# ops a converted inference graph must not hold: training-only or left for the folding to remove
+TRAINING_ONLY_OPS = frozenset({"dropout", "batch_norm", "instance_norm", "random_bernoulli", "random_uniform"})
+
+
+def coreml_summary(spec) -> dict[str, Any]:
+    """What an ML Program holds, read from its spec (works on any OS): I/O names, types and shapes, the op
+    types used, and the weights (fp16/fp32 constants with at least one dimension) by precision."""
+    from coremltools.proto import FeatureTypes_pb2, MIL_pb2
+
+    ops: dict[str, int] = {}
+    weights: dict[str, int] = {}
+
+    names = {MIL_pb2.FLOAT16: "float16", MIL_pb2.FLOAT32: "float32"}
+    for fn in spec.mlProgram.functions.values():
+        for block in fn.block_specializations.values():
+            for op in block.operations:
+                ops[op.type] = ops.get(op.type, 0) + 1
+                if op.type != "const" or not op.outputs:
+                    continue
+                t = op.outputs[0].type.tensorType
+                dims = [int(d.constant.size) for d in t.dimensions]
+                if dims and t.dataType in names:
+                    weights[names[t.dataType]] = weights.get(names[t.dataType], 0) + int(np.prod(dims))
+
+    def io(f):
+        t = f.type
+        kind = t.WhichOneof("Type")
+        if kind == "multiArrayType":
+            dt = FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(t.multiArrayType.dataType)
+            return {"name": f.name, "type": f"multiarray {dt.lower()}", "shape": list(t.multiArrayType.shape)}
+        return {"name": f.name, "type": kind}
+
+    return {"spec_version": int(spec.specificationVersion), "model_type": spec.WhichOneof("Type"),
+            "inputs": [io(f) for f in spec.description.input], "outputs": [io(f) for f in spec.description.output],
+            "op_types": dict(sorted(ops.items())), "weights_by_precision": weights,
+            "predicted_feature": spec.description.predictedFeatureName or None,
+            "metadata": dict(spec.description.metadata.userDefined)}
+
+
+def export_coreml(model: torch.nn.Module, path: str | Path, *, img_size: int, in_chans: int = 3,
+                  class_names: list[str] | None = None, description: str = "",
+                  metadata: dict[str, str] | None = None) -> dict:
+    """A package ready for an app: ML Program (iOS 16), fp16 compute, fp32 input ``input`` (1, C, H, W,
+    normalised as the card says) and fp32 output ``logits`` as in the ONNX file, class labels (a CoreML
+    classifier: also ``classLabel``), description and metadata. Written atomically; prediction parity
+    is checked on macOS, and skipped elsewhere (coremltools predicts only on macOS), which it says."""
     _require_coremltools()
-    import coremltools as ct
+    with quiet():
+        import coremltools as ct
 
     x = torch.randn(1, in_chans, img_size, img_size)
-    with torch.no_grad():
-        traced = torch.jit.trace(model.eval(), (x,), check_trace=False)
-    mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="input", shape=x.shape)],
-                         convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16)
+    labels = list(class_names) if class_names else None
+    try:
+        with quiet(), torch.no_grad():
+            traced = torch.jit.trace(model.eval(), (x,), check_trace=False)
+            mlmodel = ct.convert(
+                traced, inputs=[ct.TensorType(name="input", shape=tuple(x.shape), dtype=np.float32)],
+                outputs=[ct.TensorType(name="logits", dtype=np.float32)],
+                classifier_config=ct.ClassifierConfig(labels, predicted_feature_name="classLabel") if labels else None,
+                convert_to="mlprogram", compute_precision=ct.precision.FLOAT16,
+                minimum_deployment_target=ct.target.iOS16)
+    except Exception as e:  # noqa: BLE001 - the converter raises anything: one line for the user
+        msg = (str(e).strip().splitlines() or [""])[-1][:200]
+        raise SlimformerError(f"CoreML conversion failed (coremltools {ct.__version__}, torch "
+                              f"{torch.__version__}): {type(e).__name__}: {msg}") from None
+    if labels:  # a CoreML classifier: its score dictionary gets the ONNX output's name
+        spec = mlmodel.get_spec()
+        ct.utils.rename_feature(spec, spec.description.predictedProbabilitiesName, "logits")
+        with quiet():
+            mlmodel = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
+    mlmodel.short_description = description
+    mlmodel.author = "slimformer"
+    mlmodel.license = "see the model card"
+    mlmodel.version = metadata.get("slimformer_version", "") if metadata else ""
+    mlmodel.input_description["input"] = (f"RGB image, 1x{in_chans}x{img_size}x{img_size} float32, scaled to "
+                                          "[0, 1] and normalised with the ImageNet mean/std (see the model card)")
+    mlmodel.output_description["logits"] = ("class scores (logits, the ONNX model's output 'logits'), by class label"
+                                            if labels else "class scores (logits), as the ONNX model's output")
+    if labels:
+        mlmodel.output_description["classLabel"] = "the highest-scoring class"
+    for k, v in (metadata or {}).items():
+        mlmodel.user_defined_metadata[k] = v
     spec = mlmodel.get_spec()
-    outputs = [o.name for o in spec.description.output]
-    if len(outputs) != 1:
-        raise SlimformerError(f"CoreML conversion produced {len(outputs)} outputs, expected 1")
-    mlmodel.save(str(path))
-    return {"spec_version": int(spec.specificationVersion), "inputs": [i.name for i in spec.description.input],
-            "outputs": outputs, "note": "predictions with coremltools need macOS; not run here"}
+    info = coreml_summary(spec)
+    info["class_labels"] = len(labels) if labels else 0
+    save_package(mlmodel, Path(path))
+    if sys.platform == "darwin":
+        got = mlmodel.predict({"input": x.numpy()})["logits"]
+        with torch.no_grad():
+            ref = model(x).numpy().ravel()
+        vals = np.array([got[c] for c in labels]) if labels else np.asarray(got).ravel()
+        info["parity_max_abs_diff"] = float(np.abs(vals - ref).max())
+        info["note"] = f"prediction parity on this Mac (fp16 compute): max |d| {info['parity_max_abs_diff']:.3g}"
+    else:
+        info["note"] = f"prediction parity skipped: coremltools predicts only on macOS (this is {sys.platform})"
+    return info
+
+
+def _coreml_description(src: Source, class_names, lut_dir) -> dict[str, Any]:
+    """Class labels, a one-line description and metadata for the CoreML package, from the model card's fields."""
+    cfg = src.model.arch
+    names = class_names or src.class_names
+    names = names if names and len(names) == cfg.num_classes else default_class_names(cfg.num_classes)
+    lat = {k: v["ms"] for k, v in predicted_latency(cfg, lut_dir=lut_dir).items() if "ms" in v}
+    desc = (f"slimformer EfficientFormer-style subnet {cfg.summary()}: {count_params(cfg) / 1e6:.2f} M params, "
+            f"{count_macs(cfg) / 1e6:.0f} M MACs, {cfg.num_classes} classes"
+            + "".join(f"; predicted {v:.3f} ms on {k}" for k, v in lat.items() if k.startswith("iphone")))
+    meta = {"slimformer_version": __version__, "arch": cfg.to_json(), "summary": cfg.summary(),
+            "preprocess": json.dumps({"img_size": cfg.img_size, "mean": list(IMAGENET_DEFAULT_MEAN),
+                                      "std": list(IMAGENET_DEFAULT_STD), "scale": "1/255", "crop_pct": 0.875}),
+            "predicted_latency_ms": json.dumps(lat), "source": json.dumps(src.origin, default=str)}
+    return {"class_names": names, "description": desc, "metadata": meta}
 
 
 def export_model(source: Source | EfficientFormerNet, out_dir: str | Path, *, formats: tuple[str, ...] = ("pt", "onnx"),
@@ -131,10 +233,15 @@ def export_model(source: Source | EfficientFormerNet, out_dir: str | Path, *, fo
         raise SlimformerError("nothing to export: give at least one --format")
     if "coreml" in formats:  # say so before spending time on the other formats
         _require_coremltools()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_int(repeats, "--repeats", lo=1)
+    check_int(warmup, "warmup runs", lo=0)
     model = src.model.eval()
     a = model.arch
+    if class_names is not None and len(class_names) != a.num_classes:
+        raise SlimformerError(f"{len(class_names)} class names given for a model of {a.num_classes} classes: "
+                              "give one name per class, in class-index order")
+    out = check_out_dir(out_dir, what="output folder (-o)", allow=(*FILENAMES.values(), "card.json"))
+    out.mkdir(parents=True, exist_ok=True)
     folded = fold_bn(model)
     checks = [_example(model, 1, 1), _example(model, 3, 2)]
     with torch.no_grad():
@@ -152,7 +259,8 @@ def export_model(source: Source | EfficientFormerNet, out_dir: str | Path, *, fo
             export_torchscript(folded, path, img_size=a.img_size, in_chans=a.in_chans)
             parity["torchscript"] = torchscript_max_diff(path, model, checks)
         elif fmt == "coreml":
-            extra["coreml"] = export_coreml(folded, path, img_size=a.img_size, in_chans=a.in_chans)
+            extra["coreml"] = export_coreml(folded, path, img_size=a.img_size, in_chans=a.in_chans,
+                                            **_coreml_description(src, class_names, lut_dir))
         files[fmt] = path.name
     bad = {k: v for k, v in parity.items() if k != "folded_vs_unfolded" and v > TOLERANCE}
     if bad:

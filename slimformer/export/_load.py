@@ -17,6 +17,7 @@ import torch
 
 from .._errors import SlimformerError
 from .._io import read_json
+from .._validate import finite_tensors
 from ..data import build_loaders
 from ..supernet import (
     ArchConfig,
@@ -64,6 +65,7 @@ def _state_dict_from(obj: Any, path: Path) -> dict:
 
 def _load_weights(model: EfficientFormerNet, path: Path) -> EfficientFormerNet:
     sd = _state_dict_from(read_state_dict(path), path)
+    finite_tensors(sd, str(path))
     if not any(k.startswith("stages.") for k in sd):  # original-repository or other naming: timm's map
         sd = checkpoint_filter_fn(sd, model)
     try:
@@ -153,7 +155,10 @@ class OnnxModel:
         from ._measure import ort_session
 
         self.path = Path(path)
-        self.session = ort_session(self.path, threads=threads)
+        try:
+            self.session = ort_session(self.path, threads=threads)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for a foreign file
+            raise SlimformerError(f"{self.path} is not a loadable ONNX model ({type(e).__name__})") from None
         self.input_name = self.session.get_inputs()[0].name
         card = find_card(self.path)
         self.card = card or {}

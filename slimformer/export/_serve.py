@@ -3,11 +3,21 @@
 Preprocessing and class names come from the model card beside the ONNX file (``card.json``): image
 size, crop, mean/std. Uploads over ``max_bytes`` get HTTP 413, anything that is not a readable image
 HTTP 400, both with a sentence saying why; the page shows the top-5 classes and the inference time.
+
+A small upload can declare a huge image (a 200-byte PNG of 40000 x 1 pixels): the declared size is
+checked against ``MAX_SIDE`` and ``MAX_PIXELS`` from the header, before anything is decoded, and the
+crop is taken from the original image and resized once (no intermediate larger than the input).
+Decoding and inference run in a bounded pool of worker threads, off the event loop, so the page and
+other clients stay answered while uploads are processed; when ``workers + queue`` uploads are in
+flight, the next one gets HTTP 503 at once instead of waiting without bound.
 """
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,11 +27,16 @@ from fastapi import FastAPI, File, HTTPException, Request, UploadFile  # module 
 from fastapi.responses import HTMLResponse, JSONResponse  # string annotations from here
 
 from .._errors import SlimformerError
+from .._validate import check_int
 from ._card import default_class_names
 from ._load import find_card
 from ._measure import ort_session
 
 MAX_BYTES = 8 * 1024 * 1024
+MAX_SIDE = 16_384            # pixels per side of an uploaded image
+MAX_PIXELS = 40_000_000      # pixels of an uploaded image (120 MB decoded as RGB)
+WORKERS = 2                  # uploads decoded and classified at once
+QUEUE = 8                    # further uploads waiting for a worker; beyond: HTTP 503
 
 
 class Classifier:
@@ -57,21 +72,28 @@ class Classifier:
 
         try:
             img = Image.open(io.BytesIO(data))
-            img.load()
+            w, h = img.size
+            if w < 1 or h < 1 or w > MAX_SIDE or h > MAX_SIDE or w * h > MAX_PIXELS:
+                raise ValueError(f"the image is {w} x {h} pixels; this server takes up to {MAX_SIDE} pixels a side "
+                                 f"and {MAX_PIXELS / 1e6:g} megapixels")
+            box = self.crop_box(w, h)
+            img.draft("RGB", (max(1, round(w * self.img_size / (box[2] - box[0]))),
+                              max(1, round(h * self.img_size / (box[3] - box[1])))))  # JPEG: decode smaller
+            scale_x, scale_y = img.size[0] / w, img.size[1] / h
             img = img.convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
             raise ValueError(f"the upload is not a readable image ({type(e).__name__})") from None
-        scale = round(self.img_size / self.crop_pct)
-        w, h = img.size
-        if w <= h:
-            size = (scale, max(1, round(h * scale / w)))
-        else:
-            size = (max(1, round(w * scale / h)), scale)
-        img = img.resize(size, Image.Resampling.BICUBIC)
-        left, top = (size[0] - self.img_size) // 2, (size[1] - self.img_size) // 2
-        img = img.crop((left, top, left + self.img_size, top + self.img_size))
+        box = (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y)
+        img = img.resize((self.img_size, self.img_size), Image.Resampling.BICUBIC, box=box)
         a = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
         return ((a - self.mean) / self.std)[None].astype(np.float32)
+
+    def crop_box(self, w: int, h: int) -> tuple[float, float, float, float]:
+        """The centre square of a ``w`` x ``h`` image that timm's eval transform keeps (resize the short side to
+        ``img_size / crop_pct``, centre-crop ``img_size``), in the original image's coordinates."""
+        side = min(w, h) * self.crop_pct
+        left, top = (w - side) / 2, (h - side) / 2
+        return left, top, left + side, top + side
 
     def predict(self, data: bytes, k: int = 5) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -96,11 +118,33 @@ def _page(clf: Classifier) -> str:
     return html.replace("__MODEL_INFO__", _html.escape(info))
 
 
-def create_app(model_path: str | Path, *, max_bytes: int = MAX_BYTES, threads: int = 1):
+class _Pool:
+    """Worker threads for decoding + inference, with a bound on the uploads in flight."""
+
+    def __init__(self, workers: int, queue: int):
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slimformer-serve")
+        self.slots = threading.BoundedSemaphore(workers + queue)
+
+    async def run(self, fn, *args):
+        if not self.slots.acquire(blocking=False):
+            raise HTTPException(503, "the server is busy with other uploads; try again in a moment")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        finally:
+            self.slots.release()
+
+
+def create_app(model_path: str | Path, *, max_bytes: int = MAX_BYTES, threads: int = 1, workers: int = WORKERS,
+               queue: int = QUEUE):
     """The FastAPI app: ``GET /`` the page, ``POST /predict`` (multipart ``file``), ``GET /card``."""
+    check_int(max_bytes, "the upload cap (bytes)", lo=1)
+    check_int(workers, "--workers", lo=1)
+    check_int(queue, "the upload queue", lo=0)
     clf = Classifier(model_path, threads=threads)
+    pool = _Pool(workers, queue)
     app = FastAPI(title="slimformer demo", docs_url=None, redoc_url=None)
     app.state.classifier = clf
+    app.state.pool = pool
     too_big = f"the upload is larger than the {max_bytes / 2 ** 20:g} MB limit"
 
     @app.middleware("http")
@@ -128,7 +172,7 @@ def create_app(model_path: str | Path, *, max_bytes: int = MAX_BYTES, threads: i
         if not data:
             raise HTTPException(400, "the upload is empty")
         try:
-            return clf.predict(data)
+            return await pool.run(app.state.classifier.predict, data)
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
 
@@ -136,9 +180,17 @@ def create_app(model_path: str | Path, *, max_bytes: int = MAX_BYTES, threads: i
 
 
 def serve(model_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, max_bytes: int = MAX_BYTES,
-          threads: int = 1) -> None:
+          threads: int = 1, workers: int = WORKERS) -> None:
+    import socket
+
     import uvicorn
 
-    app = create_app(model_path, max_bytes=max_bytes, threads=threads)
+    app = create_app(model_path, max_bytes=max_bytes, threads=threads, workers=workers)
+    try:  # a port in use or not ours to take: one line, before uvicorn logs its own traceback
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as e:
+        raise SlimformerError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     print(f"serving {model_path} on http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -10,6 +10,7 @@ flight (a torn last line is ignored). It also measures a handful of whole random
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import random
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import SlimformerError
-from .._io import atomic_write_json, read_json
+from .._io import atomic_write_json, exclusive_lock, read_json
 from ..supernet import ArchConfig, SearchSpace, get_space
 from ._context import apply_context, profile_arch
 from ._fidelity import calibrate, measure_arch
@@ -110,6 +111,20 @@ def _load_partial(path: Path, want: dict[str, Any]) -> dict[str, Any] | None:
     return d
 
 
+def _one_builder(fn):
+    """Two builds of one table at once would interleave their timings and the last write would win:
+    the second builder gets one line instead (a lock file beside the partial build)."""
+    @functools.wraps(fn)
+    def wrapper(*, name: str, lut_dir: str | Path | None = None, **kw):
+        check_name(name)
+        busy = (f"latency table {name!r} is being built by another process (pid {{pid}}); wait for it to "
+                "finish (it resumes where a killed build stopped) or build under another name")
+        with exclusive_lock(partial_path(name, lut_dir).with_suffix(".lock"), busy):
+            return fn(name=name, lut_dir=lut_dir, **kw)
+    return wrapper
+
+
+@_one_builder
 def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, batch: int = 1, clock: str = "wall",
                 space: str | SearchSpace = "default", lut_dir: str | Path | None = None, resume: bool = True,
                 progress: bool = True, calibration: int = 30, rounds: int = 2, repeats: int = 15,

@@ -14,9 +14,13 @@ subnets exactly as ``lut build`` fits it here. The bundle resumes: files already
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,25 +62,62 @@ class _Scale(torch.nn.Module):
         return x * 2.0
 
 
+@contextlib.contextmanager
+def quiet():
+    """Silence coremltools: its import notices (no macOS runtime, untested torch/scikit-learn versions),
+    warnings and per-conversion progress bars, which would bury the bundle's one progress bar."""
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
+            contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        level = logging.getLogger("coremltools").level
+        logging.getLogger("coremltools").setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            logging.getLogger("coremltools").setLevel(level)
+
+
 def _coreml():
     try:
-        import coremltools as ct
+        with quiet():
+            import coremltools as ct
     except ImportError:
         raise SlimformerError(f"CoreML bundles need coremltools, which is not installed: {COREML_HINT}") from None
     return ct
 
 
-def _save_coreml(ct, module, example, path: Path) -> None:
-    with torch.no_grad():
-        traced = torch.jit.trace(module.eval(), tuple(example))
-    ml = ct.convert(traced, inputs=[ct.TensorType(name=i["name"], shape=tuple(i["shape"])) for i in _inputs(example)],
-                    convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16)
+def convert_coreml(ct, module, example, *, what: str):
+    """``module`` traced on ``example`` and converted to an ML Program (iOS 16, fp16 compute); a failure is
+    one :class:`SlimformerError` naming ``what``, never the converter's traceback."""
+    inputs = [ct.TensorType(name=i["name"], shape=tuple(i["shape"])) for i in _inputs(example)]
+    try:
+        with quiet(), torch.no_grad():
+            traced = torch.jit.trace(module.eval(), tuple(example))
+            return ct.convert(traced, inputs=inputs, convert_to="mlprogram",
+                              minimum_deployment_target=ct.target.iOS16)
+    except Exception as e:  # noqa: BLE001 - the converter raises anything; the user needs the op and the cause
+        msg = (str(e).strip().splitlines() or [""])[-1][:200]
+        raise SlimformerError(f"CoreML conversion of {what} failed (coremltools {ct.__version__}, torch {torch.__version__}): "
+                              f"{type(e).__name__}: {msg}") from None
+
+
+def _save_coreml(ct, module, example, path: Path, *, what: str) -> None:
+    save_package(convert_coreml(ct, module, example, what=what), path)
+
+
+def save_package(ml, path: Path) -> Path:
+    """Save a converted model as ``path`` (an .mlpackage folder) atomically: written beside, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        ml.save(str(tmp / path.name))
+        with quiet():
+            ml.save(str(tmp / path.name))
+        if path.exists():
+            shutil.rmtree(path)
         os.replace(tmp / path.name, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def _calibration_net(cfg):
@@ -132,7 +173,8 @@ def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: 
             if fmt == "onnx":
                 atomic_write_bytes(path, export_onnx(module, example))
             else:
-                _save_coreml(ct, module, example, path)
+                _save_coreml(ct, module, example, path, what=f"op {item}" if isinstance(item, str)
+                             else f"calibration subnet {item} ({cal_cfgs[item].summary()})")
         if isinstance(item, int):
             cal.append({"arch": cal_cfgs[item].to_dict(), "file": rel, "inputs": _inputs(example)})
         else:
@@ -142,7 +184,7 @@ def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: 
         if fmt == "onnx":
             atomic_write_bytes(out / noop_rel, _noop_onnx())
         else:
-            _save_coreml(ct, _Scale(), (torch.zeros(1, 1),), out / noop_rel)
+            _save_coreml(ct, _Scale(), (torch.zeros(1, 1),), out / noop_rel, what="the no-op model")
     runner = atomic_write_text(out / "run_bundle.py", (Path(__file__).parent / "_runner.py").read_text(encoding="utf-8"))
     runner.chmod(0o755)
     manifest = {"schema": BUNDLE_SCHEMA, "format": fmt, "space": space.to_dict(), "space_hash": space.hash,

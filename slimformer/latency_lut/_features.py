@@ -28,7 +28,9 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 # work features (FLOPs or elements) and op counts, in a fixed order
 WORK = ("conv_flops", "dwconv_flops", "linear_flops", "attn_flops",
-        "norm_elems", "act_elems", "elt_elems", "softmax_elems", "pool_elems", "layout_elems", "reshape_elems")
+        "norm_elems", "act_elems", "elt_elems", "softmax_elems", "pool_elems", "layout_elems", "reshape_elems",
+        "weight_bytes", "act_bytes", "floor_ms")
+BYTES_PER_ELEMENT = 2  # CoreML's ML Program runs fp16 on the Neural Engine
 COUNTS = ("n_ops", "n_conv", "n_dwconv", "n_linear", "n_attn", "n_norm", "n_act", "n_elt", "n_softmax", "n_pool",
           "n_layout", "n_reshape")
 FEATURES = WORK + COUNTS
@@ -68,6 +70,24 @@ _IGNORE = {"clone", "contiguous", "copy_", "copy", "empty_like", "empty", "zeros
            "sym_size", "sym_stride", "is_same_size", "dropout", "native_dropout", "_assert_async"}
 
 
+_COMPUTE = ("conv_flops", "dwconv_flops", "linear_flops", "attn_flops")
+
+# --------------------------------------------------------------------------- the A14's roofline
+# Apple, "Apple unveils all-new iPad Air with A14 Bionic" (press release, 15 Sep 2020): the A14 Neural
+# Engine "is capable of performing up to 11 trillion operations per second".
+PEAK_OPS_PER_S = 11e12
+# iPhone 12 memory: LPDDR4X-4266 on a 64-bit bus (4 x 16-bit channels; AnandTech, "The Apple A14 SoC",
+# and TechInsights' iPhone 12 teardown list LPDDR4X): 4266e6 transfers/s x 8 bytes = 34.1 GB/s.
+DRAM_BYTES_PER_S = 4266e6 * 8
+
+
+def roofline_ms(flops: float, weight_bytes: float) -> float:
+    """The least time one op can take on the A14: its FLOPs at the Neural Engine's peak or its constant
+    bytes (weights) streamed from DRAM, whichever is longer. Activations are left out of the floor: small
+    maps stay in on-chip memory, so their DRAM traffic is no bound."""
+    return 1e3 * max(flops / PEAK_OPS_PER_S, weight_bytes / DRAM_BYTES_PER_S)
+
+
 def _name(func) -> str:
     name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
     return name.rstrip("_") if name.endswith("_") and not name.startswith("_") else name
@@ -95,10 +115,24 @@ class FeatureRecorder(TorchDispatchMode):
         if not live_ins:
             return out
         outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        before = {k: self.f[k] for k in _COMPUTE + ("n_ops",)}
         kind = self._record(_name(func), args, kwargs, ins, live_ins, outs)
+        if self.f["n_ops"] > before["n_ops"]:  # a real op (not a view, not folded): what it moves
+            self._traffic(ins, live_ins, outs, sum(self.f[k] - before[k] for k in _COMPUTE))
         for t in outs:
             self._live[t] = kind
         return out
+
+    def _traffic(self, ins, live_ins, outs, flops: float) -> None:
+        """Bytes one real op moves at fp16: constant tensors it reads (weights, biases, precomputed
+        attention biases) and the activations it reads and writes; and its roofline floor
+        (:func:`roofline_ms`) from those bytes and its FLOPs."""
+        live = {id(t) for t in live_ins}
+        w = sum(t.numel() for t in ins if id(t) not in live and t.dim() > 0) * BYTES_PER_ELEMENT
+        a = (sum(t.numel() for t in live_ins) + sum(t.numel() for t in outs)) * BYTES_PER_ELEMENT
+        self.f["weight_bytes"] += w
+        self.f["act_bytes"] += a
+        self.f["floor_ms"] += roofline_ms(flops, w)
 
     # ------------------------------------------------------------------------------------------------
     def _add(self, count: str, work: str | None = None, amount: float = 0.0, real: bool = True) -> None:

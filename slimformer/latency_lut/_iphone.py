@@ -6,15 +6,20 @@ copied from the papers and README figures; two series, v1 and v2, which are two 
 Each row names a timm model that builds the architecture, so its op features
 (:func:`~._features.model_features`) are known exactly. The cost model is linear and non-negative:
 
-    latency = overhead + launch * ops + sum_k cost_k * work_k
+    latency = overhead + launch * ops + roofline * floor + sum_k cost_k * work_k
 
-with work in dense FLOPs (convolutions, linear layers and attention matmuls: one price, since a linear
-layer is a 1x1 convolution to the Neural Engine, and a free matmul would invite a search to exploit it;
-never below the chip's peak rate, 0.091 ms per GFLOP),
-depthwise-conv FLOPs (memory-bound, priced apart), norm elements (LayerNorm/GroupNorm; BatchNorm after a
-conv or linear is folded), other elementwise elements (activations, adds, pooling, softmax) and layout
-elements (transposes, gathers, concatenations). The terms were chosen for what the op kinds do on the
-device, not by searching for the lowest leave-one-out error.
+``floor`` is the sum over the ops of each op's roofline time on the A14 (:func:`~._features.roofline_ms`:
+its FLOPs at the Neural Engine's 11 TOPS peak or its fp16 weight bytes at LPDDR4X's 34.1 GB/s, whichever
+is longer; sources in :mod:`._features`), and its cost may not fall below 1: so no op, and no network,
+is ever predicted faster than the hardware allows, and a search cannot win by piling weights into a
+layer whose FLOPs look cheap. The other work terms price what an op does on top of that floor:
+dense FLOPs (convolutions, linear layers and attention matmuls: one price, since a linear layer is a
+1x1 convolution to the Neural Engine), depthwise-conv FLOPs (memory-bound, priced apart), norm elements
+(LayerNorm/GroupNorm; BatchNorm after a conv or linear is folded), softmax elements (exponentials and
+row reductions, which the multiply-accumulate array does not do), other elementwise elements
+(activations, adds, pooling), layout elements (transposes, gathers, concatenations), fp16 weight bytes
+and fp16 activation bytes moved (memory traffic beyond the floor). The terms were chosen for what the
+op kinds do on the device, not by searching for the lowest leave-one-out error.
 Only models built from the space's op vocabulary are fitted: ConvMixer, ResMLP, MobileViT and
 EfficientNet rows exercise op families the space never emits (``OUT_OF_VOCABULARY``); the table reports
 how the fit predicts them, apart from the leave-one-out figures.
@@ -37,8 +42,8 @@ from scipy.optimize import nnls
 from scipy.stats import spearmanr
 
 from .._errors import SlimformerError
-from ..supernet import SearchSpace, get_arch
-from ._features import model_features, op_features
+from ..supernet import EfficientFormerNet, SearchSpace, get_arch
+from ._features import DRAM_BYTES_PER_S, PEAK_OPS_PER_S, model_features, op_features
 
 SERIES = {"v1": "iphone-lut", "v2": "iphone12-ios16"}
 SERIES_DEVICE = {
@@ -49,12 +54,15 @@ G, M = 1e9, 1e6
 # (name, unit, feature -> value): the cost model's columns after the overhead
 TERMS: tuple[tuple[str, str, Callable[[dict], float]], ...] = (
     ("launch", "ms per op", lambda f: f["n_ops"]),
+    ("roofline", "x the per-op roofline floor", lambda f: f["floor_ms"]),
     ("dense", "ms per GFLOP", lambda f: (f["conv_flops"] + f["linear_flops"] + f["attn_flops"]) / G),
     ("dwconv", "ms per GFLOP", lambda f: f["dwconv_flops"] / G),
     ("norm", "ms per M elements", lambda f: f["norm_elems"] / M),
-    ("elementwise", "ms per M elements",
-     lambda f: (f["act_elems"] + f["elt_elems"] + f["pool_elems"] + f["softmax_elems"]) / M),
+    ("softmax", "ms per M elements", lambda f: f["softmax_elems"] / M),
+    ("elementwise", "ms per M elements", lambda f: (f["act_elems"] + f["elt_elems"] + f["pool_elems"]) / M),
     ("layout", "ms per M elements", lambda f: f["layout_elems"] / M),
+    ("weights", "ms per MB (fp16)", lambda f: f["weight_bytes"] / M),
+    ("activations", "ms per MB (fp16)", lambda f: f["act_bytes"] / M),
 )
 
 
@@ -87,6 +95,7 @@ class PublishedRow:
     series: str
     ms: float
     confidence: str
+    top1: float | None = None
 
 
 def published_rows(series: str) -> list[PublishedRow]:
@@ -99,7 +108,8 @@ def published_rows(series: str) -> list[PublishedRow]:
         if r["series"] != series:
             continue
         rows.append(PublishedRow(r["model"], r["timm_name"], None if r["input"] == "?" else int(r["input"]),
-                                 r["series"], float(r["iphone12_ms"]), r["confidence"]))
+                                 r["series"], float(r["iphone12_ms"]), r["confidence"],
+                                 float(r["top1"]) if r.get("top1") else None))
     return rows
 
 
@@ -118,21 +128,22 @@ def timm_features(row: PublishedRow) -> tuple[dict[str, float], int, str | None]
 
 
 # --------------------------------------------------------------------------- fitting
-# The A14 Bionic's Neural Engine peaks at 11 trillion operations per second (Apple's figure), so no dense
-# FLOP can cost less than 1/11e12 s: 0.091 ms per GFLOP. The fit may not price FLOPs below that floor
-# (series v1 alone would otherwise make FLOPs almost free, which a search exploits by going wide).
-DENSE_FLOOR_MS_PER_GFLOP = 1e3 / 11e3
+# No op may be priced below its roofline time on the A14 (see ``_features.roofline_ms`` for the published
+# peak and bandwidth): the roofline term's cost is at least 1. Dense FLOPs at the Neural Engine's peak are
+# inside that floor, so no dense FLOP costs less than 1/11e12 s either (0.091 ms per GFLOP).
+ROOFLINE_FLOOR = 1.0
+DENSE_FLOOR_MS_PER_GFLOP = 1e3 * G / PEAK_OPS_PER_S
 
 
 def _lower_bounds() -> np.ndarray:
     lb = np.zeros(1 + len(TERMS))
-    lb[1 + [n for n, _, _ in TERMS].index("dense")] = DENSE_FLOOR_MS_PER_GFLOP
+    lb[1 + [n for n, _, _ in TERMS].index("roofline")] = ROOFLINE_FLOOR
     return lb
 
 
 def fit_nonneg(X: np.ndarray, y: np.ndarray, *, iters: int = 50, floor: float = 0.02,
                lower: np.ndarray | None = None) -> np.ndarray:
-    """Coefficients of ``[1, X]``, each >= its lower bound (default: 0, and the dense-FLOP floor),
+    """Coefficients of ``[1, X]``, each >= its lower bound (default: 0, and 1 for the roofline term),
     minimising the sum of absolute relative errors.
 
     Relative error: each row is divided by its latency. Absolute, not squared: iteratively reweighted
@@ -150,12 +161,12 @@ def fit_nonneg(X: np.ndarray, y: np.ndarray, *, iters: int = 50, floor: float = 
     return lower + v / scale
 
 
-def leave_one_out(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+def leave_one_out(X: np.ndarray, y: np.ndarray, *, lower: np.ndarray | None = None) -> np.ndarray:
     """Prediction of every row by a model fitted on all the other rows."""
     out = np.empty(len(y))
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
-        w = fit_nonneg(X[keep], y[keep])
+        w = fit_nonneg(X[keep], y[keep], lower=lower)
         out[i] = w[0] + X[i] @ w[1:]
     return out
 
@@ -232,8 +243,9 @@ def fit_series(series: str, *, progress: bool = False) -> IphoneFit:
     excluded = [(all_rows[i], float(w[0] + X_all[i] @ w[1:])) for i in range(len(all_rows)) if i not in keep]
     notes.append(f"fitted on the {len(rows)} of {len(all_rows)} models built from the space's op vocabulary; "
                  f"left out: {', '.join(r.model for r, _ in excluded) or 'none'}")
-    notes.append("fit: non-negative least absolute relative error (iteratively reweighted scipy nnls); dense "
-                 f"FLOPs priced at >= {DENSE_FLOOR_MS_PER_GFLOP:.3f} ms/GFLOP, the A14 Neural Engine's 11 TOPS peak")
+    notes.append("fit: non-negative least absolute relative error (iteratively reweighted scipy nnls); every op "
+                 "priced at >= its A14 roofline time (FLOPs at the Neural Engine's 11 TOPS, fp16 weights at "
+                 "LPDDR4X-4266's 34.1 GB/s)")
     return IphoneFit(series, float(w[0]), {n: float(c) for (n, _, _), c in zip(TERMS, w[1:])}, rows,
                      [float(v) for v in fitted], [float(v) for v in loo], notes, excluded)
 
@@ -252,6 +264,42 @@ def op_costs(fit: IphoneFit, keys: list[str], *, progress: bool = False) -> dict
         m, x = build_op(k)
         out[k] = fit.work_ms(op_features(m, x))
     return out
+
+
+def network_floor(cfg) -> dict[str, float]:
+    """The least time the A14 can take for the network ``cfg`` (batch 1, fp16), in ms: its FLOPs at the
+    Neural Engine's peak (``compute_ms``), its weights streamed once from DRAM (``weights_ms``), and the
+    sum of its ops' roofline times (``roofline_ms``, >= both), which no estimated table goes below."""
+    import torch
+
+    with torch.device("meta"):
+        net = EfficientFormerNet(cfg)
+    f = model_features(net, (cfg.in_chans, cfg.img_size, cfg.img_size))
+    flops = f["conv_flops"] + f["dwconv_flops"] + f["linear_flops"] + f["attn_flops"]
+    return {"compute_ms": 1e3 * flops / PEAK_OPS_PER_S, "weights_ms": 1e3 * f["weight_bytes"] / DRAM_BYTES_PER_S,
+            "roofline_ms": f["floor_ms"]}
+
+
+def iphone_context(cfg, table_name: str, *, lut_dir=None) -> list[str]:
+    """Lines that place a subnet chosen on one iPhone estimate: its prediction on the other series' table,
+    its A14 floor, and the published reference point (EfficientFormer-L1 in that series, with its
+    ImageNet top-1). Empty for any other table."""
+    from ._registry import get_table
+
+    series = next((k for k, v in SERIES.items() if v == table_name), None)
+    if series is None:
+        return []
+    other = next(v for k, v in SERIES.items() if k != series)
+    t = get_table(other, lut_dir=lut_dir)
+    lines = []
+    if not t.space.check(cfg):
+        lines.append(f"on {other} (series {'v2' if series == 'v1' else 'v1'} estimate): {t.predict(cfg):.3f} ms")
+    fl = network_floor(cfg)
+    lines.append(f"A14 floor: {fl['roofline_ms']:.3f} ms (compute at 11 TOPS {fl['compute_ms']:.3f} ms, fp16 weights "
+                 f"at 34.1 GB/s {fl['weights_ms']:.3f} ms)")
+    ref = next(r for r in published_rows(series) if r.timm_name == "efficientformer_l1")
+    lines.append(f"reference: {ref.model} {ref.ms:g} ms published (series {series}), {ref.top1:g} % ImageNet top-1")
+    return lines
 
 
 # --------------------------------------------------------------------------- the shipped tables

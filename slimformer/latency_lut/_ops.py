@@ -4,6 +4,12 @@ Each op is the exact piece of :class:`~slimformer.supernet.EfficientFormerNet` t
 (timm's ``Stem4``/``Downsample``/``Flat``, the supernet's ``MB4D``, ``MB3D`` cut into its four parts),
 in eval mode, with an example input of the shape it sees inside the network. The MB3D parts compose
 to the whole block exactly (tested), so measuring them measures the block.
+
+The ops are shape-static: no op reads a size off its input (``B, N, _ = x.shape``); token counts and
+widths are fixed when the op is built and only the batch stays free (``-1``). A traced size of a graph
+input becomes ``aten::Int`` in TorchScript, and coremltools 9.0 converts that with ``int(array)``, which
+numpy >= 2.4 refuses (``only 0-dimensional arrays can be converted to Python scalars``), so a
+size-reading op cannot be converted to CoreML with the numpy pip resolves today.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from timm.models.efficientformer import Downsample, Flat, Stem4
 from torch import nn
 
 from ..supernet import BlockConfig
-from ..supernet._model import MB3D, MB4D, Unflat
+from ..supernet._model import MB3D, MB4D
 from ._keys import parse_key
 
 
@@ -34,16 +40,27 @@ class AttnCorePart(nn.Module):
     def __init__(self, block: MB3D):
         super().__init__()
         self.attn = block.token_mixer
+        self.tokens = int(self.attn.attention_bias_idxs.shape[0])  # static: no size read off the input
 
     def forward(self, qkv):
-        a = self.attn
-        B, N, _ = qkv.shape
-        qkv = qkv.reshape(B, N, a.num_heads, -1).permute(0, 2, 1, 3)
+        a, n = self.attn, self.tokens
+        qkv = qkv.reshape(-1, n, a.num_heads, 2 * a.key_dim + a.val_dim).permute(0, 2, 1, 3)
         q, k, v = qkv.split([a.key_dim, a.key_dim, a.val_dim], dim=3)
         attn = (q @ k.transpose(-2, -1)) * a.scale
         attn = attn + a.attention_biases[:, a.attention_bias_idxs]
         attn = attn.softmax(dim=-1)
-        return (attn @ v).transpose(1, 2).reshape(B, N, a.val_attn_dim)
+        return (attn @ v).transpose(1, 2).reshape(-1, n, a.val_attn_dim)
+
+
+class StaticUnflat(nn.Module):
+    """``Unflat`` with the width fixed at build time (shape-static, see the module docstring)."""
+
+    def __init__(self, resolution: int, width: int):
+        super().__init__()
+        self.resolution, self.width = resolution, width
+
+    def forward(self, x):
+        return x.transpose(1, 2).reshape(-1, self.width, self.resolution, self.resolution)
 
 
 class ProjPart(nn.Module):
@@ -123,7 +140,7 @@ def build_op(key: str, *, batch: int = 1) -> tuple[nn.Module, tuple[torch.Tensor
         if kind == "ds":
             m, x = Downsample(d["c"], d["o"]), rand(d["c"], r, r)
         else:
-            m, x = nn.Sequential(Unflat(r), Downsample(d["c"], d["o"])), rand(r * r, d["c"])
+            m, x = nn.Sequential(StaticUnflat(r, d["c"]), Downsample(d["c"], d["o"])), rand(r * r, d["c"])
     elif kind == "mb4d":
         m, x = MB4D(d["c"], d["mlp"]), rand(d["c"], d["r"], d["r"])
     elif kind == "flat":

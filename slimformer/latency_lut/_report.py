@@ -8,7 +8,7 @@ from .._errors import SlimformerError
 from .._io import atomic_write_json, make_run_dir
 from ..supernet import ArchConfig
 from ._fidelity import correction_text
-from ._keys import OP_KINDS, arch_ops_by_stage, op_kind, space_ops
+from ._keys import OP_KINDS, arch_ops_by_stage, op_kind, parse_key, space_ops
 from ._table import LatencyTable
 
 KIND_LABELS = {
@@ -17,6 +17,47 @@ KIND_LABELS = {
     "mb3d.attn": "MB3D attention core", "mb3d.proj": "MB3D projection + residual",
     "mb3d.mlp": "MB3D LayerNorm + MLP", "head": "head (norm, pool, classifier)",
 }
+
+
+def op_label(key: str) -> str:
+    """A person's name for one op key, e.g. ``mb4d-r14-c368-mlp736`` -> ``MB4D 368 ch 14x14, MLP 736``."""
+    kind, d = parse_key(key)
+    g = d.get("r", 0)
+    return {
+        "stem": lambda: f"stem {d['i']}->{d['s']}->{d['c']} ch, {g} px",
+        "ds": lambda: f"downsample {d['c']}->{d['o']} ch, {g}->{g // 2} px",
+        "ds.tok": lambda: f"downsample (tokens) {d['c']}->{d['o']} ch, {g}->{g // 2} px",
+        "mb4d": lambda: f"MB4D {d['c']} ch {g}x{g}, MLP {d['mlp']}",
+        "flat": lambda: f"flatten {d['c']} ch -> {d['t']} tokens",
+        "mb3d.qkv": lambda: f"MB3D LN + QKV {d['c']}->{d['o']}, {d['t']} tokens",
+        "mb3d.attn": lambda: f"MB3D attention {d['h']} heads, qk {d['qk']} v {d['v']}, {d['t']} tokens",
+        "mb3d.proj": lambda: f"MB3D projection {d['i']}->{d['c']}",
+        "mb3d.mlp": lambda: f"MB3D LN + MLP {d['c']}->{d['mlp']}->{d['c']}",
+        "head": lambda: f"head {d['c']} ch -> {d['k']} classes" + (" (+ distillation)" if d["d"] == 2 else ""),
+    }[kind]()
+
+
+def prediction_parts(table: LatencyTable, cfg: ArchConfig) -> dict[str, float]:
+    """The terms that add up to ``table.predict(cfg)``: ops, the per-call overhead, the correction."""
+    ops = sum(ms for _, ms in table.breakdown(cfg))
+    predicted = table.predict(cfg)
+    return {"ops_ms": ops, "overhead_ms": table.overhead_ms,
+            "correction_ms": predicted - ops - table.overhead_ms, "predicted_ms": predicted}
+
+
+def has_correction(parts: dict[str, float]) -> bool:
+    """Whether the correction is a term worth drawing (more than rounding noise of the sum)."""
+    return abs(parts["correction_ms"]) > 1e-6 * max(parts["predicted_ms"], 1e-3)
+
+
+def parts_text(parts: dict[str, float]) -> str:
+    """``ops 0.80 + overhead 0.81 (+ correction 0.01) = 1.61 ms`` with every term the plot draws."""
+    text = f"ops {parts['ops_ms']:.3f} + per-call overhead {parts['overhead_ms']:.3f}"
+    c = parts["correction_ms"]
+    if has_correction(parts):
+        text += f" {'+' if c >= 0 else '-'} correction {abs(c):.3f}" if abs(c) >= 5e-4 else \
+            f" {'+' if c >= 0 else '-'} correction {abs(c):.1g}"
+    return text + f" = {parts['predicted_ms']:.3f} ms"
 
 
 def by_kind(table: LatencyTable, cfg: ArchConfig) -> dict[str, float]:
@@ -120,42 +161,70 @@ def profile(table: LatencyTable, cfg: ArchConfig, *, run_dir: str | Path | None 
     if faults:
         raise SlimformerError(f"{cfg.name or 'the architecture'} is not in the space of table {table.name!r} "
                               f"({table.space.name!r}): {faults[0]}")
+    out = Path(run_dir) if run_dir is not None else make_run_dir(runs_root, f"lut-profile-{table.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    kinds, stages, parts = by_kind(table, cfg), by_stage(table, cfg), prediction_parts(table, cfg)
+    total = parts["ops_ms"]
+    png = out / "profile.png"
+    _draw_profile(png, kinds, stages, parts, f"{cfg.name or cfg.summary()} on {table.name} ({table.kind})")
+    result = {"table": table.name, "table_kind": table.kind, "arch": cfg.to_dict(), "predicted_ms": table.predict(cfg),
+              "sum_ms": total, "overhead_ms": table.overhead_ms, "correction_ms": parts["correction_ms"],
+              "parts": parts, "by_kind_ms": kinds, "by_stage_ms": stages,
+              "png": str(png), "run_dir": str(out)}
+    atomic_write_json(out / "profile.json", result)
+    return result
+
+
+OVERHEAD_COLOR, CORRECTION_COLOR = "0.25", "0.85"  # tab10 uses mid grey for an op kind
+
+
+def _draw_profile(png: Path, kinds: dict[str, float], stages: dict[str, dict[str, float]],
+                  parts: dict[str, float], what: str) -> None:
+    """Bars by op kind and stacked bars by stage; the per-call overhead and the correction are bars of their
+    own in both, so each panel adds up to the predicted latency in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(run_dir) if run_dir is not None else make_run_dir(runs_root, f"lut-profile-{table.name}")
-    out.mkdir(parents=True, exist_ok=True)
-    kinds, stages = by_kind(table, cfg), by_stage(table, cfg)
-    total = sum(kinds.values())
+    pred = parts["predicted_ms"]
     colors = {k: plt.cm.tab10(i % 10) for i, k in enumerate(OP_KINDS)}
-    fig, (a, b) = plt.subplots(1, 2, figsize=(13.5, 4.6), dpi=120, gridspec_kw={"width_ratios": [1.2, 1]})
+    extra = [("per-call overhead", parts["overhead_ms"], OVERHEAD_COLOR, None)]
+    if has_correction(parts):
+        extra.append(("correction (fitted on whole subnets)", parts["correction_ms"], CORRECTION_COLOR, "//"))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13.5, 4.8), dpi=110, gridspec_kw={"width_ratios": [1.2, 1]})
     order = sorted(kinds, key=lambda k: kinds[k])
-    a.barh([KIND_LABELS.get(k, k) for k in order], [kinds[k] for k in order], color=[colors[k] for k in order])
-    for i, k in enumerate(order):
-        a.text(kinds[k], i, f" {kinds[k]:.2f} ms ({100 * kinds[k] / total:.0f}%)", va="center", fontsize=8)
-    a.set_xlabel("latency (ms)")
-    a.set_xlim(0, max(kinds.values()) * 1.45)
-    a.set_title("by op kind", fontsize=10)
-    parts = list(stages)
-    bottom = [0.0] * len(parts)
-    for k in OP_KINDS:
-        vals = [stages[p].get(k, 0.0) for p in parts]
-        if any(vals):
-            b.bar(parts, vals, bottom=bottom, color=colors[k], label=KIND_LABELS.get(k, k))
-            bottom = [x + y for x, y in zip(bottom, vals)]
-    b.set_ylabel("latency (ms)")
-    b.set_title("by stage", fontsize=10)
-    b.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.suptitle(f"{cfg.name or cfg.summary()} on {table.name} ({table.kind}): predicted {table.predict(cfg):.2f} ms",
-                 fontsize=11)
+    rows = extra[::-1] + [(KIND_LABELS.get(k, k), kinds[k], colors[k], None) for k in order]  # bottom to top
+    for i, (label, ms, color, hatch) in enumerate(rows):
+        a.barh(i, ms, color=color, hatch=hatch, edgecolor="0.3" if hatch else color)
+        a.text(max(ms, 0), i, f" {ms:.3f} ms ({100 * ms / pred:.0f}%)", va="center", fontsize=8)
+    a.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=9)
+    a.axhline(len(extra) - 0.5, color="0.6", lw=0.8, ls=":")
+    lo = min(0.0, *(r[1] for r in rows))
+    a.set_xlim(lo * 1.3, max(r[1] for r in rows) * 1.4)
+    a.set_xlabel("latency (ms), share of the predicted total")
+    a.set_title(f"by op kind (ops sum to {parts['ops_ms']:.3f} ms)", fontsize=10)
+    _stage_bars(b, stages, extra, colors)
+    fig.suptitle(f"{what}: predicted {pred:.3f} ms = {parts_text(parts).rsplit(' = ', 1)[0]}", fontsize=11)
     fig.tight_layout()
-    png = out / "profile.png"
     fig.savefig(png)
     plt.close(fig)
-    result = {"table": table.name, "table_kind": table.kind, "arch": cfg.to_dict(), "predicted_ms": table.predict(cfg),
-              "sum_ms": total, "overhead_ms": table.overhead_ms, "by_kind_ms": kinds, "by_stage_ms": stages,
-              "png": str(png), "run_dir": str(out)}
-    atomic_write_json(out / "profile.json", result)
-    return result
+
+
+def _stage_bars(ax, stages: dict[str, dict[str, float]], extra: list, colors: dict) -> None:
+    names = list(stages) + [e[0].split(" (")[0].replace("per-call ", "") for e in extra]
+    bottom = [0.0] * len(stages)
+    for k in OP_KINDS:
+        vals = [stages[p].get(k, 0.0) for p in stages]
+        if any(vals):
+            ax.bar(list(range(len(stages))), vals, bottom=bottom, color=colors[k], label=KIND_LABELS.get(k, k))
+            bottom = [x + y for x, y in zip(bottom, vals)]
+    for j, (label, ms, color, hatch) in enumerate(extra):
+        ax.bar(len(stages) + j, ms, color=color, hatch=hatch, edgecolor="0.3" if hatch else color, label=label)
+    ax.set_xticks(range(len(names)), names, fontsize=8, rotation=30, ha="right")
+    top = max(bottom + [e[1] for e in extra])
+    ax.set_ylim(min(0.0, *(e[1] for e in extra)) * 1.2, top * 1.12)
+    ax.axhline(0, color="0.3", lw=0.6)
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("by stage, then the per-call terms", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

@@ -78,14 +78,20 @@ def onnx_loader(threads: int):
 
 
 def coreml_loader(compute_units: str):
+    """macOS only: each model loaded with ``compute_units`` (ALL by default: CPU, GPU and Neural Engine, as an
+    app gets them), fed fp32 inputs of the manifest's shapes; timed like the ONNX models."""
     import numpy as np
+    if sys.platform != "darwin":
+        fail(f"this is a CoreML bundle and CoreML models run only on macOS, not on {sys.platform} "
+             "(coremltools converts models everywhere but predicts only on macOS)")
     try:
         import coremltools as ct
     except ImportError:
-        fail("this is a CoreML bundle: install coremltools (pip install coremltools) and run it on macOS")
-    if sys.platform != "darwin":
-        fail("CoreML models run only on macOS (coremltools cannot execute them on this system)")
-    units = getattr(ct.ComputeUnit, compute_units)
+        fail("this is a CoreML bundle: install coremltools (pip install coremltools) on this Mac")
+    units = getattr(ct.ComputeUnit, compute_units, None)
+    if units is None:
+        fail(f"unknown --compute-units {compute_units!r}: use one of "
+             f"{', '.join(u.name for u in ct.ComputeUnit)}")
 
     def load(path: str, inputs: list):
         model = ct.models.MLModel(path, compute_units=units)
@@ -202,12 +208,12 @@ def main(argv=None) -> int:
     t_start = time.time()
     for i, item in enumerate(todo):
         if isinstance(item, int):  # a whole calibration subnet
-            i = item % len(cal)
-            sub = cal[i]
+            ci = item % len(cal)
+            sub = cal[ci]
             fn = load(os.path.join(args.bundle, sub["file"]), sub["inputs"])
-            r = results["calibration"][str(item)] = {"arch": sub["arch"], "index": i, "round": item // len(cal),
+            r = results["calibration"][str(item)] = {"arch": sub["arch"], "index": ci, "round": item // len(cal),
                                                      **measure(fn, args.warmup, args.repeats, args.noise, args.retries)}
-            label = f"calibration subnet {i}"
+            label = f"calibration subnet {ci}"
         else:
             fn = load(os.path.join(args.bundle, item["file"]), item["inputs"])
             r = results["entries"][item["key"]] = measure(fn, args.warmup, args.repeats, args.noise, args.retries)

@@ -14,6 +14,7 @@ import torch
 
 from .._errors import SlimformerError
 from .._io import atomic_torch_save, atomic_write_json, atomic_write_text, make_run_dir, read_json
+from .._validate import check_float
 from ..data import build_loaders, evaluate
 from ..latency_lut import resolve_table
 from ..supernet import ArchConfig, count_params, get_arch, load_supernet, recalibrate_bn, save_supernet
@@ -56,6 +57,7 @@ def prune_supernet(*, supernet: str | Path, arch: str | Path | ArchConfig, devic
         raise SlimformerError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
     if batches < 1:
         raise SlimformerError("--batches must be at least 1")
+    check_float(budget_ms, "--budget-ms", lo=0, lo_open=True)  # NaN would pass every comparison below
     torch.manual_seed(seed)
     ck = load_supernet(supernet)
     space, sn = ck.space, ck.model

@@ -19,8 +19,10 @@ from typing import Any
 
 from .._errors import SlimformerError
 from .._io import make_run_dir
+from .._validate import check_float, check_int
 from ..data import build_loaders
 from ..latency_lut import resolve_table
+from ..latency_lut._report import prediction_parts
 from ..supernet import ArchConfig, SupernetCheckpoint, load_supernet, recalibrate_bn
 from ._optuna import run_study
 from ._result import SearchResult, typical_error
@@ -63,8 +65,12 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
     ``compute`` is where inherited-weight evaluation runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``.
     ``threads``/``batch``/``backend``: the setting the subnet will run at; one that differs from the table's
     own prints one line on stderr (the table's latencies do not carry over)."""
-    if not budget_ms or budget_ms <= 0:
-        raise SlimformerError(f"the latency budget must be a positive number of milliseconds, got {budget_ms}")
+    budget_ms = check_float(budget_ms, "the latency budget (ms)", lo=0, lo_open=True)
+    for name, v, lo in (("trials", trials, 1), ("batch_size", batch_size, 1), ("recal_batches", recal_batches, 0),
+                        ("val_batches", val_batches, 1), ("seed", seed, 0)):
+        check_int(v, name, lo=lo)
+    if out is not None:
+        check_out(out, resume=resume)
     ck = load_supernet(supernet) if isinstance(supernet, (str, Path)) else supernet
     table = resolve_table(table, space=ck.space if ck is not None else None, lut_dir=lut_dir, build=build,
                           progress=progress)
@@ -134,7 +140,8 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
             best, trace, pareto = run_study(
                 space=space, predict=predict, scorer=scorer, budget_ms=budget_ms, trials=trials, sampler=sampler,
                 mode=mode, seed=seed, storage=storage, study_name=study_name or "slimformer-search", resume=resume,
-                identity=ident, warm_start=[warm], on_trial=(lambda: bar.update(1)) if bar else None)
+                identity=ident, warm_start=[warm], on_trial=(lambda: bar.update(1)) if bar else None,
+                fail_running=default_storage and resume)
         options["storage"] = ("study.db (run directory)" if default_storage
                               else re.sub(r"://[^@/]*@", "://***@", storage) if storage else "in-memory")
         options["study_name"] = study_name or "slimformer-search"
@@ -151,6 +158,7 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
         accuracy_driven=scorer.accuracy_driven, strategy=strategy, seed=seed, device=device,
         table_name=table.name, table_hash=table.hash, table_kind=table.kind, space_name=space.name,
         space_hash=space.hash, trace=trace, pareto=pareto, breakdown=list(table.breakdown(best)), notes=notes,
+        latency_parts=prediction_parts(table, best),
         score_text=scorer.format(score), table_error=typical_error(table),
         supernet=str(ck.path) if ck is not None and ck.path else None, subnet_state=state,
         largest_ms=largest_ms, smallest_ms=smallest_ms, options=options)
@@ -159,6 +167,27 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
 
         write_run(result, Path(out))
     return result
+
+
+SEARCH_FILES = ("arch.json", "trace.jsonl", "breakdown.json", "pareto.json", "search.png", "breakdown.png",
+                "report.md", "report.html", "subnet.pt", "study.db", "study.db.lock", "study.db-wal", "study.db-shm")
+
+
+def check_out(out: str | Path, *, resume: bool) -> None:
+    """``out`` is new, empty, or (with ``resume``) an earlier search run holding its study; never a folder
+    of someone else's files, which ``write_run`` would overwrite."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise SlimformerError(f"--out {p} is an existing file, not a run directory")
+    entries = sorted(f.name for f in p.iterdir() if not f.name.startswith(".")) if p.is_dir() else []
+    if not entries:
+        return
+    ours = all(name in SEARCH_FILES for name in entries)
+    if ours and resume and "study.db" in entries:
+        return
+    hint = " or add --resume to continue its optuna study" if ours and "study.db" in entries else ""
+    raise SlimformerError(f"--out {p} is not empty ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}): "
+                          f"choose a new or empty folder{hint}")
 
 
 def _torch_device(compute: str):

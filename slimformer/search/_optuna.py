@@ -2,10 +2,14 @@
 
 A trial chooses the stem width, each stage's width, for every block position "block" or "skip" and an
 MLP ratio, one global index where the MB3D tail starts, and the attention dims of positions that may
-hold MB3D. ``mode="constrained"`` maximises the score with ``predicted_ms - budget <= 0`` handed to the
-sampler's ``constraints_func`` (optuna's constraint API; infeasible trials are not evaluated).
+hold MB3D. ``mode="constrained"`` maximises the score with ``predicted_ms - budget <= 0`` as optuna's constraint
+(``Trial.set_constraint`` on optuna >= 5, the sampler's ``constraints_func`` before), also written as the
+``constraints`` list optuna-dashboard reads. A trial over the budget is PRUNED: it has no objective
+value, so the dashboard, ``study.best_trial`` and this search agree on the best trial (an expensive
+scorer does not evaluate it; a cheap one records its score as the ``score`` user attribute).
 ``mode="pareto"`` optimises (score, latency) as two objectives and reports the Pareto front; the answer
-is the best trial under the budget. Studies live in an optuna storage (SQLite in the run directory by
+is the best trial under the budget. Objectives carry names (``study.set_metric_names``); among trials of
+equal score the faster one wins, then the earlier. Studies live in an optuna storage (SQLite in the run directory by
 default): several processes may share one storage URL and ``resume`` continues a study.
 """
 from __future__ import annotations
@@ -100,6 +104,8 @@ def params_of(space: SearchSpace, cfg: ArchConfig) -> dict[str, Any]:
 # optuna >= 5 records constraints on the trial (``Trial.set_constraint``); older versions take a
 # ``constraints_func`` on the sampler. Both are optuna's constraint API; use whichever this optuna has.
 _TRIAL_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")
+# the trial system attribute optuna < 5 writes from ``constraints_func`` and optuna-dashboard (0.21) reads
+DASHBOARD_CONSTRAINTS_KEY = "constraints"
 
 
 def _constraint(trial: optuna.trial.FrozenTrial) -> list[float]:
@@ -115,15 +121,41 @@ def make_sampler(name: str, *, seed: int, constrained: bool):
     raise SlimformerError(f"unknown sampler {name!r}: choose from {', '.join(SAMPLERS)}")
 
 
+# A worker records a heartbeat while it runs a trial; when a study is opened, optuna marks the RUNNING
+# trials whose heartbeat stopped (a killed worker) FAIL, so they neither linger nor count (optuna's API).
+HEARTBEAT = {"heartbeat_interval": 10, "grace_period": 30}
+
+
+def _masked(url: str) -> str:
+    import re
+
+    return re.sub(r"://[^@/]*@", "://***@", url)
+
+
+def fail_running_trials(study: optuna.Study) -> int:
+    """Mark every RUNNING trial FAIL: for a study only this process uses (the run directory's own
+    ``study.db``), a RUNNING trial at start-up is one a killed run left behind. Returns how many."""
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        n += 1
+    return n
+
+
 def make_storage(url: str):
     """An optuna storage for ``url``. SQLite: wait for the lock (several processes may share the file) and
     use WAL with ``synchronous=NORMAL``: optuna commits every parameter, and the default fsync per commit
     makes a trial of the default space cost about a second; WAL stays safe for processes on one machine
     (use PostgreSQL/MySQL URLs for workers on several machines)."""
-    if not url.startswith("sqlite"):
-        return url
     from sqlalchemy import event
     from sqlalchemy.exc import SQLAlchemyError
+
+    if not url.startswith("sqlite"):
+        try:
+            return optuna.storages.RDBStorage(url, **HEARTBEAT)
+        except (SQLAlchemyError, ImportError, ValueError) as e:  # unknown scheme, missing driver, no server
+            raise SlimformerError(f"cannot open optuna storage {_masked(url)}: {type(e).__name__}: "
+                                  f"{str(e).splitlines()[0]}") from None
 
     def _pragmas(dbapi_conn, _record):
         cur = dbapi_conn.cursor()
@@ -133,9 +165,11 @@ def make_storage(url: str):
 
     with _schema_lock(url):  # two workers creating the schema of a new file at once would collide
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+            storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}}, **HEARTBEAT)
         except SQLAlchemyError as e:  # a locked, foreign or unreadable file
             raise SlimformerError(f"cannot open optuna storage {url}: {str(e).splitlines()[0]}") from None
+        except ValueError as e:  # e.g. a malformed sqlite URL
+            raise SlimformerError(f"cannot open optuna storage {url}: {e}") from None
     event.listen(storage.engine, "connect", _pragmas)
     storage.engine.dispose()  # connections opened during set-up reconnect with the pragmas
     return storage
@@ -162,8 +196,11 @@ def run_study(*, space: SearchSpace, predict: Callable[[ArchConfig], float], sco
               trials: int, sampler: str = "tpe", mode: str = "constrained", seed: int = 0,
               storage: str | None = None, study_name: str = "slimformer-search", resume: bool = False,
               identity: dict[str, Any] | None = None, warm_start: list[ArchConfig] = (),
-              on_trial: Callable[[], None] | None = None) -> tuple[ArchConfig, list[dict], list[dict] | None]:
-    """Run (or continue) a study until it holds ``trials`` finished trials; returns (best, trace, pareto)."""
+              on_trial: Callable[[], None] | None = None,
+              fail_running: bool = False) -> tuple[ArchConfig, list[dict], list[dict] | None]:
+    """Run (or continue) a study until it holds ``trials`` finished trials; returns (best, trace, pareto).
+    ``fail_running``: the storage is this process's alone, so RUNNING trials in it are stale (mark them FAIL
+    now); in a shared storage, optuna's heartbeat fails those of killed workers after a grace period."""
     if mode not in MODES:
         raise SlimformerError(f"unknown objective mode {mode!r}: choose from {', '.join(MODES)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -180,40 +217,64 @@ def run_study(*, space: SearchSpace, predict: Callable[[ArchConfig], float], sco
                               "or choose another --study-name") from None
     ident = dict(identity or {}, budget_ms=budget_ms, mode=mode, score=scorer.name)
     _check_identity(study, ident, study_name)
+    if fail_running:
+        fail_running_trials(study)
+    study.set_metric_names([scorer.name] if constrained else [scorer.name, "predicted latency (ms)"])
     if not study.trials:
         for cfg in warm_start:
             study.enqueue_trial(params_of(space, cfg), skip_if_exists=True)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    callbacks = [MaxTrialsCallback(trials, states=finished)]
+    if on_trial:
+        callbacks.append(lambda s, t: on_trial())
+    if done < trials:
+        objective = _objective(space, predict, scorer, budget_ms, constrained)
+        study.optimize(objective, n_trials=trials - done, callbacks=callbacks, gc_after_trial=False)
+    return _summarise(study, budget_ms, constrained)
 
+
+def _objective(space: SearchSpace, predict: Callable[[ArchConfig], float], scorer: Scorer, budget_ms: float,
+               constrained: bool) -> Callable[[optuna.Trial], Any]:
     def objective(trial: optuna.Trial):
         cfg = suggest_config(trial, space)
         ms = predict(cfg)
         trial.set_user_attr("predicted_ms", ms)
         trial.set_user_attr("arch", cfg.to_dict())
         trial.set_user_attr("constraint", [ms - budget_ms])
-        if constrained and _TRIAL_CONSTRAINTS:
-            trial.set_constraint("latency_ms_over_budget", ms - budget_ms)
-        if constrained and ms > budget_ms and not scorer.cheap:
-            trial.set_user_attr("evaluated", False)
-            return 0.0
+        if constrained:
+            if _TRIAL_CONSTRAINTS:
+                trial.set_constraint("latency_ms_over_budget", ms - budget_ms)
+            # optuna-dashboard (0.21) reads the pre-optuna-5 list; optuna < 5 writes it from constraints_func
+            trial.storage.set_trial_system_attr(trial._trial_id, DASHBOARD_CONSTRAINTS_KEY, [ms - budget_ms])
+            if ms > budget_ms:
+                trial.set_user_attr("evaluated", scorer.cheap)
+                if scorer.cheap:
+                    trial.set_user_attr("score", scorer(cfg))
+                raise optuna.TrialPruned(f"predicted {ms:.4g} ms is over the {budget_ms:g} ms budget")
         value = scorer(cfg)
         return value if constrained else (value, ms)
 
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    callbacks = [MaxTrialsCallback(trials, states=(TrialState.COMPLETE,))]
-    if on_trial:
-        callbacks.append(lambda s, t: on_trial())
-    if done < trials:
-        study.optimize(objective, n_trials=trials - done, callbacks=callbacks, gc_after_trial=False)
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    trace = [{"trial": t.number, "predicted_ms": t.user_attrs.get("predicted_ms"), "score": t.values[0],
-              "feasible": t.user_attrs.get("predicted_ms", float("inf")) <= budget_ms,
-              "evaluated": t.user_attrs.get("evaluated", True), "params": t.params} for t in complete]
-    feasible = [t for t in complete if t.user_attrs.get("predicted_ms", float("inf")) <= budget_ms
-                and t.user_attrs.get("evaluated", True)]
+    return objective
+
+
+def _summarise(study: optuna.Study, budget_ms: float, constrained: bool
+               ) -> tuple[ArchConfig, list[dict], list[dict] | None]:
+    """(best subnet, one trace row per finished trial, Pareto front or None)."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    trace = []
+    for t in trials:
+        ms = t.user_attrs.get("predicted_ms", float("inf"))
+        score = t.values[0] if t.state == TrialState.COMPLETE else t.user_attrs.get("score")
+        trace.append({"trial": t.number, "predicted_ms": t.user_attrs.get("predicted_ms"), "score": score,
+                      "feasible": ms <= budget_ms, "evaluated": score is not None, "state": t.state.name,
+                      "params": t.params})
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE
+                and t.user_attrs.get("predicted_ms", float("inf")) <= budget_ms]
     if not feasible:
-        raise SlimformerError(f"none of the {len(complete)} trials fits {budget_ms:g} ms: run more trials "
+        raise SlimformerError(f"none of the {len(trials)} trials fits {budget_ms:g} ms: run more trials "
                               "(--trials) or raise the budget")
-    best = max(feasible, key=lambda t: (t.values[0], -t.number))
+    best = max(feasible, key=lambda t: (t.values[0], -t.user_attrs["predicted_ms"], -t.number))
     pareto = None
     if not constrained:
         pareto = sorted(({"trial": t.number, "score": t.values[0], "predicted_ms": t.values[1]}

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 from .._io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..latency_lut import arch_ops_by_stage
+from ..latency_lut._report import CORRECTION_COLOR, OVERHEAD_COLOR, has_correction, op_label, parts_text
 from ._result import SearchResult
 
 
@@ -51,68 +53,145 @@ def format_table(rows: list[tuple[str, str]]) -> str:
     return "\n".join([line] + [f"{k.ljust(w)} | {v}" for k, v in rows] + [line])
 
 
-def _plot_trace(r: SearchResult) -> bytes:
-    import io
+def _score_axis(r: SearchResult) -> tuple[float, str]:
+    """(factor, label) to plot scores with: accuracy in %, proxies in their unit."""
+    if "accuracy" in r.score_name:
+        return 100.0, "top-1 accuracy (%)"
+    if r.score_name.startswith("MACs"):
+        return 1.0, "M MACs (training-free capacity proxy)"
+    if r.score_name.startswith("parameters"):
+        return 1.0, "M params (training-free capacity proxy)"
+    return 1.0, r.score_name
 
+
+def _honest_limits(ax, values: list[float], r: SearchResult, axis: str = "y") -> None:
+    """Accuracy axes span at least 10 points (a window of 1 point would make one validation image look like
+    a trend); other scores start at 0."""
+    if not values:
+        return
+    lo, hi = min(values), max(values)
+    if "accuracy" in r.score_name:
+        mid, half = (lo + hi) / 2, max(5.0, (hi - lo) * 0.55)
+        lim = (max(0.0, mid - half), min(100.0, mid + half))
+    else:
+        lim = (0.0, hi * 1.08 if hi > 0 else 1.0)
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(*lim)
+
+
+def _plot_trace(r: SearchResult) -> bytes:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     if r.strategy == "optuna" and r.trace and "trial" in r.trace[0]:
-        ok = [t for t in r.trace if t.get("evaluated", True) and t["predicted_ms"] is not None]
-        xs, ys = [t["predicted_ms"] for t in ok], [t["score"] for t in ok]
-        feas = [t["feasible"] for t in ok]
-        ax.scatter([x for x, f in zip(xs, feas) if f], [y for y, f in zip(ys, feas) if f], s=12, label="trials (fit)")
-        ax.scatter([x for x, f in zip(xs, feas) if not f], [y for y, f in zip(ys, feas) if not f], s=12,
-                   c="lightgray", label="trials (over budget)")
-        skipped = [t["predicted_ms"] for t in r.trace if not t.get("evaluated", True) and t["predicted_ms"]]
-        if skipped and ys:
-            ax.scatter(skipped, [min(ys)] * len(skipped), marker="x", s=12, c="gray",
-                       label="over budget (not evaluated)")
-        if r.pareto:
-            ax.plot([p["predicted_ms"] for p in r.pareto], [p["score"] for p in r.pareto], "g.-", label="Pareto front")
-        ax.set_xlabel("predicted latency (ms)")
-        ax.set_ylabel(r.score_name)
-        ax.axvline(r.budget_ms, color="r", ls="--", label=f"budget {r.budget_ms:g} ms")
-        ax.plot([r.predicted_ms], [r.score], "r*", ms=14, label="chosen")
+        _draw_trials(ax, r)
     else:
-        steps = [t["step"] for t in r.trace]
-        ax.plot(steps, [t["predicted_ms"] for t in r.trace], "b.-", label="predicted latency")
-        ax.axhline(r.budget_ms, color="r", ls="--", label=f"budget {r.budget_ms:g} ms")
-        ax.set_xlabel("slimming step")
-        ax.set_ylabel("predicted latency (ms)", color="b")
-        ax2 = ax.twinx()
-        ax2.plot(steps, [t["score"] for t in r.trace], "g.-")
-        ax2.set_ylabel(r.score_name, color="g", fontsize=8)
+        _draw_slimming(ax, r)
     ax.set_title(f"{r.strategy} search on table {r.table_name}", fontsize=10)
-    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
+    return _png(fig, plt)
+
+
+def _draw_trials(ax, r: SearchResult) -> None:
+    """One point per evaluated trial (fit / over budget), a rug for trials pruned unevaluated, the front."""
+    k, label = _score_axis(r)
+    scored = [t for t in r.trace if t.get("score") is not None and t["predicted_ms"] is not None]
+    groups = [([t for t in scored if t["feasible"]], {"s": 14, "c": "tab:blue"}, "trials within the budget"),
+              ([t for t in scored if not t["feasible"]], {"s": 14, "c": "0.7"}, "trials over the budget (pruned)")]
+    for rows, style, name in groups:
+        if rows:
+            ax.scatter([t["predicted_ms"] for t in rows], [k * t["score"] for t in rows], label=name, **style)
+    blind = [t["predicted_ms"] for t in r.trace if t.get("score") is None and t["predicted_ms"] is not None]
+    if blind:  # no score: drawn on the x axis, not at a made-up value
+        ax.plot(blind, [0.01] * len(blind), "|", color="0.45", ms=10, transform=ax.get_xaxis_transform(),
+                label="over the budget, pruned unevaluated (latency only)")
+    if r.pareto:
+        ax.plot([p["predicted_ms"] for p in r.pareto], [k * p["score"] for p in r.pareto], "g.-", label="Pareto front")
+    ax.axvline(r.budget_ms, color="r", ls="--", label=f"budget {r.budget_ms:g} ms")
+    ax.plot([r.predicted_ms], [k * r.score], "r*", ms=14, ls="none", label="chosen")
+    _honest_limits(ax, [k * t["score"] for t in scored] + [k * r.score], r)
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel(label, fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+
+
+def _draw_slimming(ax, r: SearchResult) -> None:
+    """Predicted latency (left axis) and score (right axis) per slimming step; the legend names both lines."""
+    from matplotlib.ticker import MaxNLocator
+
+    k, label = _score_axis(r)
+    steps = [t["step"] for t in r.trace]
+    h1 = ax.plot(steps, [t["predicted_ms"] for t in r.trace], "b.-", ms=4, label="predicted latency (left)")
+    h2 = [ax.axhline(r.budget_ms, color="r", ls="--", label=f"budget {r.budget_ms:g} ms")]
+    ax.set_xlabel("slimming step")
+    ax.set_ylabel("predicted latency (ms)", color="b")
+    ax.set_ylim(0, max(t["predicted_ms"] for t in r.trace) * 1.05)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2 = ax.twinx()
+    scores = [k * t["score"] for t in r.trace]
+    h3 = ax2.plot(steps, scores, "g.-", ms=4, label=f"{label.split(' (')[0]} (right)")
+    _honest_limits(ax2, scores, r)
+    ax2.set_ylabel(label, color="g", fontsize=8)
+    handles = h1 + h2 + h3
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper center", ncol=3,
+              bbox_to_anchor=(0.5, -0.16), frameon=False)
+
+
+def _png(fig, plt) -> bytes:
+    import io
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
 
 
-def _plot_breakdown(r: SearchResult) -> bytes:
-    import io
+def _op_groups(r: SearchResult) -> list[tuple[str, str, float, int]]:
+    """(stage, readable label, total ms, count) per run of identical consecutive ops, in network order."""
+    parts = [p for p, _ in arch_ops_by_stage(r.arch)]
+    if len(parts) != len(r.breakdown):
+        parts = [""] * len(r.breakdown)
+    groups: list[list] = []
+    for part, (key, ms) in zip(parts, r.breakdown):
+        if groups and groups[-1][0] == part and groups[-1][4] == key:
+            groups[-1][2] += ms
+            groups[-1][3] += 1
+        else:
+            groups.append([part, op_label(key), ms, 1, key])
+    return [(g[0], g[1], g[2], g[3]) for g in groups]
 
+
+def _plot_breakdown(r: SearchResult) -> bytes:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ops = r.breakdown
-    fig, ax = plt.subplots(figsize=(6.4, max(2.5, 0.16 * len(ops) + 1)), dpi=100)
-    ax.barh(range(len(ops)), [ms for _, ms in ops], color="tab:blue")
-    ax.set_yticks(range(len(ops)), [k for k, _ in ops], fontsize=6)
+    groups = _op_groups(r)
+    parts = r.latency_parts or {"ops_ms": sum(ms for _, ms in r.breakdown), "overhead_ms": 0.0,
+                                "correction_ms": r.predicted_ms - sum(ms for _, ms in r.breakdown),
+                                "predicted_ms": r.predicted_ms}
+    rows = [(("" if stage in ("stem", "head", "") else f"{stage}: ") + (f"{n}x " if n > 1 else "") + label, ms,
+             "tab:blue", None) for stage, label, ms, n in groups]
+    rows.append(("per-call overhead", parts["overhead_ms"], OVERHEAD_COLOR, None))
+    if has_correction(parts):
+        rows.append(("correction (fitted on whole subnets)", parts["correction_ms"], CORRECTION_COLOR, "//"))
+    fig, ax = plt.subplots(figsize=(8.0, max(2.5, 0.24 * len(rows) + 1.2)), dpi=100)
+    for i, (_, ms, color, hatch) in enumerate(rows):
+        ax.barh(i, ms, color=color, hatch=hatch, edgecolor="0.3" if hatch else color)
+        ax.text(max(ms, 0), i, f" {ms:.3f}", va="center", fontsize=7)
+    ax.set_yticks(range(len(rows)), [x[0] for x in rows], fontsize=8)
+    ax.axhline(len(groups) - 0.5, color="0.6", lw=0.8, ls=":")
     ax.invert_yaxis()
-    ax.set_xlabel("predicted ms")
-    ax.set_title(f"per-op latency on {r.table_name}: {sum(ms for _, ms in ops):.3f} ms in ops", fontsize=10)
+    ax.set_xlim(min(0.0, *(x[1] for x in rows)) * 1.3, max(x[1] for x in rows) * 1.15)
+    ax.set_xlabel("predicted ms (a run of identical ops is one bar: their sum)")
+    ax.set_title(f"latency on {r.table_name}: {parts_text(parts)}", fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig, plt)
+
+
+def _parts_line(r: SearchResult) -> str:
+    return parts_text(r.latency_parts)
 
 
 def _report_md(r: SearchResult, plots: dict[str, bytes]) -> str:
@@ -122,6 +201,7 @@ def _report_md(r: SearchResult, plots: dict[str, bytes]) -> str:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in r.notes]
     lines += ["", "## Search", "", f"![search]({'search.png'})", "",
               "## Per-op latency", "", "![breakdown](breakdown.png)", "",
+              *([f"Predicted: {_parts_line(r)}.", ""] if r.latency_parts else []),
               "| op | ms |", "|---|---|"] + [f"| `{k}` | {ms:.4f} |" for k, ms in r.breakdown]
     if r.pareto:
         lines += ["", "## Pareto front", "", "| trial | predicted ms | score |", "|---|---|---|"]
@@ -180,7 +260,8 @@ def write_run(r: SearchResult, run_dir: Path) -> Path:
     atomic_write_text(run_dir / "trace.jsonl", "".join(json.dumps(t, sort_keys=True) + "\n" for t in r.trace))
     atomic_write_json(run_dir / "breakdown.json", {"device": r.device, "table_hash": r.table_hash,
                                                    "predicted_ms": r.predicted_ms,
-                                                   "ops": [{"op": k, "ms": ms} for k, ms in r.breakdown]})
+                                                   "ops": [{"op": k, "ms": ms} for k, ms in r.breakdown],
+                                                   "parts": r.latency_parts})
     if r.pareto is not None:
         atomic_write_json(run_dir / "pareto.json", r.pareto)
     plots = {"search.png": _plot_trace(r), "breakdown.png": _plot_breakdown(r)}

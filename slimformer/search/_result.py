@@ -52,6 +52,7 @@ class SearchResult:
     trace: list[dict] = field(default_factory=list)
     pareto: list[dict] | None = None
     breakdown: list[tuple[str, float]] = field(default_factory=list)
+    latency_parts: dict[str, float] | None = None   # ops, per-call overhead, correction, predicted (ms)
     notes: list[str] = field(default_factory=list)
     score_text: str = ""
     table_error: dict | None = None

@@ -21,6 +21,7 @@ import torch
 
 from .._errors import ConfigError, SlimformerError
 from .._io import atomic_torch_save
+from .._validate import finite_tensors
 from ._space import SearchSpace
 from ._supernet import Supernet
 
@@ -49,13 +50,16 @@ class SupernetCheckpoint:
 
 def save_supernet(path: str | Path, model: Supernet, *, arch_logits: dict[str, torch.Tensor] | None = None,
                   meta: dict[str, Any] | None = None, **extra: Any) -> Path:
-    """Write a supernet checkpoint atomically; ``extra`` entries (e.g. ``train_state``) ride along."""
+    """Write a supernet checkpoint atomically; ``extra`` entries (e.g. ``train_state``) ride along.
+    Weights with NaN or infinite values are refused: a diverged model is never written."""
+    state = model.state_dict()
+    finite_tensors(state, f"the supernet to save as {Path(path).name}")
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "space": model.space.to_dict(),
         "space_hash": model.space.hash,
-        "state_dict": model.state_dict(),
+        "state_dict": state,
         "arch_logits": {k: v.detach().cpu() for k, v in arch_logits.items()} if arch_logits else None,
         "meta": meta or {},
         **extra,
@@ -99,9 +103,19 @@ def load_supernet(path: str | Path, *, space: SearchSpace | None = None) -> Supe
     if space is not None and space.hash != ck_space.hash:
         raise SlimformerError(f"{path} was trained on search space {ck_space.name!r} ({ck_space.hash}), "
                               f"not on {space.name!r} ({space.hash})")
+    sd = raw.get("state_dict")
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise SlimformerError(f"{path}: the checkpoint's state_dict is not a dict of tensors "
+                              f"(got {type(sd).__name__})")
+    finite_tensors(sd, str(path))
+    logits = raw.get("arch_logits")
+    if logits is not None and (not isinstance(logits, dict)
+                               or not all(isinstance(v, torch.Tensor) for v in logits.values())):
+        raise SlimformerError(f"{path}: the checkpoint's arch_logits are not a dict of tensors")
+    finite_tensors(logits or {}, f"{path} (arch_logits)")
     model = Supernet(ck_space)
     try:
-        model.load_state_dict(raw["state_dict"], strict=True)
+        model.load_state_dict(sd, strict=True)
     except (RuntimeError, KeyError) as e:
         raise SlimformerError(f"{path}: weights do not fit the checkpoint's own space ({str(e).splitlines()[0]})") \
             from None

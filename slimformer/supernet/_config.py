@@ -8,18 +8,21 @@ weights by position, so a skip in the middle keeps the blocks after it on their 
 
 Structural rules checked here (space-independent): every stage holds at least one block, MB3D
 blocks form one contiguous tail of the network (no MB4D after the first MB3D), dimensions are
-positive and the image side is a multiple of 32. Whether a config belongs to a given space is
+positive, finite and under the stated caps (``slimformer._validate.CAPS``), and the image side is a
+multiple of 32. Whether a config belongs to a given space is
 :meth:`SearchSpace.check`.
 """
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from .._errors import ConfigError
+from .._errors import ConfigError, SlimformerError
+from .._validate import CAPS, check_float, check_int
 from ._layout import stage_resolution
 
 KINDS = ("mb4d", "mb3d", "skip")
@@ -53,20 +56,58 @@ class BlockConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> BlockConfig:
+    def from_dict(cls, d: dict[str, Any], where: str = "block") -> BlockConfig:
         if not isinstance(d, dict) or "kind" not in d:
-            raise ConfigError(f"a block must be an object with a 'kind', got {d!r}")
+            raise ConfigError(f"{where} must be an object with a 'kind', got {d!r}")
         unknown = set(d) - {"kind", "mlp_ratio", "heads", "qk_dim", "v_dim"}
         if unknown:
-            raise ConfigError(f"unknown block field(s): {', '.join(sorted(unknown))}")
+            raise ConfigError(f"{where}: unknown field(s): {', '.join(sorted(unknown))}")
         kind = d["kind"]
         if kind == "skip":
             return SKIP
-        return cls(kind=kind, mlp_ratio=float(d.get("mlp_ratio", 4.0)), heads=int(d.get("heads", 0)),
-                   qk_dim=int(d.get("qk_dim", 0)), v_dim=int(d.get("v_dim", 0)))
+        if not isinstance(kind, str):
+            raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        return cls(kind=kind, mlp_ratio=_read(check_float, d, "mlp_ratio", where, 4.0),
+                   heads=_read(check_int, d, "heads", where, 0), qk_dim=_read(check_int, d, "qk_dim", where, 0),
+                   v_dim=_read(check_int, d, "v_dim", where, 0))
+
+
+def _read(check, d: dict[str, Any], key: str, where: str, default: Any = None):
+    """``d[key]`` (or ``default``) through a :mod:`slimformer._validate` check: type and finiteness here,
+    ranges in :meth:`ArchConfig.faults` (which lists every problem at once)."""
+    try:
+        return check(d.get(key, default), f"{where}: {key}" if where else key)
+    except SlimformerError as e:
+        raise ConfigError(str(e)) from None
 
 
 SKIP = BlockConfig(kind="skip", mlp_ratio=0.0)
+
+
+def _sized(v: Any, lo: int, hi: int | None = None) -> bool:
+    """``v`` is an int (not a bool) in ``[lo, hi]``."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+
+
+def _block_faults(where: str, b: BlockConfig, width: int | None, after_mb3d: bool) -> list[str]:
+    """The problems of one block; ``width`` is its stage's (``None`` when that is itself faulty)."""
+    if b.kind not in KINDS:
+        return [f"{where}: unknown kind {b.kind!r} (choose from {', '.join(KINDS)})"]
+    if b.kind == "skip":
+        return []
+    f = []
+    r = b.mlp_ratio
+    if (not isinstance(r, (int, float)) or isinstance(r, bool) or not math.isfinite(r) or not 0 < r <= CAPS["mlp_ratio"]
+            or (width is not None and int(width * r) < 1)):
+        f.append(f"{where}: mlp_ratio must be a positive number up to {CAPS['mlp_ratio']:g}"
+                 + (" giving at least one hidden channel" if width is not None else "") + f", got {r!r}")
+    if b.kind == "mb4d" and after_mb3d:
+        f.append(f"{where}: mb4d after an mb3d block (MB3D blocks must be the contiguous tail)")
+    if b.kind == "mb3d":
+        for attr in ("heads", "qk_dim", "v_dim"):
+            if not _sized(getattr(b, attr), 1, CAPS[attr]):
+                f.append(f"{where}: mb3d needs a positive {attr} up to {CAPS[attr]}, got {getattr(b, attr)!r}")
+    return f
 
 
 def mb4d(mlp_ratio: float = 4.0) -> BlockConfig:
@@ -182,35 +223,31 @@ class ArchConfig:
         f: list[str] = []
         if len(self.stages) != 4:
             f.append(f"an EfficientFormer config has 4 stages, got {len(self.stages)}")
-        if self.img_size <= 0 or self.img_size % 32:
-            f.append(f"img_size must be a positive multiple of 32, got {self.img_size}")
-        if self.stem_width <= 0:
-            f.append(f"stem_width must be positive, got {self.stem_width}")
-        if self.num_classes < 0 or self.in_chans <= 0:
-            f.append("num_classes must be >= 0 and in_chans > 0")
+        if not _sized(self.img_size, 32, CAPS["img_size"]) or self.img_size % 32:
+            f.append(f"img_size must be a positive multiple of 32 up to {CAPS['img_size']}, got {self.img_size}")
+        for attr, lo in (("stem_width", 1), ("in_chans", 1), ("num_classes", 0)):
+            if not _sized(getattr(self, attr), lo, CAPS[attr]):
+                f.append(f"{attr} must be between {lo} and {CAPS[attr]}, got {getattr(self, attr)!r}")
         seen_mb3d = False
         for si, s in enumerate(self.stages):
             name = f"stage {si + 1}"
-            if s.width <= 0:
-                f.append(f"{name}: width must be positive, got {s.width}")
+            width_ok = _sized(s.width, 1, CAPS["width"])
+            if not width_ok:
+                f.append(f"{name}: width must be between 1 and {CAPS['width']}, got {s.width!r}")
             if s.depth == 0:
                 f.append(f"{name} has no block (every stage needs at least one mb4d or mb3d block)")
+            if len(s.blocks) > CAPS["blocks"]:
+                f.append(f"{name}: {len(s.blocks)} block positions, more than the cap of {CAPS['blocks']}")
             for bi, b in enumerate(s.blocks):
-                where = f"{name} block {bi + 1}"
-                if b.kind not in KINDS:
-                    f.append(f"{where}: unknown kind {b.kind!r} (choose from {', '.join(KINDS)})")
-                    continue
-                if b.kind == "skip":
-                    continue
-                if b.mlp_ratio <= 0 or int(s.width * b.mlp_ratio) < 1:
-                    f.append(f"{where}: mlp_ratio must be positive, got {b.mlp_ratio}")
-                if b.kind == "mb4d" and seen_mb3d:
-                    f.append(f"{where}: mb4d after an mb3d block (MB3D blocks must be the contiguous tail)")
-                if b.kind == "mb3d":
-                    seen_mb3d = True
-                    for attr in ("heads", "qk_dim", "v_dim"):
-                        if getattr(b, attr) <= 0:
-                            f.append(f"{where}: mb3d needs a positive {attr}, got {getattr(b, attr)}")
+                f.extend(_block_faults(f"{name} block {bi + 1}", b, s.width if width_ok else None, seen_mb3d))
+                seen_mb3d = seen_mb3d or b.kind == "mb3d"
+        if not f and len(self.stages) == 4:
+            from ._profile import count_params
+
+            n = count_params(self)
+            if n > CAPS["params"]:
+                f.append(f"the model would have {n / 1e6:,.0f} M parameters, more than the cap of "
+                         f"{CAPS['params'] / 1e6:,.0f} M")
         return f
 
     # ----------------------------------------------------------------- serialisation
@@ -240,20 +277,26 @@ class ArchConfig:
         missing = [k for k in ("stem_width", "stages") if k not in d]
         if missing:
             raise ConfigError(f"architecture config is missing {', '.join(missing)}")
-        try:
-            stages = tuple(
-                StageConfig(int(s["width"]), tuple(BlockConfig.from_dict(b) for b in s["blocks"]))
-                for s in d["stages"]
-            )
-        except (KeyError, TypeError) as e:
-            raise ConfigError(f"malformed stage in architecture config ({e!r})") from None
+        if not isinstance(d["stages"], list):
+            raise ConfigError(f"stages must be a list of 4 stage objects, got {d['stages']!r}")
+        stages = []
+        for si, s in enumerate(d["stages"]):
+            where = f"stage {si + 1}"
+            if not isinstance(s, dict) or not isinstance(s.get("blocks"), list) or "width" not in s:
+                raise ConfigError(f"{where} must be an object with a 'width' and a list of 'blocks', got {s!r}")
+            if len(s["blocks"]) > CAPS["blocks"]:
+                raise ConfigError(f"{where}: {len(s['blocks'])} blocks, more than the cap of {CAPS['blocks']}")
+            blocks = tuple(BlockConfig.from_dict(b, f"{where} block {bi + 1}") for bi, b in enumerate(s["blocks"]))
+            stages.append(StageConfig(_read(check_int, s, "width", where), blocks))
+        if not isinstance(d.get("distillation", True), bool):
+            raise ConfigError(f"distillation must be true or false, got {d['distillation']!r}")
         return cls(
-            stem_width=int(d["stem_width"]),
-            stages=stages,
-            img_size=int(d.get("img_size", 224)),
-            in_chans=int(d.get("in_chans", 3)),
-            num_classes=int(d.get("num_classes", 1000)),
-            distillation=bool(d.get("distillation", True)),
+            stem_width=_read(check_int, d, "stem_width", ""),
+            stages=tuple(stages),
+            img_size=_read(check_int, d, "img_size", "", 224),
+            in_chans=_read(check_int, d, "in_chans", "", 3),
+            num_classes=_read(check_int, d, "num_classes", "", 1000),
+            distillation=d.get("distillation", True),
             name=str(d.get("name", "")),
         )
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from .._errors import ConfigError
+from .._errors import ConfigError, SlimformerError
+from .._validate import CAPS, check_float, check_int
 from ._config import SKIP, ArchConfig, BlockConfig, StageConfig, mb3d, mb4d
 from ._layout import stage_resolution
 
@@ -46,6 +47,15 @@ class SearchSpace:
     name: str = field(default="default", compare=False)
 
     def __post_init__(self):
+        try:
+            self._normalise()
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"malformed search space: {e}") from None
+        f = self._faults()
+        if f:
+            raise ConfigError(f)
+
+    def _normalise(self) -> None:
         norm = {
             "stage_widths": tuple(tuple(sorted(int(w) for w in ws)) for ws in self.stage_widths),
             "depths": tuple(int(d) for d in self.depths),
@@ -58,12 +68,14 @@ class SearchSpace:
         }
         for k, v in norm.items():
             object.__setattr__(self, k, v)
+
+    def _faults(self) -> list[str]:
         f = []
         if len(self.stage_widths) != 4 or len(self.depths) != 4:
             f.append("a space has 4 stages: give 4 width choice lists and 4 depths")
         if any(not ws for ws in self.stage_widths) or any(d < 1 for d in self.depths):
             f.append("every stage needs at least one width choice and one block position")
-        if any(w % self.width_step for ws in self.stage_widths for w in ws):
+        if self.width_step >= 1 and any(w % self.width_step for ws in self.stage_widths for w in ws):
             f.append(f"stage widths must be multiples of the width step {self.width_step}")
         if not self.stem_widths or not self.mlp_ratios:
             f.append("stem_widths and mlp_ratios need at least one choice")
@@ -73,10 +85,21 @@ class SearchSpace:
             f.append("mb3d_stages must be the last stage(s), e.g. [3] or [2, 3] (dimension-consistent design)")
         if self.mb3d_stages and not (self.heads and self.qk_dims and self.v_dims):
             f.append("a space with mb3d stages needs head, qk_dim and v_dim choices")
-        if self.img_size % 32:
-            f.append(f"img_size must be a multiple of 32, got {self.img_size}")
-        if f:
-            raise ConfigError(f)
+        if not 32 <= self.img_size <= CAPS["img_size"] or self.img_size % 32:
+            f.append(f"img_size must be a positive multiple of 32 up to {CAPS['img_size']}, got {self.img_size}")
+        bounds = (("stage_widths", [w for ws in self.stage_widths for w in ws], 1, CAPS["width"]),
+                  ("depths", self.depths, 1, CAPS["blocks"]), ("stem_widths", self.stem_widths, 1, CAPS["stem_width"]),
+                  ("heads", self.heads, 1, CAPS["heads"]), ("qk_dims", self.qk_dims, 1, CAPS["qk_dim"]),
+                  ("v_dims", self.v_dims, 1, CAPS["v_dim"]), ("in_chans", [self.in_chans], 1, CAPS["in_chans"]),
+                  ("num_classes", [self.num_classes], 0, CAPS["num_classes"]), ("width_step", [self.width_step], 1, None))
+        for name, values, lo, hi in bounds:
+            bad = [v for v in values if v < lo or (hi is not None and v > hi)]
+            if bad:
+                f.append(f"{name} must be between {lo} and {hi}, got {bad[0]}" if hi is not None
+                         else f"{name} must be at least {lo}, got {bad[0]}")
+        if any(not 0 < r <= CAPS["mlp_ratio"] for r in self.mlp_ratios):  # NaN fails this too
+            f.append(f"mlp_ratios must be positive numbers up to {CAPS['mlp_ratio']:g}, got {list(self.mlp_ratios)}")
+        return f
 
     # ----------------------------------------------------------------- maxima (the supernet's shapes)
     @property
@@ -242,16 +265,23 @@ class SearchSpace:
         if unknown:
             raise ConfigError(f"unknown search space field(s): {', '.join(sorted(unknown))}")
         kw = {k: v for k, v in d.items() if k != "schema"}
-        for k in ("stage_widths",):
-            if k in kw:
-                kw[k] = tuple(tuple(x) for x in kw[k])
-        for k in ("depths", "stem_widths", "mb3d_stages", "mlp_ratios", "heads", "qk_dims", "v_dims"):
-            if k in kw:
-                kw[k] = tuple(kw[k])
         try:
-            return cls(**kw)
-        except TypeError as e:
-            raise ConfigError(f"malformed search space: {e}") from None
+            if "stage_widths" in kw:
+                kw["stage_widths"] = tuple(_checked(check_int, ws, f"stage_widths[{i}]")
+                                           for i, ws in enumerate(_list(kw["stage_widths"], "stage_widths")))
+            for k in ("depths", "stem_widths", "mb3d_stages", "mlp_ratios", "heads", "qk_dims", "v_dims"):
+                if k in kw:
+                    kw[k] = _checked(check_float if k == "mlp_ratios" else check_int, kw[k], k)
+            for k in ("img_size", "in_chans", "num_classes", "width_step"):
+                if k in kw:
+                    kw[k] = check_int(kw[k], k)
+        except SlimformerError as e:
+            raise ConfigError(str(e)) from None
+        if not isinstance(kw.get("distillation", True), bool):
+            raise ConfigError(f"distillation must be true or false, got {kw['distillation']!r}")
+        if "name" in kw:
+            kw["name"] = str(kw["name"])
+        return cls(**kw)
 
     @cached_property
     def hash(self) -> str:
@@ -260,6 +290,17 @@ class SearchSpace:
         d.pop("name")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _list(v: Any, field: str) -> list:
+    if not isinstance(v, list):
+        raise SlimformerError(f"{field} must be a list, got {v!r}")
+    return v
+
+
+def _checked(check, values: Any, field: str) -> tuple:
+    """Every element of the JSON list ``values`` through ``check`` (a :mod:`slimformer._validate` check)."""
+    return tuple(check(v, f"{field}[{i}]") for i, v in enumerate(_list(values, field)))
 
 
 def _fmt(xs) -> str:

@@ -6,6 +6,39 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import SlimformerError
+from .._validate import check_float, check_int
+
+# (option, check, bounds): every number of a training config, checked the same from the CLI and from a
+# resumed run's config.json (whose JSON may hold NaN). ``None`` is allowed where the option is optional.
+_NUMBERS = (
+    ("epochs", check_int, {"lo": 1}), ("steps_per_epoch", check_int, {"lo": 1}), ("batch_size", check_int, {"lo": 1}),
+    ("lr", check_float, {"lo": 0, "lo_open": True}), ("min_lr", check_float, {"lo": 0}),
+    ("weight_decay", check_float, {"lo": 0}), ("warmup_epochs", check_float, {"lo": 0}),
+    ("warmup_lr", check_float, {"lo": 0}), ("label_smoothing", check_float, {"lo": 0, "hi": 0.99}),
+    ("clip_grad", check_float, {"lo": 0}), ("ema_decay", check_float, {"lo": 0, "hi": 1}),
+    ("mixup", check_float, {"lo": 0}), ("cutmix", check_float, {"lo": 0}), ("kd_weight", check_float, {"lo": 0, "hi": 1}),
+    ("kd_temperature", check_float, {"lo": 0, "lo_open": True}), ("train_size", check_int, {"lo": 1}),
+    ("val_size", check_int, {"lo": 1}), ("eval_batches", check_int, {"lo": 1}), ("workers", check_int, {"lo": 0}),
+    ("seed", check_int, {"lo": 0}), ("stop_after", check_int, {"lo": 1}),
+    # supernet training
+    ("num_random", check_int, {"lo": 0, "hi": 64}), ("tau0", check_float, {"lo": 0, "lo_open": True}),
+    ("tau_min", check_float, {"lo": 0, "lo_open": True}), ("alpha_lr", check_float, {"lo": 0}),
+    ("alpha_weight_decay", check_float, {"lo": 0}), ("lat_weight", check_float, {"lo": 0}),
+)
+
+
+def number_faults(cfg) -> list[str]:
+    """One sentence per option of ``cfg`` that is not a finite number in its range."""
+    f = []
+    for name, check, bounds in _NUMBERS:
+        v = getattr(cfg, name, None)
+        if v is None:
+            continue
+        try:
+            check(v, "--" + name.replace("_", "-"), **bounds)
+        except SlimformerError as e:
+            f.append(str(e))
+    return f
 
 
 @dataclass(kw_only=True)
@@ -58,20 +91,14 @@ class _Common:
                 setattr(self, name, str(Path(v).expanduser().resolve()))
 
     def check(self) -> None:
-        f = []
-        if self.epochs < 1:
-            f.append("epochs must be at least 1")
-        if self.batch_size < 1:
-            f.append("batch size must be positive")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            f.append("steps per epoch must be at least 1")
+        f = number_faults(self)
+        if f:  # the other checks compare these numbers
+            raise SlimformerError("; ".join(f))
         if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
             f.append("Mixup/CutMix needs an even batch size")
         if str(self.data) != "builtin" and not Path(self.data).expanduser().is_dir():
             f.append(f"data must be 'builtin' or an ImageFolder directory with train/ and val/; {str(self.data)!r} "
                      "is neither")
-        if not 0.0 <= self.kd_weight <= 1.0:
-            f.append("kd_weight must be in [0, 1]")
         if self.device not in ("auto", "cpu", "cuda"):
             f.append("device must be auto, cpu or cuda")
         if f:

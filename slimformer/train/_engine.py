@@ -172,6 +172,9 @@ def updates_per_epoch(loader, cfg) -> int:
     return min(n, cfg.steps_per_epoch) if cfg.steps_per_epoch else n
 
 
+MAX_SKIPPED_AMP_STEPS = 8  # consecutive non-finite losses tolerated under AMP (the scaler backs off meanwhile)
+
+
 def run_epoch(loader, cfg, *, epoch: int, steps: int, step_fn: Callable[[torch.Tensor, torch.Tensor], dict],
               device: torch.device, desc: str) -> dict[str, float]:
     """One epoch of ``steps`` updates; returns the mean of what ``step_fn`` reported, and images/s."""
@@ -182,10 +185,18 @@ def run_epoch(loader, cfg, *, epoch: int, steps: int, step_fn: Callable[[torch.T
     bar = tqdm(total=steps, desc=f"{desc} {epoch + 1}/{cfg.epochs}", unit="step", leave=False, dynamic_ncols=True,
                disable=cfg.quiet or not is_main())
     it = iter(loader)
-    for _ in range(steps):
+    amp = bool(cfg.amp and device.type == "cuda")
+    bad_run = 0
+    for k in range(steps):
         x, y = next(it)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         out = step_fn(x, y)
+        bad_run = 0 if math.isfinite(out["loss"]) else bad_run + 1
+        if bad_run > (MAX_SKIPPED_AMP_STEPS if amp else 0):  # AMP's scaler skips a few overflowing steps itself
+            bar.close()
+            raise SlimformerError(
+                f"training stopped at epoch {epoch + 1}, step {k + 1}: the loss is {out['loss']} (not a finite "
+                "number); nothing of this epoch was saved. Lower --lr, raise --kd-temperature or use --clip-grad")
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v)
         n_img += len(x)

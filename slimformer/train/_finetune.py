@@ -17,6 +17,7 @@ import torch
 
 from .._errors import SlimformerError
 from .._io import atomic_torch_save, atomic_write_json
+from .._validate import finite_tensors
 from ..data import build_loaders, evaluate
 from ..supernet import ArchConfig, EfficientFormerNet, load_supernet, read_arch, recalibrate_bn
 from ..supernet._timm import read_state_dict
@@ -115,8 +116,10 @@ def finetune_step(student, teacher, optim: Optim, x, target, *, kd_weight: float
 
 
 def _save(path: Path, net, meta: dict, **extra) -> Path:
+    state = net.state_dict()
+    finite_tensors(state, f"the model to save as {path.name}")  # a diverged model is never written
     return atomic_torch_save(path, {"format": FORMAT, "version": VERSION, "arch": net.arch.to_dict(),
-                                    "state_dict": net.state_dict(), "meta": meta, **extra})
+                                    "state_dict": state, "meta": meta, **extra})
 
 
 def _load_last(path: Path, arch: ArchConfig) -> dict:

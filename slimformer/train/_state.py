@@ -105,7 +105,14 @@ def plot_curves(run_dir: Path, rows: list[dict[str, Any]], *, title: str = "") -
         ax[2].plot(ep, [100 * r[key] if r.get(key) is not None else None for r in rows], marker="o",
                    label=key.removeprefix("top1_") or "top-1")
     ax[2].set_title("validation top-1 (%)")
+    tops = [y for line in ax[2].get_lines() for y in line.get_ydata() if y is not None]
+    if tops:  # at least a 10-point window: a narrower one makes one or two validation images look like a trend
+        mid, half = (min(tops) + max(tops)) / 2, max(5.0, (max(tops) - min(tops)) * 0.55)
+        ax[2].set_ylim(max(0.0, mid - half), min(100.0, mid + half))
+    from matplotlib.ticker import MaxNLocator
+
     for a in ax:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.set_xlabel("epoch")
         a.grid(alpha=0.3)
         if a.get_legend_handles_labels()[0]:

@@ -100,3 +100,114 @@ def test_cli_serve_bad_model_is_one_line_error(tmp_path, capsys):
 
     assert main(["serve", "--model", str(tmp_path / "missing.onnx")]) == 2
     assert "model file not found" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- hostile uploads and load (loopback only)
+
+
+def flat_png(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (90, 120, 200)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_thin_images_are_capped_before_decoding(client):
+    data = flat_png(40000, 1)
+    assert len(data) < 300  # a 200-byte PNG declaring 40000 x 1 pixels
+    r = client.post("/predict", files={"file": ("thin.png", data, "image/png")})
+    assert r.status_code == 400 and "pixels a side" in r.json()["detail"]
+
+
+def test_thin_image_within_caps_is_cropped_without_a_giant_intermediate(onnx_model):
+    from slimformer.export import _serve
+
+    clf = Classifier(onnx_model)
+    left, top, right, bottom = clf.crop_box(12000, 1)
+    assert right - left == bottom - top == pytest.approx(clf.crop_pct)  # a square of the short side
+    assert 0 <= left and right <= 12000 and 0 <= top and bottom <= 1
+    assert clf.preprocess(flat_png(12000, 1)).shape == (1, 3, 32, 32)
+    assert 12000 <= _serve.MAX_SIDE and 12000 * 40 <= _serve.MAX_PIXELS
+
+
+@pytest.fixture
+def live_server():
+    """Start an app with uvicorn on 127.0.0.1 (a free port) in a thread; yields (base URL, app)."""
+    import threading
+
+    import uvicorn
+
+    servers = []
+
+    def start(app):
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        t = threading.Thread(target=server.run, daemon=True)
+        t.start()
+        while not server.started:
+            t.join(0.05)
+        servers.append((server, t))
+        return f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+
+    yield start
+    for server, t in servers:
+        server.should_exit = True
+        t.join(10)
+
+
+def _slow(clf, seconds: float, started):
+    """clf.predict behind a blocking sleep: on the event loop it would stall every other request."""
+    import time
+
+    real = clf.predict
+
+    def predict(data, k=5):
+        started.append(time.monotonic())
+        time.sleep(seconds)
+        return real(data, k)
+
+    return predict
+
+
+def _post_all(url: str, n: int, results: list):
+    import threading
+
+    import httpx
+
+    def one():
+        r = httpx.post(f"{url}/predict", files={"file": ("a.png", png_bytes(), "image/png")}, timeout=60)
+        results.append(r.status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_page_stays_answered_while_uploads_run(onnx_model, live_server):
+    import httpx
+
+    app = create_app(onnx_model, workers=2, queue=4)
+    started: list[float] = []
+    app.state.classifier.predict = _slow(app.state.classifier, 2.0, started)
+    url = live_server(app)
+    finished: list[int] = []
+    threads = _post_all(url, 4, finished)
+    while len(started) < 2:  # both workers busy, two uploads queued
+        threads[0].join(0.02)
+    pages = [httpx.get(url + "/", timeout=30) for _ in range(3)]
+    during = len(finished)
+    for t in threads:
+        t.join(60)
+    assert all(p.status_code == 200 and 'type="file"' in p.text for p in pages)
+    assert during == 0, "GET / waited for an upload: inference is blocking the event loop"
+    assert finished == [200] * 4
+
+
+def test_uploads_beyond_the_queue_get_503_at_once(onnx_model, live_server):
+    app = create_app(onnx_model, workers=1, queue=1)
+    started: list[float] = []
+    app.state.classifier.predict = _slow(app.state.classifier, 1.5, started)
+    url = live_server(app)
+    codes: list[int] = []
+    for t in _post_all(url, 5, codes):
+        t.join(60)
+    assert sorted(codes) == [200, 200, 503, 503, 503]

@@ -46,6 +46,12 @@ def test_profile_writes_a_png(capsys, micro_table, tmp_path):
     assert png.stat().st_size > 5000
     prof = json.loads((png.parent / "profile.json").read_text())
     assert set(prof["by_stage_ms"]) == {"stem", "stage1", "stage2", "stage3", "stage4", "head"}
+    # what the plot draws adds up to its title: ops + per-call overhead + correction = predicted
+    drawn = sum(prof["by_kind_ms"].values()) + prof["overhead_ms"] + prof["correction_ms"]
+    assert drawn == pytest.approx(prof["predicted_ms"], abs=1e-9) and abs(prof["correction_ms"]) > 1e-4
+    stacked = sum(sum(d.values()) for d in prof["by_stage_ms"].values())
+    assert stacked == pytest.approx(sum(prof["by_kind_ms"].values()))
+    assert f"= {prof['predicted_ms']:.3f} ms" in out and "per-call overhead" in out and "correction" in out
 
 
 def test_validate_cli(capsys, micro_table, tmp_path):

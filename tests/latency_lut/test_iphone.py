@@ -94,7 +94,8 @@ def test_timm_calibration_model_features():
 def test_fit_is_non_negative_and_recovers_a_non_negative_truth():
     rng = np.random.default_rng(0)
     X = rng.uniform(0, 5, size=(18, len(TERMS)))
-    truth = np.array([0.4, 0.01, 0.2, 0.0, 1.5, 0.0, 0.3])[: len(TERMS) + 1]
+    truth = np.array([0.4, 0.01, 1.2, 0.2, 0.0, 1.5, 0.0, 0.3, 0.1, 0.0, 0.05])  # roofline cost 1.2 >= 1
+    assert len(truth) == len(TERMS) + 1
     y = truth[0] + X @ truth[1:]
     w = fit_nonneg(X, y)
     assert (w >= 0).all()
@@ -106,16 +107,34 @@ def test_fit_is_non_negative_and_recovers_a_non_negative_truth():
     assert (w >= 0).all()
 
 
-def test_dense_flops_never_cheaper_than_the_chip_peak():
-    from slimformer.latency_lut._iphone import DENSE_FLOOR_MS_PER_GFLOP
+def test_no_op_is_priced_below_its_roofline():
+    from slimformer.latency_lut._iphone import ROOFLINE_FLOOR
 
     rng = np.random.default_rng(1)
     X = rng.uniform(0, 5, size=(18, len(TERMS)))
-    dense = 1 + [n for n, _, _ in TERMS].index("dense")
-    y = 0.5 + X[:, 0] * 0.01 + X[:, 3] * 0.7  # data in which dense FLOPs look free
+    roof = 1 + [n for n, _, _ in TERMS].index("roofline")
+    y = 0.5 + X[:, 0] * 0.01 + X[:, 3] * 0.7  # data in which the roofline term looks free
     w = fit_nonneg(X, y)
-    assert w[dense] == pytest.approx(DENSE_FLOOR_MS_PER_GFLOP) and (w >= 0).all()
-    assert fit_nonneg(X, y, lower=np.zeros(len(TERMS) + 1))[dense] < DENSE_FLOOR_MS_PER_GFLOP
+    assert w[roof] == pytest.approx(ROOFLINE_FLOOR) and (w >= 0).all()
+    assert fit_nonneg(X, y, lower=np.zeros(len(TERMS) + 1))[roof] < ROOFLINE_FLOOR
+
+
+def test_memory_features_and_the_roofline_of_one_op():
+    from slimformer.latency_lut._features import DRAM_BYTES_PER_S, PEAK_OPS_PER_S, roofline_ms
+
+    assert DRAM_BYTES_PER_S == pytest.approx(34.1e9, rel=1e-3) and PEAK_OPS_PER_S == 11e12
+    lin = nn.Linear(512, 2048)  # 1.05 M weights: 2.1 MB at fp16, a memory-bound op at one token
+    f = op_features(lin, torch.zeros(1, 1, 512))
+    assert f["weight_bytes"] == 2 * (512 * 2048 + 2048)
+    assert f["act_bytes"] == 2 * (512 + 2048)
+    assert f["floor_ms"] == pytest.approx(1e3 * f["weight_bytes"] / DRAM_BYTES_PER_S)
+    conv = nn.Conv2d(64, 64, 3, padding=1)  # 56x56: compute-bound
+    f = op_features(conv, torch.zeros(1, 64, 56, 56))
+    assert f["floor_ms"] == pytest.approx(1e3 * f["conv_flops"] / PEAK_OPS_PER_S)
+    assert roofline_ms(11e9, 0) == pytest.approx(1.0) and roofline_ms(0, 34.128e6) == pytest.approx(1.0)
+    # views and folded batch norms move nothing
+    f = op_features(nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.Flatten()), torch.zeros(1, 4, 2, 2))
+    assert f["act_bytes"] == 2 * (16 + 16)
 
 
 def test_published_data_is_read_from_the_package_and_series_stay_apart():
@@ -155,6 +174,46 @@ def test_shipped_tables_cover_the_default_space_and_carry_their_error(series):
     assert t.predict(cfg.with_width(2, 320)) > l1
 
 
+@pytest.mark.parametrize("series", sorted(SERIES))
+def test_shipped_entries_and_presets_respect_the_roofline(series):
+    from slimformer.latency_lut import arch_ops
+    from slimformer.latency_lut._iphone import network_floor
+
+    t = get_table(SERIES[series])
+    for key in ("mb3d.qkv-t49-c448-o1536", "mb4d-r56-c48-mlp192", "mb3d.mlp-t49-c448-mlp1792", "head-t49-c448-k1000-d2"):
+        assert t.entries[key]["median_ms"] >= op_features(*build_op(key))["floor_ms"] * (1 - 1e-6), key
+    for p in ("l1", "l3", "l7"):
+        cfg = get_arch(p)
+        fl = network_floor(cfg)
+        assert t.predict(cfg) >= fl["roofline_ms"] >= max(fl["compute_ms"], fl["weights_ms"])
+        ops = add_features(*(op_features(*build_op(k)) for k in arch_ops(cfg)))
+        assert ops["floor_ms"] == pytest.approx(fl["roofline_ms"], rel=0.02)  # the ops compose to the network
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("series", sorted(SERIES))
+def test_no_searched_subnet_is_predicted_below_its_floor(series):
+    """The no-supernet main job at budgets 0.8-3 ms on either table never returns a subnet whose
+    prediction is below what the A14 can do (compute at peak, weights at DRAM bandwidth)."""
+    from slimformer._errors import SlimformerError
+    from slimformer.latency_lut._iphone import network_floor
+    from slimformer.search import search
+
+    t = get_table(SERIES[series])
+    searched = 0
+    for budget in (0.8, 1.0, 1.2, 1.4, 1.6, 2.0, 2.5, 3.0):
+        if t.predict(t.space.smallest()) > budget:  # nothing fits: the search says so in one error
+            with pytest.raises(SlimformerError, match="no subnet fits"):
+                search(budget_ms=budget, table=t, out=None, progress=False)
+            continue
+        r = search(budget_ms=budget, table=t, out=None, progress=False)
+        fl = network_floor(r.arch)
+        assert r.predicted_ms <= budget * (1 + 1e-9)
+        assert r.predicted_ms >= fl["roofline_ms"] >= max(fl["compute_ms"], fl["weights_ms"]), (budget, fl)
+        searched += 1
+    assert searched >= 6
+
+
 def test_table_entries_are_the_cost_model_applied_to_each_op():
     t = get_table("iphone-lut")
     costs = t.error["cost_model"]
@@ -162,3 +221,17 @@ def test_table_entries_are_the_cost_model_applied_to_each_op():
     for key in ("mb4d-r56-c48-mlp192", "mb3d.attn-t49-h8-qk32-v128", "stem-r224-i3-s24-c48"):
         assert t.entries[key]["median_ms"] == pytest.approx(design_row(op_features(*build_op(key))) @ w, abs=2e-6)
     assert set(FEATURES) >= {"n_ops", "conv_flops", "layout_elems"}
+
+
+def test_main_job_places_its_answer_among_the_iphone_figures(tmp_path, capsys):
+    from slimformer.cli import main
+
+    assert main(["search", "--budget-ms", "1.6", "--device", "iphone-lut", "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "on iphone12-ios16 (series v2 estimate):" in out and "A14 floor:" in out
+    assert "reference: EfficientFormer-L1 1.6 ms published (series v1), 79.2 % ImageNet top-1" in out
+    from slimformer.latency_lut._iphone import iphone_context
+
+    assert iphone_context(get_arch("l1"), "cpu-ort") == []
+    l1 = iphone_context(get_arch("l1"), "iphone12-ios16")
+    assert l1[0].startswith("on iphone-lut") and "1.4 ms published (series v2)" in l1[-1]

@@ -82,8 +82,14 @@ def test_main_job_on_a_fresh_install(capsys, tmp_path):
         assert (out / f).stat().st_size > 0, f
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "src='search.png'" not in html
-    ops = json.loads((out / "breakdown.json").read_text())["ops"]
+    bd = json.loads((out / "breakdown.json").read_text())
+    ops = bd["ops"]
     assert ops and all(o["ms"] >= 0 for o in ops)
+    # breakdown.png draws the ops, the per-call overhead and the correction: they add up to the prediction
+    parts = bd["parts"]
+    assert parts["ops_ms"] == pytest.approx(sum(o["ms"] for o in ops))
+    assert parts["ops_ms"] + parts["overhead_ms"] + parts["correction_ms"] == pytest.approx(data["predicted_ms"])
+    assert parts["overhead_ms"] > 0.5  # iphone-lut's per-call launch cost, half of L1's 1.61 ms
     # deterministic: the same command again writes the same arch.json
     assert main(["search", "--budget-ms", "1.6", "--device", "iphone-lut", "--out", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "arch.json").read_bytes() == (out / "arch.json").read_bytes()

@@ -97,6 +97,38 @@ def test_two_processes_share_one_sqlite_study(tmp_path, tiny_table):
         assert p.returncode == 0, err[-2000:]
         assert "OK" in out
     study = optuna.load_study(study_name="shared", storage=url)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # pruned: over budget
+    done = [t for t in study.trials if t.state in finished]
     assert 16 <= len(done) <= 18  # MaxTrialsCallback stops both workers at 16 (a trial in flight may finish)
     assert len({t.number for t in done}) == len(done)
+
+
+def test_resume_fails_trials_a_killed_run_left_running(tmp_path, tiny_table):
+    b = budgets(tiny_table)[1]
+    search(budget_ms=b, table=tiny_table, strategy="optuna", trials=4, out=tmp_path / "r")
+    url = f"sqlite:///{tmp_path / 'r' / 'study.db'}"
+    study = optuna.load_study(study_name="slimformer-search", storage=url)
+    study.ask()  # what a kill -9 in the middle of a trial leaves: a RUNNING trial
+    assert [t.state for t in study.trials].count(optuna.trial.TrialState.RUNNING) == 1
+    r = search(budget_ms=b, table=tiny_table, strategy="optuna", trials=6, out=tmp_path / "r", resume=True)
+    states = [t.state for t in optuna.load_study(study_name="slimformer-search", storage=url).trials]
+    assert optuna.trial.TrialState.RUNNING not in states and states.count(optuna.trial.TrialState.FAIL) == 1
+    assert len(r.trace) == 6
+
+
+def test_out_folder_of_other_files_is_never_overwritten(tmp_path, tiny_table):
+    b = budgets(tiny_table)[1]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "arch.json").write_text('{"my": "own file"}')
+    with pytest.raises(SlimformerError, match="not empty"):
+        search(budget_ms=b, table=tiny_table, out=mine)
+    with pytest.raises(SlimformerError, match="not empty"):
+        search(budget_ms=b, table=tiny_table, strategy="optuna", trials=3, out=mine, resume=True)
+    assert (mine / "arch.json").read_text() == '{"my": "own file"}' and len(list(mine.iterdir())) == 1
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SlimformerError, match="existing file"):
+        search(budget_ms=b, table=tiny_table, out=tmp_path / "f")
+    for bad in (float("nan"), float("inf"), -1.0, 0.0):
+        with pytest.raises(SlimformerError, match="latency budget"):
+            search(budget_ms=bad, table=tiny_table)

@@ -231,3 +231,42 @@ def test_latency_penalty_with_a_real_table(tmp_path, tiny_space):
     assert float(logits["s3.b0"][1]) < 0 < float(logits["s3.b0"][2])  # costly mb3d down, free skip up
     with pytest.raises(SlimformerError, match="another search space"):
         train_supernet(TrainConfig(epochs=1, gumbel=True, lut="iphone-lut", lat_weight=0.1, **FAST), tmp_path / "x")
+
+
+def test_training_stops_at_the_first_non_finite_loss(tmp_path):
+    """A diverging run (absurd learning rate, no clipping) stops with one line and writes no checkpoint."""
+    cfg = TrainConfig(epochs=2, lr=1e30, clip_grad=None, **{**FAST, "warmup_epochs": 0, "steps_per_epoch": 4})
+    with pytest.raises(SlimformerError, match=r"training stopped at epoch 1, step \d: the loss is nan"):
+        train_supernet(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "best.pt").exists() and not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_non_finite_weights_are_never_saved_nor_loaded(tmp_path, tiny_space):
+    net = Supernet(tiny_space)
+    with torch.no_grad():
+        next(net.parameters()).view(-1)[0] = float("inf")
+    with pytest.raises(SlimformerError, match="non-finite"):
+        save_supernet(tmp_path / "best.pt", net)
+    assert not (tmp_path / "best.pt").exists()
+    raw = {"format": "slimformer.supernet", "version": 1, "space": tiny_space.to_dict(), "space_hash": tiny_space.hash,
+           "state_dict": net.state_dict(), "arch_logits": None, "meta": {}}
+    torch.save(raw, tmp_path / "nan.pt")
+    with pytest.raises(SlimformerError, match="non-finite"):
+        load_supernet(tmp_path / "nan.pt")
+    torch.save({**raw, "state_dict": "a string"}, tmp_path / "str.pt")
+    with pytest.raises(SlimformerError, match="not a dict of tensors"):
+        load_supernet(tmp_path / "str.pt")
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"lr": float("nan")}, "--lr must be a finite number"), ({"kd_temperature": 0.0}, "--kd-temperature must be positive"),
+    ({"train_size": 0}, "--train-size must be at least 1"), ({"workers": -1}, "--workers must be at least 0"),
+    ({"epochs": "3"}, "--epochs must be a whole number"),
+])
+def test_a_resumed_config_json_is_checked_like_the_cli(tmp_path, edit, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = TrainConfig(epochs=1, **FAST).to_dict()
+    (run / "config.json").write_text(json.dumps({**cfg, **edit}))  # json writes NaN as the NaN literal
+    with pytest.raises(SlimformerError, match=message):
+        train_supernet(TrainConfig(resume=str(run), quiet=True))

@@ -17,6 +17,7 @@ import torch
 
 from ..._errors import SlimformerError
 from ..._io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, make_run_dir
+from ..._validate import check_float
 from ...data import build_loaders
 from .._importance import BlockImportance, Importance
 from .._report import channel_plot, pattern_verdict, rows_csv, rows_markdown
@@ -80,6 +81,9 @@ def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: 
     table measured here for the model's ops with ``backend``, or the given ``latency``); returns the summary."""
     if (budget_params is None) == (budget_ms is None):
         raise SlimformerError("give exactly one of --budget-params and --budget-ms")
+    for name, v in (("--budget-params", budget_params), ("--budget-ms", budget_ms)):
+        if v is not None:
+            check_float(v, name, lo=0, lo_open=True)
     torch.manual_seed(seed)
     kwargs = {"img_size": img_size} if img_size else {}
     net = create_vit(model, weights=weights, **kwargs)
