@@ -21,9 +21,13 @@ def register(sub) -> None:
     p.add_argument("--budget-params", type=POSITIVE_FLOAT,
                    help="parameter budget for --model: a count, or a fraction of the model's when <= 1")
     p.add_argument("--img-size", type=IMG_SIZE, default=None, help="input size for --model (default: the model's)")
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch"),
+    p.add_argument("--backend", default=None, choices=("onnxruntime", "torch"),
                    help="--model with --budget-ms: runtime the model's op latencies are measured with")
-    p.add_argument("--threads", type=POSITIVE_INT, default=1, help="threads for that measurement (default 1)")
+    p.add_argument("--threads", type=POSITIVE_INT, default=None,
+                   help="threads: for --model the measurement's (default 1); with --device the setting the "
+                        "subnet will run at (default: the table's; another prints a warning)")
+    p.add_argument("--batch", type=POSITIVE_INT, default=None,
+                   help="with --device: the batch the subnet will run at (default: the table's)")
     p.add_argument("--data", default="builtin", help="builtin or an ImageFolder path (default builtin)")
     p.add_argument("--batches", type=POSITIVE_INT, default=8, help="batches to accumulate importance over (default 8)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=32)
@@ -55,7 +59,8 @@ def _prune(args) -> int:
         from ..pruning.vit import prune_timm
 
         s = prune_timm(model=args.model, weights=args.weights, budget_params=args.budget_params,
-                       budget_ms=args.budget_ms, backend=args.backend, threads=args.threads, data=args.data,
+                       budget_ms=args.budget_ms, backend=args.backend or "onnxruntime", threads=args.threads or 1,
+                       data=args.data,
                        batches=args.batches, batch_size=args.batch_size, img_size=args.img_size,
                        strategy=args.strategy, seed=args.seed, run_root=args.out)
         budget = (f"budget {s['params_budget']:,}" if "params_budget" in s else
@@ -76,6 +81,7 @@ def _prune(args) -> int:
 
         if not (Path(args.resume) / "importance.json").is_file():
             raise SlimformerError(f"--resume {args.resume}: not a prune run directory with importance.json")
+    _warn_setting(args)
     s = prune_supernet(supernet=args.supernet, arch=args.arch, device=args.device, budget_ms=args.budget_ms,
                        data=args.data, batches=args.batches, batch_size=args.batch_size, strategy=args.strategy,
                        eval_batches=args.eval_batches or 0, seed=args.seed, run_root=args.out,
@@ -84,3 +90,17 @@ def _prune(args) -> int:
     print(s["verdict"])
     print(f"run directory: {s['run_dir']}")
     return 0
+
+
+def _warn_setting(args) -> None:
+    """One line on stderr when --threads/--batch/--backend differ from the --device table's own."""
+    if args.threads is None and args.batch is None and args.backend is None:
+        return
+    import sys
+
+    from ..latency_lut import get_table
+
+    line = get_table(args.device, lut_dir=args.lut_dir).mismatch(threads=args.threads, batch=args.batch,
+                                                               backend=args.backend)
+    if line:
+        print(line, file=sys.stderr, flush=True)

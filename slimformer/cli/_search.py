@@ -49,6 +49,11 @@ def register(sub) -> None:
     p.add_argument("--val-batches", type=POSITIVE_INT, default=4, help="validation batches per evaluation")
     p.add_argument("--compute", default="auto", help="where supernet evaluation runs: auto (CUDA if available), "
                    "cpu or cuda")
+    p.add_argument("--threads", type=POSITIVE_INT, default=None,
+                   help="threads the subnet will run at (default: the table's; another prints a warning)")
+    p.add_argument("--batch", type=POSITIVE_INT, default=None, help="batch the subnet will run at (default: the table's)")
+    p.add_argument("--backend", default=None,
+                   help="runtime the subnet will run on (default: the table's)")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", default=None, help="run directory (default: a new runs/search-<time>)")
     p.add_argument("--runs-root", default="runs", help="where new run directories go (default runs/)")
@@ -64,7 +69,8 @@ def _search(args) -> int:
                supernet=args.supernet, strategy=args.strategy,
                fast=args.fast, sampler=args.sampler, mode=args.objectives, trials=args.trials, proxy=args.proxy,
                data=args.data, batch_size=args.batch_size, recal_batches=args.recal_batches,
-               val_batches=args.val_batches, seed=args.seed, storage=args.storage, study_name=args.study_name,
+               val_batches=args.val_batches, seed=args.seed, threads=args.threads, batch=args.batch,
+               backend=args.backend, storage=args.storage, study_name=args.study_name,
                resume=args.resume, out=args.out, runs_root=args.runs_root, compute=args.compute,
                space=args.space, progress=not args.no_progress and sys.stderr.isatty())
     if args.json:

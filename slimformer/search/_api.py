@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,8 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
            batch_size: int = 64, recal_batches: int = 4, val_batches: int = 4, seed: int = 0,
            storage: str | None = None, study_name: str | None = None, resume: bool = False,
            out: str | Path | None = None, runs_root: str | Path | None = None, progress: bool = False,
-           lut_dir=None, build: bool = False, compute: str = "auto", space: Any = None) -> SearchResult:
+           lut_dir=None, build: bool = False, compute: str = "auto", space: Any = None,
+           threads: int | None = None, batch: int | None = None, backend: str | None = None) -> SearchResult:
     """Search the subnet that fits ``budget_ms`` on ``table``'s device.
 
     Writes a run directory to ``out``, or to a new ``runs_root/search-<time>`` (created only once the inputs
@@ -70,7 +72,9 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
     ``compute`` is where inherited-weight evaluation runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``.
     ``space`` (a name such as ``efficientvit``, or a space) picks the table of that space (``resolve_table``
     looks a table of another space up as ``<device>-<space>``); by default the supernet's space, else the
-    table's own."""
+    table's own.
+    ``threads``/``batch``/``backend``: the setting the subnet will run at; one that differs from the table's
+    own prints one line on stderr (the table's latencies do not carry over)."""
     budget_ms = check_float(budget_ms, "the latency budget (ms)", lo=0, lo_open=True)
     for name, v, lo in (("trials", trials, 1), ("batch_size", batch_size, 1), ("recal_batches", recal_batches, 0),
                         ("val_batches", val_batches, 1), ("seed", seed, 0)):
@@ -83,6 +87,9 @@ def search(*, budget_ms: float, table: Any, supernet: str | Path | SupernetCheck
     table = resolve_table(table, space=space if space is not None else ck.space if ck is not None else None,
                           lut_dir=lut_dir, build=build,
                           progress=progress)
+    line = table.mismatch(threads=threads, batch=batch, backend=backend) if hasattr(table, "mismatch") else None
+    if line:
+        print(line, file=sys.stderr, flush=True)
     space = ck.space if ck is not None else table.space
     predict = CachedPredictor(table)
     smallest_ms, largest_ms = predict(space.smallest()), predict(space.largest())
