@@ -7,11 +7,13 @@ table's settings (1 thread, batch 1). Prints measured / budget for each (target:
 [0.95, 1.03]) and measured / predicted. Timings on a shared machine are noisy: run it when it is idle.
 
     python benchmarks/budget_precision.py [--img-size 96] [--lut-dir DIR] [--repeats 30]
+    python benchmarks/budget_precision.py --threads 2 --batch 4      # off the default setting
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import time
 
@@ -32,10 +34,12 @@ def main() -> None:
     ap.add_argument("--lut-dir", default=None)
     ap.add_argument("--name", default=None, help="table name (default cpu-ort-tiny<img>)")
     ap.add_argument("--repeats", type=int, default=30, help="timed runs per measurement")
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads of the table and the measurement")
+    ap.add_argument("--batch", type=int, default=1, help="batch of the table and the measurement")
     ap.add_argument("--fractions", default="0.15,0.3,0.5,0.7,0.85",
                     help="budgets as fractions of the way from the smallest to the largest subnet")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
 
     from slimformer._errors import SlimformerError
     from slimformer.export import fold_bn
@@ -44,18 +48,20 @@ def main() -> None:
     from slimformer.supernet import EfficientFormerNet
 
     space = bench_space(args.img_size)
-    name = args.name or f"cpu-ort-{space.name}"
+    name = args.name or f"cpu-ort-{space.name}" + ("" if (args.threads, args.batch) == (1, 1) else
+                                                    f"-t{args.threads}b{args.batch}")
     t0 = time.perf_counter()
     try:
         table = get_table(name, lut_dir=args.lut_dir)
-        if table.space_hash != space.hash:
+        if table.space_hash != space.hash or (table.threads, table.batch) != (args.threads, args.batch):
             raise SlimformerError("stale table")
         print(f"table {name}: {len(table.entries)} entries (already built)")
     except SlimformerError:
-        table = build_table(name=name, backend="onnxruntime", threads=1, space=space, lut_dir=args.lut_dir,
-                            progress=True)
+        table = build_table(name=name, backend="onnxruntime", threads=args.threads, batch=args.batch, space=space,
+                            lut_dir=args.lut_dir, progress=True)
         print(f"built table {name}: {len(table.entries)} entries in {time.perf_counter() - t0:.0f} s")
     lo, hi = table.predict(space.smallest()), table.predict(space.largest())
+    print(f"{args.threads} thread(s), batch {args.batch}; load average {os.getloadavg()[0]:.1f}")
     print(f"space {space.name}: predicted {lo:.3f} .. {hi:.3f} ms; correction {table.correction}")
     rows = []
     for f in (float(x) for x in args.fractions.split(",")):
@@ -63,7 +69,8 @@ def main() -> None:
         r = search(budget_ms=budget, table=table)
         net = fold_bn(EfficientFormerNet(r.arch).eval())
         x = torch.randn(1, 3, space.img_size, space.img_size, generator=torch.Generator().manual_seed(0))
-        m = measure_module(net, (x,), backend="onnxruntime", threads=1, repeats=args.repeats)
+        m = measure_module(net, (x,), backend="onnxruntime", threads=args.threads, batch=args.batch,
+                           repeats=args.repeats)
         rows.append((budget, r.predicted_ms, m["median_ms"], m["spread_ms"], r.arch.summary()))
         print(f"budget {budget:7.3f} ms  predicted {r.predicted_ms:7.3f}  measured {m['median_ms']:7.3f} "
               f"(spread {m['spread_ms']:.3f})  measured/budget {m['median_ms'] / budget:5.3f}  "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 from .._validate import NONNEG_INT, POSITIVE_INT, SEED
@@ -50,9 +51,14 @@ def _add_inspection(lut_sub) -> None:
                    help="exactly the validation folder to write into (an earlier one is resumed)")
     v.add_argument("--rounds", type=POSITIVE_INT, default=2,
                    help="times each subnet is measured (all once, then all again); the faster is kept (default 2)")
-    v.add_argument("--recalibrate", action="store_true",
-                   help="also measure 10 of the build's calibration subnets again and report the figures with "
-                        "the machine's speed now relative to the build (its level) factored out")
+    v.add_argument("--recalibrate", action=argparse.BooleanOptionalAction, default=None,
+                   help="level check (default on when the table holds calibration subnets): measure 10 of the "
+                        "build's calibration subnets again; when the machine's speed moved beyond the noise, the "
+                        "headline figures are re-scaled by it")
+    v.add_argument("--threads", type=int, default=None, help="measure at these threads (default: the table's)")
+    v.add_argument("--batch", type=int, default=None, help="measure at this batch (default: the table's)")
+    v.add_argument("--backend", choices=("onnxruntime", "torch"), default=None,
+                   help="measure with this backend (default: the table's)")
     add_quiet(v)
     add_json(v, "the validation figures")
     v.set_defaults(func=_validate)
@@ -113,12 +119,17 @@ def _validate(args) -> int:
     from ..latency_lut._validate import figure_lines, validate_table
 
     t = get_table(args.table, lut_dir=args.lut_dir)
+    line = t.mismatch(threads=args.threads, batch=args.batch, backend=args.backend)
+    if line:
+        print(line, file=sys.stderr, flush=True)
     r = validate_table(t, samples=args.samples, seed=args.seed, run_dir=args.out, runs_root=args.runs_root,
-                       progress=not args.quiet, recalibrate=args.recalibrate, rounds=args.rounds)
+                       progress=not args.quiet, recalibrate=args.recalibrate, rounds=args.rounds,
+                       threads=args.threads, batch=args.batch, backend=args.backend)
     if args.json:
         return print_json(r)
-    print(f"{t.name}: {r['samples']} random subnets measured end to end ({t.backend}, {t.threads} thread(s), "
-          f"{t.clock} clock; the faster of {r['rounds']} round(s) each)")
+    print(f"{t.name}: {r['samples']} random subnets measured end to end ({args.backend or t.backend}, "
+          f"{args.threads or t.threads} thread(s), batch {args.batch or t.batch}, {t.clock} clock; the faster of "
+          f"{r['rounds']} round(s) each)")
     print("\n".join(figure_lines(r)))
     print(f"wrote {r['run_dir']} (validate.json, scatter.png, report.md)")
     return 0

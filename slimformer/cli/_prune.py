@@ -24,9 +24,13 @@ def register(sub) -> None:
     p.add_argument("--budget-params", type=POSITIVE_FLOAT,
                    help="parameter budget for --model: a count, or a fraction of the model's when <= 1")
     p.add_argument("--img-size", type=IMG_SIZE, default=None, help="input size for --model (default: the model's)")
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch"),
+    p.add_argument("--backend", default=None, choices=("onnxruntime", "torch"),
                    help="--model with --budget-ms: runtime the model's op latencies are measured with")
-    p.add_argument("--threads", type=POSITIVE_INT, default=1, help="threads for that measurement (default 1)")
+    p.add_argument("--threads", type=POSITIVE_INT, default=None,
+                   help="threads: for --model the measurement's (default 1); with --table the setting the "
+                        "subnet will run at (default: the table's; another prints a warning)")
+    p.add_argument("--batch", type=POSITIVE_INT, default=None,
+                   help="with --table: the batch the subnet will run at (default: the table's)")
     p.add_argument("--data", default="builtin", help="builtin or an ImageFolder path (default builtin)")
     p.add_argument("--batches", type=POSITIVE_INT, default=8, help="batches to accumulate importance over (default 8)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="images per batch")
@@ -60,7 +64,7 @@ def _prune(args) -> int:
         from ..pruning.vit import prune_timm
 
         s = prune_timm(model=args.model, weights=args.weights, budget_params=args.budget_params,
-                       budget_ms=args.budget_ms, backend=args.backend, threads=args.threads, data=args.data,
+                       budget_ms=args.budget_ms, backend=args.backend or "onnxruntime", threads=args.threads or 1, data=args.data,
                        batches=args.batches, batch_size=args.batch_size, img_size=args.img_size,
                        strategy=args.strategy, seed=args.seed, run_root=args.runs_root, out=args.out,
                        progress=progress(args))
@@ -84,6 +88,7 @@ def _prune(args) -> int:
         raise SlimformerError(f"--resume {args.resume}: not a prune run directory with importance.json")
     if args.resume is not None and args.out is not None and Path(args.out) != Path(args.resume):
         raise SlimformerError("--resume RUN_DIR writes into RUN_DIR: give it without --out, or --out the same folder")
+    _warn_setting(args)
     r = prune_supernet(PruneOptions(
         supernet=args.supernet, arch=args.arch, table=args.table, budget_ms=args.budget_ms, data=args.data,
         batches=args.batches, batch_size=args.batch_size, strategy=args.strategy,
@@ -95,3 +100,17 @@ def _prune(args) -> int:
     print(r.verdict)
     print(f"run directory: {r.run_dir}")
     return 0
+
+
+def _warn_setting(args) -> None:
+    """One line on stderr when --threads/--batch/--backend differ from the --table table's own."""
+    if args.threads is None and args.batch is None and args.backend is None:
+        return
+    import sys
+
+    from ..latency_lut import get_table
+
+    line = get_table(args.table, lut_dir=args.lut_dir).mismatch(threads=args.threads, batch=args.batch,
+                                                              backend=args.backend)
+    if line:
+        print(line, file=sys.stderr, flush=True)

@@ -44,6 +44,10 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="images per validation/recalibration batch")
     p.add_argument("--recal-batches", type=NONNEG_INT, default=4, help="train batches for BN recalibration")
     p.add_argument("--val-batches", type=POSITIVE_INT, default=4, help="validation batches per evaluation")
+    p.add_argument("--threads", type=POSITIVE_INT, default=None,
+                   help="threads the subnet will run at (default: the table's; another prints a warning)")
+    p.add_argument("--batch", type=POSITIVE_INT, default=None, help="batch the subnet will run at (default: the table's)")
+    p.add_argument("--backend", default=None, help="runtime the subnet will run on (default: the table's)")
     add_torch_device(p, old="--compute", help="where supernet evaluation runs: auto (CUDA when available), "
                      "cpu, cuda or cuda:N")
     p.add_argument("--seed", type=SEED, default=0, help="random seed (sampler, data order)")
@@ -62,7 +66,7 @@ def _search(args) -> int:
                batch_size=args.batch_size, recal_batches=args.recal_batches, val_batches=args.val_batches,
                seed=args.seed, storage=args.storage, study_name=args.study_name, resume=args.resume, out=args.out,
                runs_root=args.runs_root, torch_device=args.torch_device, space=args.space,
-               progress=progress(args))
+               threads=args.threads, batch=args.batch, backend=args.backend, progress=progress(args))
     if args.json:
         return print_json(r.arch_json())
     print(format_table(summary_rows(r)))

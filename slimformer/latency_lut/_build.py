@@ -13,6 +13,7 @@ import datetime as _dt
 import functools
 import json
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,15 @@ from typing import Any
 from .._errors import SlimformerError
 from .._io import atomic_write_json, exclusive_lock, read_json
 from ..supernet import ArchConfig, SearchSpace, get_space
+from ._context import apply_context, profile_arch
 from ._fidelity import calibrate, measure_arch
 from ._keys import space_ops
 from ._measure import BACKENDS, check_clock, cpu_model, measure_module, measure_overhead, runtime_versions
 from ._ops import build_op
 from ._registry import check_name, partial_path, table_path
-from ._table import SCHEMA, LatencyTable
+from ._table import READABLE, SCHEMA, LatencyTable
 
+_JOURNALLED = ("entries", "calibration", "context", "seconds")  # kept in the journal, not the partial file
 CALIBRATION_SEED = 1_000_003  # calibration subnets come from their own stream, apart from validation's
 ORDER_SEED = 7
 
@@ -83,14 +86,14 @@ def _load_partial(path: Path, want: dict[str, Any]) -> dict[str, Any] | None:
         d = read_json(path, "unfinished table build")
     except SlimformerError:
         return None  # an unreadable partial file cannot be resumed; start over
-    if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+    if not isinstance(d, dict) or d.get("schema") not in READABLE:
         return None
     got = {k: d.get(k) for k in want}
     if got != want:
         diff = ", ".join(f"{k} {got[k]!r} (now {want[k]!r})" for k in want if got[k] != want[k])
         raise SlimformerError(f"an unfinished build of {want['name']!r} with other settings exists ({diff}); "
                               f"pass --no-resume to start it over")
-    d["entries"], d["calibration"] = {}, []
+    d["entries"], d["calibration"], d["context"], d["seconds"] = {}, [], [], 0.0
     jpath = journal_path(path)
     if jpath.is_file():
         for line in jpath.read_text(encoding="utf-8").splitlines():
@@ -98,10 +101,13 @@ def _load_partial(path: Path, want: dict[str, Any]) -> dict[str, Any] | None:
                 rec = json.loads(line)
             except ValueError:
                 continue  # the line being written when the build was killed
+            d["seconds"] = d.get("seconds", 0.0) + float(rec.get("s", 0.0))
             if "key" in rec:
                 d["entries"][rec["key"]] = rec["entry"]
             elif "calibration" in rec:
                 d["calibration"].append(rec["calibration"])
+            elif "context" in rec:
+                d["context"].append(rec["context"])
     return d
 
 
@@ -122,12 +128,14 @@ def _one_builder(fn):
 def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, batch: int = 1, clock: str = "wall",
                 space: str | SearchSpace = "default", lut_dir: str | Path | None = None, resume: bool = True,
                 progress: bool = True, calibration: int = 30, rounds: int = 2, repeats: int = 15,
-                min_time_s: float = 0.02, noise: float = 0.1, retries: int = 2,
+                min_time_s: float = 0.02, noise: float = 0.1, retries: int = 2, context: int | None = None,
                 on_entry: Callable[[str, dict], None] | None = None) -> LatencyTable:
     """Measure every op of ``space`` with ``backend`` and write the table ``name`` into the user folder.
 
     Ops are measured in a shuffled order with ``rounds`` measurements of each of the ``calibration``
-    subnets spread among them (:func:`schedule`).
+    subnets spread among them (:func:`schedule`). With onnxruntime, the first ``context`` calibration
+    subnets (default: half of them) are then profiled node by node (:mod:`._context`); the table keeps
+    the per-kind in-context factors if they fit its calibration subnets better than the ops alone do.
 
     ``on_entry(key, entry)`` is called after each op is measured (progress hooks, tests)."""
     check_name(name)
@@ -148,7 +156,7 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
         state = {"schema": SCHEMA, "complete": False, **settings, "space": sp.to_dict(),
                  "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "overhead": None}
         atomic_write_json(ppath, state)
-        state.update(entries={}, calibration=[])
+        state.update(entries={}, calibration=[], context=[], seconds=0.0)
     mkw = {"backend": backend, "threads": threads, "batch": batch, "clock": clock}
     tkw = {"repeats": repeats, "min_time_s": min_time_s, "noise": noise, "retries": retries}
     entries: dict[str, dict] = state["entries"]
@@ -164,30 +172,48 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
 
         if state["overhead"] is None:
             state["overhead"] = measure_overhead(**mkw)
-            atomic_write_json(ppath, {k: v for k, v in state.items() if k not in ("entries", "calibration")})
+            atomic_write_json(ppath, {k: v for k, v in state.items() if k not in _JOURNALLED})
         overhead = state["overhead"]["median_ms"]
         for item in todo:
+            t0 = time.perf_counter()
             if isinstance(item, int):  # a calibration subnet, measured whole
                 cfg = cal_cfgs[item % len(cal_cfgs)]
                 bar.set_postfix_str(f"subnet {cfg.summary()}", refresh=False)
                 r = measure_arch(cfg, **mkw, **tkw)
                 cal.append({"arch": cfg.to_dict(), "index": item % len(cal_cfgs), "round": item // len(cal_cfgs), **r})
-                record({"calibration": cal[-1]})
+                record({"calibration": cal[-1], "s": time.perf_counter() - t0})
             else:
                 bar.set_postfix_str(item, refresh=False)
                 module, example = build_op(item)
                 r = measure_module(module, example, **mkw, **tkw)
                 entries[item] = {"median_ms": max(r["median_ms"] - overhead, 0.0), "spread_ms": r["spread_ms"],
                                  "count": r["count"], "raw_ms": r["median_ms"], "attempts": r["attempts"]}
-                record({"key": item, "entry": entries[item]})
+                record({"key": item, "entry": entries[item], "s": time.perf_counter() - t0})
                 if on_entry is not None:
                     on_entry(item, entries[item])
+            state["seconds"] += time.perf_counter() - t0
             bar.update(1)
+        if backend == "onnxruntime":
+            _profile_context(state, cal_cfgs, context, threads, batch, record, bar)
     table = _finish(state, sp, name, backend, threads, batch, clock)
     table.save(table_path(name, lut_dir))
     ppath.unlink(missing_ok=True)
     jpath.unlink(missing_ok=True)
     return table
+
+
+def _profile_context(state: dict, cal_cfgs: list[ArchConfig], context: int | None, threads: int, batch: int,
+                     record: Callable[[dict], None], bar) -> None:
+    """Profile the first ``context`` calibration subnets node by node (default: half), journalled one by one."""
+    n_ctx = (len(cal_cfgs) + 1) // 2 if context is None else min(context, len(cal_cfgs))
+    for i in range(len(state["context"]), n_ctx):
+        bar.set_postfix_str(f"in context {i + 1}/{n_ctx}", refresh=True)
+        t0 = time.perf_counter()
+        p = profile_arch(cal_cfgs[i], threads=threads, batch=batch)
+        state["context"].append({"index": i, "keys": p["keys"], "nodes_ms": p["nodes_ms"], "run_ms": p["run_ms"],
+                                 "wall_ms": p["wall_ms"]})
+        record({"context": state["context"][-1], "s": time.perf_counter() - t0})
+        state["seconds"] += time.perf_counter() - t0
 
 
 def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int, batch: int,
@@ -197,6 +223,9 @@ def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int,
         overhead_ms=state["overhead"]["median_ms"], threads=threads, batch=batch, clock=clock, cpu=cpu_model(),
         runtime=runtime_versions(backend), date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         meta={"build": {"started": state.get("started"), "overhead": state["overhead"],
+                        "seconds": round(state.get("seconds", 0.0), 1),
                         "calibration": state["calibration"]}})
     calibrate(table, state["calibration"], method="build-time calibration subnets (in-sample fit)")
+    if state.get("context"):
+        apply_context(table, state["context"], state["calibration"])
     return table

@@ -71,11 +71,14 @@ def fit_correction(predicted: Sequence[float], measured: Sequence[float],
 
 
 def fit_level(then: Sequence[float], now: Sequence[float]) -> dict[str, Any]:
-    """``{"factor", "samples"}``: how much slower (>1) the machine runs now than when ``then`` was measured,
+    """``{"factor", "samples", "noise"}``: how much slower (>1) the machine runs now than when ``then`` was measured,
     from the same subnets measured again (the median of now / then)."""
     r = np.asarray(now, float) / np.asarray(then, float)
-    return {"factor": float(np.median(r)), "samples": len(r),
-            "method": "median of now / build-time latency of the same calibration subnets"}
+    med = float(np.median(r))
+    mad = float(np.median(np.abs(r - med))) * 1.4826
+    return {"factor": med, "samples": len(r), "noise": float(2 * mad / max(1.0, np.sqrt(len(r)))),
+            "method": "median of now / build-time latency of the same calibration subnets; noise: twice the "
+                      "standard error of that median (1.4826 MAD / sqrt n)"}
 
 
 def calibrate(table, records: Sequence[dict[str, Any]], *, method: str) -> None:

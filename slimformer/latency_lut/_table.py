@@ -29,7 +29,10 @@ from .._io import atomic_write_json, read_json
 from ..supernet import ArchConfig, BlockConfig, SearchSpace, flatten_at, space_from_dict, stage_resolution
 from ._keys import FAMILY_KEYS, arch_ops, block_keys, ds_key, flat_key, head_key, stem_key
 
-SCHEMA = "slimformer.lut/1"
+SCHEMA = "slimformer.lut/2"
+# format 1: entries are ops timed alone; format 2 adds ``meta["context"]`` (per-kind in-context factors
+# already applied to ``median_ms``, the op alone kept as ``alone_ms``). Format-1 tables load unchanged.
+READABLE = ("slimformer.lut/1", SCHEMA)
 TABLE_KINDS = ("measured", "imported", "estimated")
 
 
@@ -106,6 +109,18 @@ class LatencyTable:
     def __repr__(self) -> str:
         return (f"LatencyTable({self.name!r}, kind={self.kind!r}, device={self.device!r}, "
                 f"backend={self.backend!r}, {len(self.entries)} entries, space={self.space.name!r})")
+
+    def mismatch(self, *, threads: int | None = None, batch: int | None = None,
+                 backend: str | None = None) -> str | None:
+        """One line when the setting asked for (``None``: not said) differs from the table's own, else ``None``."""
+        own = {"threads": self.threads or 1, "batch": self.batch, "backend": self.backend}
+        want = {"threads": threads, "batch": batch, "backend": backend}
+        diff = [f"{k} {want[k]} (table: {own[k]})" for k in own if want[k] is not None and want[k] != own[k]]
+        if not diff or self.kind != "measured":
+            return None if not diff else (f"warning: table {self.name!r} is {self.kind} for {self.device!r}; "
+                                          f"used at {', '.join(diff)}: its latencies do not carry over")
+        return (f"warning: table {self.name!r} was measured at {own['threads']} thread(s), batch {own['batch']}, "
+                f"{own['backend']}; used at {', '.join(diff)}: its latencies do not carry over (build one there)")
 
     # ----------------------------------------------------------------- lookups
     def ms(self, key: str) -> float:
@@ -244,6 +259,11 @@ class LatencyTable:
             total += v if v is not None else self._miss(self._caches(per_op), c, ck, keys())
         return total
 
+    def refresh(self) -> None:
+        """Re-read ``entries`` after editing them in place (and forget cached sums)."""
+        self._ms = {k: e["median_ms"] for k, e in self.entries.items()}
+        self.clear_cache()
+
     def _flat(self, c: dict, res: int, w: int) -> float:
         v = c["flat"].get((res, w))
         return v if v is not None else self._miss(c, c["flat"], (res, w), (flat_key(res * res, w),))
@@ -290,10 +310,10 @@ class LatencyTable:
         if not isinstance(d, dict) or "schema" not in d:
             raise SlimformerError(f"{source} is not a slimformer latency table (no 'schema': {SCHEMA!r})")
         schema = d["schema"]
-        if schema != SCHEMA:
+        if schema not in READABLE:
             what = ("a latency table of another version" if str(schema).startswith("slimformer.lut/")
                     else "not a latency table")
-            raise SlimformerError(f"{source} is {what}: schema {schema!r}, this slimformer reads {SCHEMA!r}")
+            raise SlimformerError(f"{source} is {what}: schema {schema!r}, this slimformer reads {' or '.join(map(repr, READABLE))}")
         if d.get("complete") is False:
             raise SlimformerError(f"{source} is an unfinished build; resume it with `slimformer lut build`")
         try:

@@ -38,8 +38,15 @@ def validation_configs(table: LatencyTable, n: int, seed: int = VALIDATION_SEED)
 def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALIDATION_SEED,
                    run_dir: str | Path | None = None, runs_root: str | Path | None = None,
                    progress: bool = True, repeats: int = 15, min_time_s: float = 0.02,
-                   recalibrate: bool = False, calibration: int = 10, rounds: int = 2) -> dict[str, Any]:
-    """Fidelity figures of ``table`` on ``samples`` random subnets measured here with the table's settings."""
+                   recalibrate: bool | None = None, calibration: int = 10, rounds: int = 2,
+                   threads: int | None = None, batch: int | None = None, backend: str | None = None,
+                   min_level: float = 0.02) -> dict[str, Any]:
+    """Fidelity figures of ``table`` on ``samples`` random subnets measured here with the table's settings
+    (or at ``threads``/``batch``/``backend``: then ``result["mismatch"]`` holds the one line that says so).
+
+    The level check is on by default (``recalibrate=None``: whenever the table holds calibration subnets
+    measured in rounds): when the machine's level moved by more than its noise (and at least
+    ``min_level``), the headline figures are the build's predictions re-scaled by it."""
     if table.kind != "measured" or table.backend not in ("onnxruntime", "torch"):
         raise SlimformerError(f"table {table.name!r} is {table.kind} for {table.device!r} ({table.backend}); "
                               f"validation measures on this machine, so it applies to tables built here with "
@@ -50,6 +57,10 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
         raise SlimformerError("--rounds must be at least 1")
     from tqdm import tqdm
 
+    build_cal = table.meta.get("build", {}).get("calibration", [])
+    if recalibrate is None:
+        recalibrate = len([c for c in fastest(build_cal) if "index" in c]) >= 3
+    mismatch = table.mismatch(threads=threads, batch=batch, backend=backend)
     out = Path(run_dir) if run_dir is not None else make_run_dir(runs_root, f"lut-validate-{table.name}")
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "samples.partial.json"
@@ -61,10 +72,11 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
                 and d.get("rounds") == rounds and bool(d.get("again")) == recalibrate):
             rows, again = list(d.get("rows", []))[:samples], dict(d.get("again") or {})
     cfgs = validation_configs(table, samples, seed)
-    kw = {"backend": table.backend, "threads": table.threads or 1, "batch": table.batch, "clock": table.clock}
+    kw = {"backend": backend or table.backend, "threads": threads or table.threads or 1, "batch": batch or table.batch,
+          "clock": table.clock}
     then: dict[int, dict] = {}
     if recalibrate:
-        then = {c["index"]: c for c in fastest(table.meta.get("build", {}).get("calibration", [])) if "index" in c}
+        then = {c["index"]: c for c in fastest(build_cal) if "index" in c}
         if len(then) < 3:
             raise SlimformerError(f"table {table.name!r} holds no calibration subnets measured in rounds; rebuild it "
                                   f"with this slimformer to use --recalibrate")
@@ -103,6 +115,7 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
                 bar.update(1)
     level = fit_level([then[i]["median_ms"] for i in then], [min(again[str(i)]) for i in then]) if then else None
     if level:
+        level["moved"] = bool(abs(level["factor"] - 1) > max(min_level, level["noise"]))
         for row in rows:
             row["recalibrated_ms"] = level["factor"] * row["corrected_ms"]
     m = [r["measured_ms"] for r in rows]
@@ -113,9 +126,12 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
               "corrected": fidelity([r["corrected_ms"] for r in rows], m) if table.correction else None,
               "correction": table.correction,
               "recalibrated": fidelity([r["recalibrated_ms"] for r in rows], m) if level else None,
-              "level": level, "run_dir": str(out), "rows": rows}
+              "level": level, "mismatch": mismatch, "run_dir": str(out), "rows": rows}
+    result["headline"] = ("recalibrated" if level and level["moved"] else
+                          "corrected" if result["corrected"] else "uncorrected")
     atomic_write_json(out / "validate.json", result)
-    _remember(table, result)
+    if not mismatch:
+        _remember(table, result)
     scatter_plot(rows, out / "scatter.png", title=f"{table.name}: {len(rows)} random subnets")
     atomic_write_text(out / "report.md", report(result))
     partial.unlink(missing_ok=True)
@@ -152,6 +168,12 @@ def figure_lines(result: dict[str, Any], *, bullet: str = "  ") -> list[str]:
         c = result["level"]
         lines.append(f"{bullet}with the build's correction times the machine's level now (x{c['factor']:.4f}, from "
                      f"{c['samples']} calibration subnets measured again): {format_figures(result['recalibrated'])}")
+    lv = result.get("level")
+    if lv and "noise" in lv:
+        lines.append(f"{bullet}level check: " + (
+            f"the machine runs x{lv['factor']:.3f} of its speed at build time, beyond the noise (±{lv['noise']:.3f}): "
+            f"headline figures are the predictions re-scaled by it" if lv.get("moved") else
+            f"the machine's level x{lv['factor']:.3f} is within the noise (±{lv['noise']:.3f}) of the build's"))
     return lines
 
 

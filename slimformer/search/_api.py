@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,11 @@ def _prepare(opts: SearchOptions, loaders: Any) -> _Job:
     space = get_space(opts.space) if isinstance(opts.space, (str, Path)) else opts.space
     table = resolve_table(opts.table, space=space if space is not None else ck.space if ck is not None else None,
                           lut_dir=opts.lut_dir, build=opts.build, progress=opts.progress)
+    # the setting the subnet will run at: one other than the table's prints one line (latencies do not carry over)
+    line = (table.mismatch(threads=opts.threads, batch=opts.batch, backend=opts.backend)
+            if hasattr(table, "mismatch") else None)
+    if line:
+        print(line, file=sys.stderr, flush=True)
     space = ck.space if ck is not None else table.space
     predict = CachedPredictor(table)
     smallest_ms = predict(space.smallest())

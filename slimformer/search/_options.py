@@ -58,6 +58,9 @@ class SearchOptions:
     build: bool = False
     torch_device: str = "auto"
     space: Any = None
+    threads: int | None = None
+    batch: int | None = None
+    backend: str | None = None
     progress: bool = False
     study: StudyOptions = field(default_factory=StudyOptions)
     evaluation: EvalOptions = field(default_factory=EvalOptions)

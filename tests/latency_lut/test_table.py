@@ -89,7 +89,7 @@ def test_save_load_round_trip_keeps_predictions_and_hash(tmp_path):
     assert u.meta["source"] == "test" and u.error == {"mape": 1.0} and u.correction["samples"] == 8
     cfg = sp.sample(1)
     assert u.predict(cfg) == t.predict(cfg)
-    assert json.loads(p.read_text())["schema"] == "slimformer.lut/1"
+    assert json.loads(p.read_text())["schema"] == "slimformer.lut/2"
     assert fake_table(sp, seed=1).hash != t.hash
 
 

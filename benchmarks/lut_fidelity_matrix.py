@@ -1,0 +1,131 @@
+"""Latency-table fidelity off the tuned setting: threads x batch x backend.
+
+For each cell of threads {1, 2} x batch {1, 4, 16} x backend {onnxruntime, torch}, build (or reuse) a table
+of the space and validate it on random subnets drawn with a seed the build never used (its calibration
+subnets come from seed 1 000 003). One row per cell: within ±5 %, within ±10 %, MAPE, worst, Kendall tau
+(the headline figures: the build's correction, re-scaled by the machine's level when the level check found
+it moved beyond its noise), build time, the machine's level, and the load average beside it.
+
+    python benchmarks/lut_fidelity_matrix.py                                 # all 12 cells, default space
+    python benchmarks/lut_fidelity_matrix.py --cells 2x4-onnxruntime,1x1-onnxruntime
+    python benchmarks/lut_fidelity_matrix.py --space tiny@96 --out runs/lut-matrix-tiny96
+
+Resumable: every finished cell is kept in ``<out>/matrix.json``; a killed cell resumes its build (the
+table's journal) and its validation (``<out>/<cell>/``). Targets per cell: >= 95 % within ±5 %, 100 %
+within ±10 %, tau >= 0.95; build <= 5 min at batch <= 4, <= 10 min at batch 16.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import os
+import time
+from pathlib import Path
+
+CELLS = [f"{t}x{b}-{be}" for be, t, b in itertools.product(("onnxruntime", "torch"), (1, 2), (1, 4, 16))]
+VALIDATION_SEED = 2026  # never used by a build
+
+
+def space_of(spec: str):
+    """``default``, ``tiny`` or ``NAME@IMG`` (the named space at another input size)."""
+    from slimformer.supernet import get_space
+
+    name, _, img = spec.partition("@")
+    sp = get_space(name)
+    if not img:
+        return sp
+    kw = {f.name: getattr(sp, f.name) for f in dataclasses.fields(sp)}
+    return type(sp)(**{**kw, "img_size": int(img), "name": f"{name}{img}"})
+
+
+def parse_cell(cell: str) -> tuple[int, int, str]:
+    tb, _, backend = cell.partition("-")
+    t, _, b = tb.partition("x")
+    return int(t), int(b), backend
+
+
+def run_cell(cell: str, args, space) -> dict:
+    from slimformer._errors import SlimformerError
+    from slimformer.latency_lut import build_table, get_table, validate_table
+
+    threads, batch, backend = parse_cell(cell)
+    name = f"matrix-{space.name}-{cell}"
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    try:
+        table = get_table(name, lut_dir=args.lut_dir)
+        build_s, reused = table.meta.get("build", {}).get("seconds"), True
+    except SlimformerError:
+        table = build_table(name=name, backend=backend, threads=threads, batch=batch, space=space,
+                            lut_dir=args.lut_dir, calibration=args.calibration, progress=not args.quiet)
+        # the build's own sum over its journal (every segment of a resumed build), else this call's time
+        build_s, reused = table.meta.get("build", {}).get("seconds") or time.perf_counter() - t0, False
+    load1 = os.getloadavg()
+    r = validate_table(table, samples=args.samples, seed=VALIDATION_SEED, run_dir=Path(args.out) / cell,
+                       progress=not args.quiet)
+    head = r[r["headline"]]
+    ctx = table.meta.get("context") or {}
+    return {"cell": cell, "threads": threads, "batch": batch, "backend": backend, "table": name,
+            "samples": r["samples"], "headline": r["headline"], **{k: head[k] for k in
+            ("within_5pct", "within_10pct", "mape_pct", "worst_pct", "kendall_tau")},
+            "corrected": r["corrected"], "uncorrected": r["uncorrected"], "recalibrated": r["recalibrated"],
+            "level": (r["level"] or {}).get("factor"), "level_noise": (r["level"] or {}).get("noise"),
+            "build_s": build_s, "reused": reused, "in_context_kept": ctx.get("kept"),
+            "loadavg_build": [round(x, 2) for x in load0], "loadavg_validate": [round(x, 2) for x in load1],
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()], "run_dir": r["run_dir"],
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def markdown(rows: dict, space_name: str) -> str:
+    out = [f"| threads × batch, backend ({space_name}) | ±5 % | ±10 % | MAPE | worst | τ | build | level | load (1-min avg: build / validate) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for cell in CELLS:
+        r = rows.get(cell)
+        if r is None:
+            out.append(f"| {cell.replace('-', ', ')} | not run | | | | | | | |")
+            continue
+        build = f"{r['build_s']:.0f} s" if r.get("build_s") else "reused"
+        lv = f"×{r['level']:.3f}" if r.get("level") else "–"
+        out.append(f"| {cell.replace('-', ', ')} | {100 * r['within_5pct']:.0f} % | {100 * r['within_10pct']:.0f} % | "
+                   f"{r['mape_pct']:.2f} % | {r['worst_pct']:.1f} % | {r['kendall_tau']:.3f} | {build} | {lv} | "
+                   f"{r['loadavg_build'][0]:.1f} / {r['loadavg_validate'][0]:.1f} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated cells THREADSxBATCH-BACKEND")
+    ap.add_argument("--space", default="default", help="default, tiny, or NAME@IMG (default: default)")
+    ap.add_argument("--samples", type=int, default=100)
+    ap.add_argument("--calibration", type=int, default=30)
+    ap.add_argument("--lut-dir", default=None)
+    ap.add_argument("--out", default=None, help="matrix folder (default runs/lut-matrix-<space>)")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    from slimformer._io import atomic_write_json, atomic_write_text, read_json
+
+    space = space_of(args.space)
+    args.out = args.out or f"runs/lut-matrix-{space.name}"
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    state_path = Path(args.out) / "matrix.json"
+    rows = read_json(state_path, "matrix state")["rows"] if state_path.is_file() else {}
+    for cell in [c.strip() for c in args.cells.split(",") if c.strip()]:
+        if cell not in CELLS:
+            raise SystemExit(f"unknown cell {cell!r}: choose from {', '.join(CELLS)}")
+        if cell in rows:
+            print(f"{cell}: done before ({rows[cell]['date']})")
+            continue
+        print(f"{cell}: building/validating on {space.name} (load {os.getloadavg()[0]:.1f})", flush=True)
+        rows[cell] = run_cell(cell, args, space)
+        atomic_write_json(state_path, {"space": space.name, "rows": rows})
+        print(next(x for x in markdown({cell: rows[cell]}, space.name).splitlines()
+                   if x.startswith(f"| {cell.replace('-', ', ')} |")), flush=True)
+    table = markdown(rows, space.name)
+    atomic_write_text(Path(args.out) / "matrix.md", table + "\n")
+    print(table)
+    print(f"wrote {state_path} and matrix.md")
+
+
+if __name__ == "__main__":
+    main()
