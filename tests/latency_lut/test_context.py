@@ -123,7 +123,7 @@ def test_mismatch_is_one_line_naming_each_setting(micro_table):
 
 
 def test_lut_validate_at_another_setting_says_so_once(capsys, micro_table, tmp_path):
-    code = cli_main(["lut", "validate", "--device", str(micro_table.path), "--samples", "2", "--rounds", "1",
+    code = cli_main(["lut", "validate", "--table", str(micro_table.path), "--samples", "2", "--rounds", "1",
                      "--threads", "2", "--quiet", "--run-dir", str(tmp_path / "v")])
     err = capsys.readouterr().err
     assert code == 0 and err.count("warning: table") == 1 and "threads 2 (table: 1)" in err
@@ -132,11 +132,11 @@ def test_lut_validate_at_another_setting_says_so_once(capsys, micro_table, tmp_p
 
 
 def test_search_at_another_setting_says_so_once(capsys, micro_table, tmp_path):
-    code = cli_main(["search", "--budget-ms", "10", "--device", str(micro_table.path), "--batch", "4",
-                     "--no-progress", "--runs-root", str(tmp_path)])
+    code = cli_main(["search", "--budget-ms", "10", "--table", str(micro_table.path), "--batch", "4",
+                     "--quiet", "--runs-root", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 0 and err.count("warning: table") == 1 and "batch 4 (table: 1)" in err
-    cli_main(["search", "--budget-ms", "10", "--device", str(micro_table.path), "--no-progress",
+    cli_main(["search", "--budget-ms", "10", "--table", str(micro_table.path), "--quiet",
               "--runs-root", str(tmp_path)])
     assert "warning" not in capsys.readouterr().err
 
@@ -144,11 +144,11 @@ def test_search_at_another_setting_says_so_once(capsys, micro_table, tmp_path):
 def test_prune_at_another_setting_says_so_once(capsys, micro_table):
     from slimformer.cli._prune import _warn_setting
 
-    args = argparse.Namespace(device=str(micro_table.path), lut_dir=None, threads=2, batch=None, backend="torch")
+    args = argparse.Namespace(table=str(micro_table.path), lut_dir=None, threads=2, batch=None, backend="torch")
     _warn_setting(args)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "threads 2 (table: 1)" in err and "backend torch" in err
-    _warn_setting(argparse.Namespace(device=str(micro_table.path), lut_dir=None, threads=None, batch=None,
+    _warn_setting(argparse.Namespace(table=str(micro_table.path), lut_dir=None, threads=None, batch=None,
                                      backend=None))
     assert capsys.readouterr().err == ""
 
