@@ -23,7 +23,7 @@ def op_label(key: str) -> str:
     """A person's name for one op key, e.g. ``mb4d-r14-c368-mlp736`` -> ``MB4D 368 ch 14x14, MLP 736``."""
     kind, d = parse_key(key)
     g = d.get("r", 0)
-    return {
+    labels = {
         "stem": lambda: f"stem {d['i']}->{d['s']}->{d['c']} ch, {g} px",
         "ds": lambda: f"downsample {d['c']}->{d['o']} ch, {g}->{g // 2} px",
         "ds.tok": lambda: f"downsample (tokens) {d['c']}->{d['o']} ch, {g}->{g // 2} px",
@@ -34,7 +34,10 @@ def op_label(key: str) -> str:
         "mb3d.proj": lambda: f"MB3D projection {d['i']}->{d['c']}",
         "mb3d.mlp": lambda: f"MB3D LN + MLP {d['c']}->{d['mlp']}->{d['c']}",
         "head": lambda: f"head {d['c']} ch -> {d['k']} classes" + (" (+ distillation)" if d["d"] == 2 else ""),
-    }[kind]()
+    }
+    if kind not in labels:  # another family's op: its kind and dims as written in the key
+        return f"{kind} " + " ".join(f"{k}{v}" for k, v in d.items())
+    return labels[kind]()
 
 
 def prediction_parts(table: LatencyTable, cfg: ArchConfig) -> dict[str, float]:

@@ -22,7 +22,7 @@ from timm.models.efficientvit_msra import (
 )
 from torch import nn
 
-from .._model import relative_position_index
+from .._model import _cfg, relative_position_index
 from ._config import MERGE_RATIO, SUB_FFN_RATIO, EfficientViTConfig, EViTBlockConfig
 
 
@@ -156,6 +156,9 @@ class EfficientViTNet(nn.Module):
         self.arch = cfg
         self.num_classes, self.in_chans, self.global_pool = cfg.num_classes, cfg.in_chans, "avg"
         self.distilled_training = False
+        self.pretrained_cfg = self.default_cfg = _cfg(
+            cfg, architecture="slimformer_efficientvit", first_conv="patch_embed",
+            classifier=("head", "head_dist") if cfg.distillation and cfg.num_classes > 0 else "head")
         self.patch_embed = PatchEmbedding(cfg.in_chans, cfg.stages[0].width)
         self.stages = nn.Sequential(*(EfficientViTStage(cfg, si) for si in range(len(cfg.stages))))
         self.num_features = self.head_hidden_size = cfg.num_features
