@@ -18,7 +18,6 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from typing import Any
 
 from .._errors import ConfigError, SlimformerError
@@ -128,16 +127,14 @@ class StageConfig:
         while blocks and blocks[-1].kind == "skip":  # trailing skips are implied
             blocks = blocks[:-1]
         object.__setattr__(self, "blocks", blocks)
+        # The blocks' kinds, skips included: what flatten_at reads on the table's hot path. A plain attribute
+        # set once here, not a cached_property (whose per-instance lock on Python 3.11 cost more than the sum).
+        object.__setattr__(self, "kinds", tuple(b.kind for b in blocks))
 
     @property
     def depth(self) -> int:
         """Number of non-skip blocks."""
         return sum(b.kind != "skip" for b in self.blocks)
-
-    @cached_property
-    def kinds(self) -> tuple[str, ...]:
-        """The blocks' kinds, skips included (what :func:`flatten_at` reads; cached: the table's hot path)."""
-        return tuple(b.kind for b in self.blocks)
 
 
 @dataclass(frozen=True)
