@@ -56,8 +56,8 @@ def _warn(option_string: str, new: str) -> None:
     print(f"slimformer: warning: {option_string} is deprecated here, use {new}", file=sys.stderr)
 
 
-class _Store(argparse._StoreAction):
-    """A store action whose ``deprecated`` spellings ({old: new}) warn once per use."""
+class _Deprecating:
+    """Mixin for an argparse action whose ``deprecated`` spellings ({old: new}) warn once per use."""
 
     def __init__(self, *args, deprecated: dict[str, str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -69,15 +69,12 @@ class _Store(argparse._StoreAction):
         super().__call__(parser, namespace, values, option_string)
 
 
-class _StoreTrue(argparse._StoreTrueAction):
-    def __init__(self, *args, deprecated: dict[str, str] | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.deprecated = deprecated or {}
+class _Store(_Deprecating, argparse._StoreAction):
+    pass
 
-    def __call__(self, parser, namespace, values, option_string=None):
-        if option_string in self.deprecated:
-            _warn(option_string, self.deprecated[option_string])
-        super().__call__(parser, namespace, values, option_string)
+
+class _StoreTrue(_Deprecating, argparse._StoreTrueAction):
+    pass
 
 
 def add_table(p: argparse.ArgumentParser, *, required: bool = False, default: str | None = None,
