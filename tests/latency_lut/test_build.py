@@ -36,6 +36,14 @@ def test_built_table_covers_the_space_and_predicts(micro_table):
     assert loaded.hash == t.hash and loaded.meta["build"]["calibration"]
 
 
+def _as_measured(entry: dict) -> dict:
+    """An entry as the journal holds it: the in-context step (kept only when it fits better, so on some
+    runs and not others) moves the op-alone median to ``alone_ms`` and scales ``median_ms``."""
+    out = {k: v for k, v in entry.items() if k != "alone_ms"}
+    out["median_ms"] = entry.get("alone_ms", entry["median_ms"])
+    return out
+
+
 def test_build_resumes_after_an_interruption_and_keeps_what_was_measured(tmp_path):
     sp = micro_space()
     seen: list[str] = []
@@ -58,7 +66,7 @@ def test_build_resumes_after_an_interruption_and_keeps_what_was_measured(tmp_pat
     t = build_table(name="resume", space=sp, lut_dir=tmp_path, progress=False,
                     on_entry=lambda k, e: again.append(k), **FAST)
     assert len(again) == len(space_ops(sp)) - 7 and not set(again) & set(seen)
-    assert all(t.entries[k] == first[k] for k in seen) and t.correction["samples"] == 3
+    assert all(_as_measured(t.entries[k]) == first[k] for k in seen) and t.correction["samples"] == 3
     assert not (tmp_path / "resume.partial.jsonl").exists()
 
 
