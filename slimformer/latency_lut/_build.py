@@ -193,7 +193,7 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
                     on_entry(item, entries[item])
             state["seconds"] += time.perf_counter() - t0
             bar.update(1)
-        if backend == "onnxruntime" and sp.family == "efficientformer":  # attribution reads MetaBlock module paths
+        if backend == "onnxruntime":  # the per-node profiler is onnxruntime's; each family attributes its nodes
             _profile_context(state, cal_cfgs, context, threads, batch, record, bar)
     table = _finish(state, sp, name, backend, threads, batch, clock)
     table.save(table_path(name, lut_dir))
