@@ -214,7 +214,8 @@ def measure_item(item, results: dict, cal: list, load, args) -> tuple[str, dict]
 
 
 def measure_all(todo: list, total: int, results: dict, cal: list, load, args, out: str) -> None:
-    """Measure ``todo`` (the rest of a schedule of ``total`` items), writing ``out`` after each, with a progress line."""
+    """Measure ``todo`` (the rest of a schedule of ``total`` items), writing ``out`` after each one and
+    printing a progress line."""
     t_start = time.time()
     for i, item in enumerate(todo):
         label, r = measure_item(item, results, cal, load, args)

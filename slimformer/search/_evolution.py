@@ -95,7 +95,8 @@ class _Evolution:
     def first_population(self, warm_start: list[ArchConfig], population: int) -> list:
         """The warm-start configs that fit, then random subnets, up to ``population``; ranked."""
         for cfg in warm_start:
-            if len(self.seen) < self.evaluations and cfg.key() not in self.seen and self.predict(cfg) <= self.budget_ms:
+            if len(self.seen) < self.evaluations and cfg.key() not in self.seen \
+                    and self.predict(cfg) <= self.budget_ms:
                 self.score(cfg, 0, "warm start")
         while len(self.seen) < min(population, self.evaluations):
             cfg = self.draw(lambda: self.space.sample(self.rng))
