@@ -20,6 +20,7 @@ from .._errors import SlimformerError
 from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, make_run_dir, read_json
 from .._validate import check_int
 from ..latency_lut import get_table
+from ..latency_lut._measure import ONNX_EXPORT
 from ..supernet import arch_from_dict, count_macs
 from ._export import export_onnx
 from ._fold import fold_bn
@@ -181,7 +182,9 @@ def run_bench(models: list[str], *, out_root: str | Path | None = None, run_dir:
     rd.mkdir(parents=True, exist_ok=True)
     jpath = rd / "bench.json"
     settings = {"backends": list(backends), "batch": batch, "threads": threads, "warmup": warmup,
-                "repeats": repeats, "device": device, "host": host_description()}
+                "repeats": repeats, "device": device, "host": host_description(), "onnx_export": dict(ONNX_EXPORT),
+                "timer": "median of the timed calls; a noisy attempt (IQR > 10 % of the median) retried twice, "
+                         "the lowest median kept"}
     data = read_json(jpath, "benchmark results") if jpath.is_file() else {"settings": settings, "models": {}}
     done = data.get("models", {})
     from tqdm import tqdm
@@ -212,7 +215,12 @@ def run_bench(models: list[str], *, out_root: str | Path | None = None, run_dir:
 def _settings_line(s: dict) -> str:
     return (f"backends {', '.join(s['backends'])}; latency at batch 1, throughput at batch {s['batch']} "
             f"({'largest power of two on GPU' if s['device'].startswith('cuda') else 'CPU'}); {s['threads']} "
-            f"thread(s); median of {s['repeats']} runs after {s['warmup']} warm-up; host: {s['host']}")
+            f"thread(s); median of {s['repeats']} runs after {s['warmup']} warm-up{_export_note(s)}; host: {s['host']}")
+
+
+def _export_note(s: dict) -> str:
+    e = s.get("onnx_export")  # absent in results written before the one exporter
+    return f"; ONNX opset {e['opset']}, dynamic batch" if e and "onnxruntime" in s["backends"] else ""
 
 
 def format_table(data: dict) -> str:
