@@ -226,13 +226,14 @@ def _export_note(s: dict) -> str:
 def format_table(data: dict) -> str:
     backends = data["settings"]["backends"]
     luts = sorted({n for e in data["models"].values() for n in e.get("lut", {})})
-    head = ["model", "params M", "MACs M"]
+    head = ["model", "input", "params M", "MACs M"]
     for be in backends:
         head += [f"{be} ms (p10-p90)", f"{be} img/s"]
     head += [f"LUT {n} ms" for n in luts]
     rows = [head]
     for e in data["models"].values():
-        row = [e["name"], f"{e['params'] / 1e6:.2f}" if e.get("params") else "-",
+        row = [e["name"], f"{e['img_size']} px" if e.get("img_size") else "-",
+               f"{e['params'] / 1e6:.2f}" if e.get("params") else "-",
                f"{e['macs'] / 1e6:.0f}" if e.get("macs") else "-"]
         for be in backends:
             r = e["results"].get(be, {})
