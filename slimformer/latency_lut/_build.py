@@ -233,7 +233,7 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
         run.measure_overhead(ppath)
         for item in todo:
             run.step(item)
-        if backend == "onnxruntime" and sp.family == "efficientformer":  # attribution reads MetaBlock module paths
+        if backend == "onnxruntime":  # the per-node profiler is onnxruntime's; each family attributes its nodes
             _profile_context(state, cal_cfgs, context, threads, batch, run.record, bar)
     table = _finish(state, sp, name, backend, threads, batch, clock)
     table.save(table_path(name, lut_dir))
