@@ -31,7 +31,7 @@ from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read
 from .._version import __version__
 from ..supernet import SearchSpace, build_model, space_from_dict
 from ._keys import space_ops
-from ._measure import OPSET
+from ._measure import ONNX_EXPORT, OPSET
 from ._runner import BUNDLE_SCHEMA, RESULTS_SCHEMA, manifest_id
 
 FORMATS = ("onnx", "coreml")
@@ -216,6 +216,8 @@ def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: 
                 "batch": 1, "slimformer": __version__, "torch": torch.__version__,
                 "noop": {"file": noop_rel, "inputs": [{"name": "x0", "shape": [1, 1]}]}, "ops": ops,
                 "calibration": cal, "calibration_rounds": 2 if cal else 1}
+    if fmt == "onnx":
+        manifest["onnx_export"] = dict(ONNX_EXPORT)  # the models were exported as tables and deployments are
     return atomic_write_json(out / "manifest.json", manifest)
 
 
