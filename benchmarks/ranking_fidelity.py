@@ -15,10 +15,13 @@ alone. This script
 
 Rerunning with the same ``--out`` reuses the stand-alone results and any finished supernet, so a
 supernet-training variant (``--tag`` plus the recipe options below) costs one supernet training only.
-Stand-alone accuracies are one training seed each: their seed noise is part of what tau measures.
+Stand-alone accuracies are one training seed each unless ``--standalone-seeds K`` trains every subnet with K
+seeds and ranks by the mean; then the script also prints the stand-alone ranking's own consistency (tau
+between two seeds), the ceiling any ranker can reach against a single seed.
 
     python benchmarks/ranking_fidelity.py --out runs/ranking-builtin [--data builtin|IMAGEFOLDER]
         [--epochs 8 --steps-per-epoch 75] [--subnets 12] [--tag base] [--num-random 2] [--kd-weight 0.5]
+        [--standalone-seeds 3]
 
 Goal: tau >= 0.7.
 """
@@ -145,6 +148,41 @@ def standalone_results(subnets, cfg, loader, val, out: Path, table) -> list[dict
     return rows
 
 
+def more_seeds(rows, subnets, cfg, loader, val, out: Path, k: int) -> dict | None:
+    """Train every subnet again with seeds ``seed+1 .. seed+k-1`` (cached as ``<i>-seed<s>.json``, one seed
+    round over all subnets at a time) and make each row's ``standalone_top1`` the mean over its ``k`` seeds.
+
+    Returns the reference's own consistency: Kendall tau between the first two seeds' rankings (the ceiling
+    any ranker can reach against one seed) and the median per-subnet seed range, in points."""
+    from dataclasses import replace
+
+    from slimformer._io import atomic_write_json
+    from slimformer.data import evaluate
+
+    if k <= 1:
+        return None
+    for r in rows:
+        r["standalone_seeds"] = {str(cfg.seed): r["standalone_top1"]}
+    for extra in range(1, k):
+        other = replace(cfg, seed=cfg.seed + extra)
+        for i, r in enumerate(rows):
+            path = out / "standalone" / f"{i:02d}-seed{other.seed}.json"
+            if path.is_file():
+                acc = json.loads(path.read_text())["standalone_top1"]
+            else:
+                acc = evaluate(train_standalone(subnets[i], other, loader), val)
+                atomic_write_json(path, {"index": i, "seed": other.seed, "standalone_top1": acc,
+                                         "first_seed_top1": r["standalone_seeds"][str(cfg.seed)]})
+                print(f"  seed {other.seed}: subnet {i + 1}/{len(rows)} {100 * acc:.1f}%", flush=True)
+            r["standalone_seeds"][str(other.seed)] = acc
+    for r in rows:
+        r["standalone_top1"] = float(np.mean(list(r["standalone_seeds"].values())))
+    first, second = ([r["standalone_seeds"][str(cfg.seed + j)] for r in rows] for j in (0, 1))
+    spans = [100 * (max(r["standalone_seeds"].values()) - min(r["standalone_seeds"].values())) for r in rows]
+    return {"seeds": k, "seed_vs_seed": rank_stats(first, second), "median_range_pts": float(np.median(spans)),
+            "max_range_pts": float(max(spans))}
+
+
 def seed_noise(subnets, indices, cfg, loader, val, out: Path) -> list[dict]:
     """Stand-alone top-1 of the subnets ``indices`` trained again with seed + 1 (cached): the seed-to-seed
     spread of the stand-alone figures, i.e. how far a perfect ranker could still disagree with them."""
@@ -266,6 +304,12 @@ def write_report(out: Path) -> Path:
         for n in r.get("seed_noise", []):
             lines.append(f"|  | seed noise, subnet {n['index']} | {100 * n['first_seed_top1']:.1f}% vs "
                          f"{100 * n['standalone_top1']:.1f}% (seed {n['seed']}) | | | |")
+        c = r.get("standalone_consistency")
+        if c:
+            sv = c["seed_vs_seed"]
+            lines.append(f"|  | stand-alone seed vs seed ({c['seeds']} seeds) | {sv['kendall_tau']:.3f} "
+                         f"[{sv['kendall_tau_ci95'][0]:.2f}, {sv['kendall_tau_ci95'][1]:.2f}] | | per-subnet range "
+                         f"median {c['median_range_pts']:.1f}, max {c['max_range_pts']:.1f} pts | |")
     lines += ["", "Scatter plots: `scatter-<tag>.png`; per-subnet figures: `results-<tag>.json`."]
     return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
 
@@ -289,6 +333,8 @@ def main() -> None:
     ap.add_argument("--gumbel", action="store_true")
     ap.add_argument("--noise-subnets", default="",
                     help="comma-separated subnet indices to train again with seed+1 (seed-to-seed spread)")
+    ap.add_argument("--standalone-seeds", type=int, default=1,
+                    help="train each subnet stand-alone with this many seeds and rank by their mean")
     ap.add_argument("--lut-dir", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -314,6 +360,13 @@ def main() -> None:
           f"scored on {n_val} validation images", flush=True)
     rows = standalone_results(subnets, cfg, loader, val, out, table)
     noise = seed_noise(subnets, [int(i) for i in args.noise_subnets.split(",") if i], cfg, loader, val, out)
+    consistency = more_seeds(rows, subnets, cfg, loader, val, out, args.standalone_seeds)
+    if consistency:
+        sv = consistency["seed_vs_seed"]
+        print(f"stand-alone seed {args.seed} vs seed {args.seed + 1}: Kendall tau {sv['kendall_tau']:.3f} "
+              f"[{sv['kendall_tau_ci95'][0]:.2f}, {sv['kendall_tau_ci95'][1]:.2f}]; per-subnet range over "
+              f"{args.standalone_seeds} seeds: median {consistency['median_range_pts']:.1f}, max "
+              f"{consistency['max_range_pts']:.1f} points", flush=True)
     t0 = time.perf_counter()
     ck = load_supernet(trained_supernet(recipe(args, out), out / f"supernet-{args.tag}"))
     print(f"supernet {args.tag!r} ready ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -321,12 +374,14 @@ def main() -> None:
         row["inherited_top1"] = acc
     stats = rank_stats([r["standalone_top1"] for r in rows], [r["inherited_top1"] for r in rows])
     text = (f"{total} updates, sandwich of {2 + args.num_random}{' + Gumbel' if args.gumbel else ''}, "
-            f"KD weight {args.kd_weight:g}")
+            f"KD weight {args.kd_weight:g}"
+            + (f"; stand-alone mean of {args.standalone_seeds} seeds" if args.standalone_seeds > 1 else ""))
     atomic_write_json(out / f"results-{args.tag}.json", {"tag": args.tag, "data": args.data, "space": space.name,
                                                            "table": table.name, "updates": total, "val_images": n_val,
                                                            "recipe": cfg.to_dict(), "recipe_text": text,
                                                            "stats": stats, "subnets": rows,
-                                                           "seed_noise": noise})
+                                                           "seed_noise": noise,
+                                                           "standalone_consistency": consistency})
     scatter(out / f"scatter-{args.tag}.png", rows, stats, f"{space.name} space, {args.data} data, {args.tag}")
     write_report(out)
     for r in rows:

@@ -20,6 +20,7 @@ from .._errors import SlimformerError
 from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, make_run_dir, read_json
 from .._validate import check_int
 from ..latency_lut import get_table
+from ..latency_lut._measure import ONNX_EXPORT
 from ..supernet import arch_from_dict, count_macs
 from ._export import export_onnx
 from ._fold import fold_bn
@@ -181,7 +182,9 @@ def run_bench(models: list[str], *, out_root: str | Path | None = None, run_dir:
     rd.mkdir(parents=True, exist_ok=True)
     jpath = rd / "bench.json"
     settings = {"backends": list(backends), "batch": batch, "threads": threads, "warmup": warmup,
-                "repeats": repeats, "device": device, "host": host_description()}
+                "repeats": repeats, "device": device, "host": host_description(), "onnx_export": dict(ONNX_EXPORT),
+                "timer": "median of the timed calls; a noisy attempt (IQR > 10 % of the median) retried twice, "
+                         "the lowest median kept"}
     data = read_json(jpath, "benchmark results") if jpath.is_file() else {"settings": settings, "models": {}}
     done = data.get("models", {})
     from tqdm import tqdm
@@ -212,19 +215,25 @@ def run_bench(models: list[str], *, out_root: str | Path | None = None, run_dir:
 def _settings_line(s: dict) -> str:
     return (f"backends {', '.join(s['backends'])}; latency at batch 1, throughput at batch {s['batch']} "
             f"({'largest power of two on GPU' if s['device'].startswith('cuda') else 'CPU'}); {s['threads']} "
-            f"thread(s); median of {s['repeats']} runs after {s['warmup']} warm-up; host: {s['host']}")
+            f"thread(s); median of {s['repeats']} runs after {s['warmup']} warm-up{_export_note(s)}; host: {s['host']}")
+
+
+def _export_note(s: dict) -> str:
+    e = s.get("onnx_export")  # absent in results written before the one exporter
+    return f"; ONNX opset {e['opset']}, dynamic batch" if e and "onnxruntime" in s["backends"] else ""
 
 
 def format_table(data: dict) -> str:
     backends = data["settings"]["backends"]
     luts = sorted({n for e in data["models"].values() for n in e.get("lut", {})})
-    head = ["model", "params M", "MACs M"]
+    head = ["model", "input", "params M", "MACs M"]
     for be in backends:
         head += [f"{be} ms (p10-p90)", f"{be} img/s"]
     head += [f"LUT {n} ms" for n in luts]
     rows = [head]
     for e in data["models"].values():
-        row = [e["name"], f"{e['params'] / 1e6:.2f}" if e.get("params") else "-",
+        row = [e["name"], f"{e['img_size']} px" if e.get("img_size") else "-",
+               f"{e['params'] / 1e6:.2f}" if e.get("params") else "-",
                f"{e['macs'] / 1e6:.0f}" if e.get("macs") else "-"]
         for be in backends:
             r = e["results"].get(be, {})

@@ -7,7 +7,6 @@ again; ``slimformer.load(..., fold=True)`` folds on load.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import sys
@@ -24,6 +23,7 @@ from .._io import atomic_torch_save, atomic_write_bytes, atomic_write_json, chec
 from .._validate import check_int
 from .._version import __version__
 from ..latency_lut._bundle import quiet, save_package
+from ..latency_lut._measure import export_onnx as onnx_bytes
 from ..supernet import EfficientFormerNet, count_macs, count_params
 from ._card import build_card, default_class_names, predicted_latency
 from ._fold import fold_bn
@@ -40,23 +40,13 @@ def _example(model: EfficientFormerNet, batch: int, seed: int = 0) -> torch.Tens
     return torch.randn(batch, a.in_chans, a.img_size, a.img_size, generator=g)
 
 
-def export_onnx(model: torch.nn.Module, path: str | Path, *, img_size: int, in_chans: int = 3,
-                opset: int = 18) -> Path:
-    """``torch.onnx.export`` with a dynamic batch axis (input ``input``, output ``logits``), atomically."""
+def export_onnx(model: torch.nn.Module, path: str | Path, *, img_size: int, in_chans: int = 3) -> Path:
+    """``model`` as ONNX (input ``input``, output ``logits``, dynamic batch), atomically.
+
+    The bytes come from the tables' exporter (:func:`slimformer.latency_lut.export_onnx`), so a deployed
+    file and a table entry are the same kind of graph: its settings are ``latency_lut.ONNX_EXPORT``."""
     x = torch.randn(1, in_chans, img_size, img_size)
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        try:  # the TorchScript-based exporter: fast and mature for these convolution/attention graphs
-            torch.onnx.export(model.eval(), (x,), buf, input_names=["input"], output_names=["logits"],
-                              opset_version=opset, dynamo=False, do_constant_folding=True,
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-        except Exception:  # noqa: BLE001 - newer torch without it: the dynamo exporter
-            buf = io.BytesIO()
-            prog = torch.onnx.export(model.eval(), (x,), input_names=["input"], output_names=["logits"],
-                                     dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
-            prog.save(buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, onnx_bytes(model, (x,), input_names=["input"], output_names=["logits"]))
 
 
 def onnx_max_diff(path: str | Path, reference: torch.nn.Module, inputs: list[torch.Tensor]) -> float:

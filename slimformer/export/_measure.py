@@ -1,38 +1,29 @@
-"""Latency measurement on this machine: onnxruntime sessions and torch, median over repeats.
+"""Latency of exported files and torch models on this machine, timed by the tables' own timer.
 
-All figures are milliseconds per call; a call is one batch. ``spread`` is reported as the 10th and
-90th percentiles, so one noisy neighbour on a shared machine does not hide in a mean.
+All figures are milliseconds per call; a call is one batch. :func:`time_fn` is
+:func:`slimformer.latency_lut.measure_callable` (warm-up, repeats, a noisy attempt retried, the
+lowest median kept), so ``bench``, an export's check and a table entry are measured the same way; the
+spread is reported both as the interquartile range and as the 10th/90th percentiles.
 """
 from __future__ import annotations
 
 import contextlib
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ..latency_lut._measure import ort_session  # one session setup for tables and exports
+from ..latency_lut._measure import measure_callable, ort_session  # one session setup and one timer
 
 
-def time_fn(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20) -> dict:
-    """Run ``fn`` ``warmup`` times, then time ``repeats`` calls; median and spread in ms."""
-    for _ in range(max(0, warmup)):
-        fn()
-    times = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return summarize(times)
+def time_fn(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20, noise: float = 0.1,
+            retries: int = 2) -> dict:
+    """``repeats`` timed calls of ``fn`` after ``warmup`` (retried when noisy); median and spreads in ms.
 
-
-def summarize(times_ms: list[float]) -> dict:
-    a = np.asarray(times_ms, dtype=float)
-    return {"median_ms": float(statistics.median(times_ms)), "p10_ms": float(np.percentile(a, 10)),
-            "p90_ms": float(np.percentile(a, 90)), "min_ms": float(a.min()), "repeats": len(times_ms)}
+    ``repeats`` is exact (no minimum timing window), so a figure says how many calls it is the median of."""
+    out = measure_callable(fn, warmup=warmup, repeats=repeats, min_time_s=0.0, noise=noise, retries=retries)
+    return {**out, "repeats": out["count"]}
 
 
 def ort_runner(session, batch: int, img_size: int, in_chans: int = 3, seed: int = 0) -> Callable[[], object]:

@@ -31,6 +31,7 @@ from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read
 from .._version import __version__
 from ..supernet import SearchSpace, build_model, space_from_dict
 from ._keys import space_ops
+from ._measure import OPSET
 from ._runner import BUNDLE_SCHEMA, RESULTS_SCHEMA, manifest_id
 
 FORMATS = ("onnx", "coreml")
@@ -46,10 +47,10 @@ def _noop_onnx() -> bytes:
     import onnx
     from onnx import TensorProto, helper
 
-    x = helper.make_tensor_value_info("x0", TensorProto.FLOAT, [1, 1])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])
-    graph = helper.make_graph([helper.make_node("Identity", ["x0"], ["y"])], "noop", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = helper.make_tensor_value_info("x0", TensorProto.FLOAT, ["batch", 1])
+    y = helper.make_tensor_value_info("y0", TensorProto.FLOAT, ["batch", 1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x0"], ["y0"])], "noop", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()

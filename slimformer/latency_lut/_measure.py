@@ -1,7 +1,10 @@
 """Measuring one module: export (ONNX for onnxruntime), warm up, repeat, median and spread.
 
-The same code measures single ops (table entries) and whole subnets (calibration and validation), so
-the two are comparable. Timing uses ``time.perf_counter_ns`` around one ``run``/forward call (``clock="wall"``, the default), or
+This module is the package's one ONNX export path (:func:`export_onnx`: TorchScript exporter, opset
+:data:`OPSET`, axis 0 of every input and output dynamic, as ``slimformer export`` deploys a model) and
+its one timer (:func:`time_calls` and :func:`summarize`: median, interquartile range, 10th/90th
+percentiles). Table entries, calibration and validation subnets, budget precision, bundles, exports and
+``bench`` all go through them, so an entry and a deployed model are measured the same way. Timing uses ``time.perf_counter_ns`` around one ``run``/forward call (``clock="wall"``, the default), or
 ``time.thread_time_ns`` (``clock="cpu"``, one thread only): with one intra-op thread all the work runs on
 the calling thread, so its CPU time equals the wall time on an idle machine but leaves out the time the
 scheduler gives to other processes; on a shared machine that keeps tables and validations from
@@ -12,6 +15,7 @@ only ever adds time.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import platform
@@ -30,7 +34,9 @@ from .._errors import SlimformerError
 
 BACKENDS = ("onnxruntime", "torch")
 CLOCKS = ("wall", "cpu")
-OPSET = 17
+OPSET = 18
+#: How every ONNX file is exported; tables and ``bench`` JSON record it next to their figures.
+ONNX_EXPORT = {"exporter": "torchscript", "opset": OPSET, "dynamic_axes": "batch (axis 0 of every input and output)"}
 
 
 def _as_tuple(example) -> tuple[torch.Tensor, ...]:
@@ -43,14 +49,32 @@ def _batched(example: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Tenso
     return tuple(x.expand(batch, *x.shape[1:]).contiguous() if x.shape[0] == 1 else x for x in example)
 
 
-def export_onnx(module: nn.Module, example, *, opset: int = OPSET) -> bytes:
-    """ONNX bytes of ``module`` on ``example`` (TorchScript exporter: fast, and the same for ops and nets)."""
+def export_onnx(module: nn.Module, example, *, input_names: Sequence[str] | None = None,
+                output_names: Sequence[str] | None = None) -> bytes:
+    """ONNX bytes of ``module`` on ``example``, exported as :data:`ONNX_EXPORT` says.
+
+    The TorchScript exporter (fast, and mature for these convolution/attention graphs); where a torch
+    lacks it, the dynamo exporter with the same dynamic batch. Names default to ``x0..`` and ``y0..``."""
     example = _as_tuple(example)
+    module = module.eval()
+    with torch.no_grad():
+        out = module(*example)
+    n_out = len(out) if isinstance(out, (tuple, list)) else 1
+    ins = list(input_names or [f"x{i}" for i in range(len(example))])
+    outs = list(output_names or [f"y{i}" for i in range(n_out)])
     f = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), example, f, dynamo=False, opset_version=opset, do_constant_folding=True,
-                          input_names=[f"x{i}" for i in range(len(example))])
+        try:
+            torch.onnx.export(module, example, f, dynamo=False, opset_version=OPSET, do_constant_folding=True,
+                              input_names=ins, output_names=outs,
+                              dynamic_axes={name: {0: "batch"} for name in ins + outs})
+        except Exception:  # noqa: BLE001 - a torch without the TorchScript exporter
+            f = io.BytesIO()
+            batch = torch.export.Dim("batch", min=1)
+            prog = torch.onnx.export(module, example, input_names=ins, output_names=outs, dynamo=True,
+                                     opset_version=OPSET, dynamic_shapes=tuple({0: batch} for _ in example))
+            prog.save(f)
     return f.getvalue()
 
 
@@ -115,8 +139,10 @@ def time_calls(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 15, min
 
 
 def summarize(times_ms: Sequence[float]) -> dict[str, float]:
-    q = np.percentile(np.asarray(times_ms), [25, 50, 75])
-    return {"median_ms": float(statistics.median(times_ms)), "spread_ms": float(q[2] - q[0]), "count": len(times_ms)}
+    """Median, interquartile range (``spread_ms``), 10th/90th percentiles, minimum and count of ``times_ms``."""
+    q = np.percentile(np.asarray(times_ms, dtype=float), [10, 25, 50, 75, 90])
+    return {"median_ms": float(statistics.median(times_ms)), "spread_ms": float(q[3] - q[1]),
+            "p10_ms": float(q[0]), "p90_ms": float(q[4]), "min_ms": float(min(times_ms)), "count": len(times_ms)}
 
 
 def measure_callable(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 15, min_time_s: float = 0.02,
@@ -176,6 +202,7 @@ def runtime_versions(backend: str) -> dict[str, str]:
         import onnx
         import onnxruntime
 
-        v.update(onnxruntime=onnxruntime.__version__, onnx=onnx.__version__, opset=str(OPSET))
+        v.update(onnxruntime=onnxruntime.__version__, onnx=onnx.__version__, opset=str(OPSET),
+                 dynamic_axes=ONNX_EXPORT["dynamic_axes"])
     v["cpu_count"] = str(os.cpu_count())
     return v

@@ -121,6 +121,9 @@ def _scalars(d: dict) -> str:
                      if isinstance(v, (int, float, str)))
 
 
+_RUNTIME_SHOWN = ("onnxruntime", "torch", "onnx", "opset", "dynamic_axes", "python", "coremltools")
+
+
 def describe(table: LatencyTable, cfg: ArchConfig | None = None) -> str:
     """The text of ``lut show``."""
     covered = space_ops(table.space)
@@ -129,8 +132,7 @@ def describe(table: LatencyTable, cfg: ArchConfig | None = None) -> str:
              f"  device   : {table.device}", f"  backend  : {table.backend}"
              + (f", {table.threads} thread(s), batch {table.batch}, {table.clock} clock" if table.threads else "")]
     if table.runtime:
-        lines.append("  runtime  : " + ", ".join(f"{k} {v}" for k, v in table.runtime.items()
-                                                   if k in ("onnxruntime", "torch", "onnx", "python", "coremltools")))
+        lines.append("  runtime  : " + ", ".join(f"{k} {v}" for k, v in table.runtime.items() if k in _RUNTIME_SHOWN))
     if table.cpu:
         lines.append(f"  cpu      : {table.cpu}")
     lines += [f"  date     : {table.date or '?'}",

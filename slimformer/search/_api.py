@@ -114,8 +114,7 @@ def _prepare(opts: SearchOptions, loaders: Any) -> _Job:
     table = resolve_table(opts.table, space=space if space is not None else ck.space if ck is not None else None,
                           lut_dir=opts.lut_dir, build=opts.build, progress=opts.progress)
     # the setting the subnet will run at: one other than the table's prints one line (latencies do not carry over)
-    line = (table.mismatch(threads=opts.threads, batch=opts.batch, backend=opts.backend)
-            if hasattr(table, "mismatch") else None)
+    line = table.mismatch(threads=opts.threads, batch=opts.batch, backend=opts.backend)
     if line:
         print(line, file=sys.stderr, flush=True)
     space = ck.space if ck is not None else table.space

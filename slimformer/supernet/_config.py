@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._errors import ConfigError, SlimformerError
 from .._validate import CAPS, check_float, check_int
+from ._base import StagedConfig
 from ._layout import stage_resolution
 
 KINDS = ("mb4d", "mb3d", "skip")
@@ -138,7 +138,7 @@ class StageConfig:
 
 
 @dataclass(frozen=True)
-class ArchConfig:
+class ArchConfig(StagedConfig):
     """A complete subnet: stem, four stages, final norm and classifier (plus distillation head)."""
 
     stem_width: int
@@ -151,32 +151,9 @@ class ArchConfig:
 
     family = "efficientformer"
 
-    def __post_init__(self):
-        object.__setattr__(self, "stages", tuple(self.stages))
-        faults = self.faults()
-        if faults:
-            raise ConfigError(faults)
-
-    # ----------------------------------------------------------------- derived facts
-    @property
-    def widths(self) -> tuple[int, ...]:
-        return tuple(s.width for s in self.stages)
-
-    @property
-    def depths(self) -> tuple[int, ...]:
-        return tuple(s.depth for s in self.stages)
-
-    @property
-    def num_features(self) -> int:
-        """Width of the final norm and classifier input (the last stage's width)."""
-        return self.stages[-1].width
-
     def resolution(self, stage: int) -> int:
         """Feature-map side in ``stage`` (stride 4 after the stem, then x2 per stage)."""
         return stage_resolution(self.img_size, stage)
-
-    def tokens(self, stage: int) -> int:
-        return self.resolution(stage) ** 2
 
     @property
     def num_mb3d(self) -> int:
@@ -190,12 +167,6 @@ class ArchConfig:
                     return si, bi
         return None
 
-    def iter_blocks(self) -> Iterator[tuple[int, int, BlockConfig]]:
-        """(stage, position, block) for every position given, skips included."""
-        for si, s in enumerate(self.stages):
-            for bi, b in enumerate(s.blocks):
-                yield si, bi, b
-
     def block(self, stage: int, pos: int) -> BlockConfig:
         blocks = self.stages[stage].blocks
         return blocks[pos] if pos < len(blocks) else SKIP
@@ -206,15 +177,6 @@ class ArchConfig:
         blocks += [SKIP] * (pos + 1 - len(blocks))
         blocks[pos] = block
         return self.with_stage(stage, replace(self.stages[stage], blocks=tuple(blocks)))
-
-    def with_stage(self, stage: int, new: StageConfig) -> ArchConfig:
-        """A copy with one stage replaced; an edited config is no longer the named one, so it has no name."""
-        stages = list(self.stages)
-        stages[stage] = new
-        return replace(self, stages=tuple(stages), name="")
-
-    def with_width(self, stage: int, width: int) -> ArchConfig:
-        return self.with_stage(stage, replace(self.stages[stage], width=int(width)))
 
     # ----------------------------------------------------------------- validation
     def faults(self) -> list[str]:

@@ -22,6 +22,7 @@ from timm.models.efficientformer import ConvMlpWithNorm, Downsample, Flat, Pooli
 from torch import nn
 
 from .._errors import ConfigError, SlimformerError
+from ._base import classify
 from ._config import ArchConfig, BlockConfig
 from ._layout import flatten_at
 
@@ -261,14 +262,7 @@ class EfficientFormerNet(nn.Module):
         if self.global_pool == "avg":
             x = x.mean(dim=1)
         x = self.head_drop(x)
-        if pre_logits:
-            return x
-        if self.head_dist is None:
-            return self.head(x)
-        x, x_dist = self.head(x), self.head_dist(x)
-        if self.distilled_training and self.training and not torch.jit.is_scripting():
-            return x, x_dist
-        return (x + x_dist) / 2
+        return x if pre_logits else classify(self, x)
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))

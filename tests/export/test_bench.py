@@ -7,6 +7,7 @@ import pytest
 from slimformer._errors import SlimformerError
 from slimformer.cli import main
 from slimformer.export._bench import format_table, resolve_model, run_bench
+from slimformer.latency_lut import ONNX_EXPORT
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def test_bench_two_tiny_models(two_archs, tiny_lut_dir, tmp_path):
     table = format_table(data)
     assert "small" in table and "LUT tiny-test ms" in table
     assert data["settings"]["threads"] == 1
+    assert data["settings"]["onnx_export"] == ONNX_EXPORT  # measured as the tables are: one exporter, one timer
 
 
 def test_bench_resumes_without_remeasuring(two_archs, tmp_path, monkeypatch):

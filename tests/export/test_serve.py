@@ -54,6 +54,16 @@ def test_valid_image_gives_top5_and_timing(client, onnx_model):
     assert out["top5"][0]["index"] == int(np.argmax(logits))
 
 
+def test_timing_is_a_median_of_warm_calls_next_to_the_cards(onnx_model):
+    """The page shows a median over warm calls, not one cold first call, and the export-time median beside it."""
+    clf = Classifier(onnx_model)
+    outs = [clf.predict(png_bytes()) for _ in range(4)]
+    assert [o["calls"] for o in outs] == [1, 2, 3, 4]
+    assert outs[-1]["inference_median_ms"] == pytest.approx(float(np.median([o["inference_ms"] for o in outs])))
+    card = (clf.card.get("measured_latency_ms") or {}).get("median_ms")
+    assert outs[-1]["card_median_ms"] == card
+
+
 def test_non_image_is_a_clear_400(client):
     r = client.post("/predict", files={"file": ("notes.txt", b"hello, not an image", "text/plain")})
     assert r.status_code == 400 and "not a readable image" in r.json()["detail"]

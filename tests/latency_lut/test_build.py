@@ -12,6 +12,7 @@ import pytest
 from slimformer._errors import SlimformerError
 from slimformer.latency_lut import LatencyTable, arch_ops, build_table, get_table, space_ops, validate_table
 from slimformer.latency_lut._build import schedule
+from slimformer.latency_lut._measure import ONNX_EXPORT, OPSET
 from slimformer.latency_lut._fidelity import fastest, fit_level
 from slimformer.latency_lut._report import describe
 
@@ -24,6 +25,7 @@ def test_built_table_covers_the_space_and_predicts(micro_table):
     assert set(t.entries) == set(space_ops(sp)) and t.kind == "measured" and t.backend == "onnxruntime"
     assert t.threads == 1 and t.batch == 1 and t.space_hash == sp.hash and t.cpu and t.date
     assert t.runtime["onnxruntime"] and 0 < t.overhead_ms < 1
+    assert (t.runtime["opset"], t.runtime["dynamic_axes"]) == (str(OPSET), ONNX_EXPORT["dynamic_axes"])
     assert all(e["median_ms"] >= 0 and e["count"] >= 3 for e in t.entries.values())
     assert t.correction["samples"] == 3 and set(t.error) >= {"uncorrected", "corrected"}
     assert t.path.name == "micro-ort.json" and not (t.path.parent / "micro-ort.partial.json").exists()

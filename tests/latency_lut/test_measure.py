@@ -9,7 +9,7 @@ import torch
 
 from slimformer._errors import SlimformerError
 from slimformer.latency_lut import build_op, export_onnx, measure_module, measure_overhead, ort_session
-from slimformer.latency_lut._measure import measure_callable
+from slimformer.latency_lut._measure import ONNX_EXPORT, OPSET, measure_callable, summarize, time_calls
 
 
 @pytest.mark.parametrize("key", ["mb4d-r4-c16-mlp32", "mb3d.attn-t4-h2-qk8-v16", "mb3d.proj-t4-c32-i32",
@@ -21,6 +21,30 @@ def test_exported_op_computes_what_the_module_computes(key):
     with torch.no_grad():
         want = m(*x).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_ops_are_exported_as_models_are_deployed_dynamic_batch_one_opset():
+    """One export path: a table entry's graph has the deployed model's opset and a free batch axis."""
+    import onnx
+
+    m, x = build_op("mb3d.attn-t4-h2-qk8-v16")
+    model = onnx.load_from_string(export_onnx(m, x))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [OPSET]
+    for v in (*model.graph.input, *model.graph.output):
+        assert v.type.tensor_type.shape.dim[0].dim_param == "batch"
+    sess = ort_session(model.SerializeToString())
+    x3 = x[0].expand(3, *x[0].shape[1:]).contiguous()
+    with torch.no_grad():
+        want = m(x3).numpy()
+    np.testing.assert_allclose(sess.run(None, {"x0": x3.numpy()})[0], want, rtol=1e-4, atol=1e-5)
+    assert ONNX_EXPORT["opset"] == OPSET and "batch" in ONNX_EXPORT["dynamic_axes"]
+
+
+def test_one_summary_gives_median_iqr_and_percentiles():
+    s = summarize([float(i) for i in range(1, 102)])  # 1..101 ms
+    assert (s["median_ms"], s["spread_ms"], s["p10_ms"], s["p90_ms"], s["min_ms"], s["count"]) == (
+        51.0, 50.0, 11.0, 91.0, 1.0, 101)
+    assert len(time_calls(lambda: None, repeats=7, min_time_s=0.0)) == 7
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "torch"])

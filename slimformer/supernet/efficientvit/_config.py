@@ -14,11 +14,11 @@ depthwise ``kernels[i]`` x ``kernels[i]`` convolution on the queries.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..._errors import ConfigError
+from .._base import StagedConfig
 
 FAMILY = "efficientvit"
 SCHEMA = "slimformer.efficientvit.arch/1"
@@ -105,7 +105,7 @@ class EViTStageConfig:
 
 
 @dataclass(frozen=True)
-class EfficientViTConfig:
+class EfficientViTConfig(StagedConfig):
     """A complete EfficientViT subnet: patch embedding, three stages, BN + linear classifier."""
 
     stages: tuple[EViTStageConfig, ...]
@@ -118,50 +118,18 @@ class EfficientViTConfig:
 
     family = FAMILY
 
-    def __post_init__(self):
-        object.__setattr__(self, "stages", tuple(self.stages))
-        faults = self.faults()
-        if faults:
-            raise ConfigError(faults)
-
-    # ----------------------------------------------------------------- derived facts
-    @property
-    def widths(self) -> tuple[int, ...]:
-        return tuple(s.width for s in self.stages)
-
-    @property
-    def depths(self) -> tuple[int, ...]:
-        return tuple(s.depth for s in self.stages)
-
-    @property
-    def num_features(self) -> int:
-        return self.stages[-1].width
-
     def resolution(self, stage: int) -> int:
         return stage_resolutions(self.img_size, len(self.stages))[stage]
-
-    def tokens(self, stage: int) -> int:
-        return self.resolution(stage) ** 2
 
     def window_size(self, stage: int) -> int:
         """The attention window side in ``stage`` (timm: ``min(window, resolution)``)."""
         return min(self.window, self.resolution(stage))
-
-    def iter_blocks(self) -> Iterator[tuple[int, int, EViTBlockConfig]]:
-        for si, s in enumerate(self.stages):
-            for bi, b in enumerate(s.blocks):
-                yield si, bi, b
 
     def block(self, stage: int, pos: int) -> EViTBlockConfig | None:
         blocks = self.stages[stage].blocks
         return blocks[pos] if pos < len(blocks) else None
 
     # ----------------------------------------------------------------- edits (return new configs)
-    def with_stage(self, stage: int, new: EViTStageConfig) -> EfficientViTConfig:
-        stages = list(self.stages)
-        stages[stage] = new
-        return replace(self, stages=tuple(stages), name="")
-
     def with_block(self, stage: int, pos: int, block: EViTBlockConfig) -> EfficientViTConfig:
         blocks = list(self.stages[stage].blocks)
         blocks[pos] = block
@@ -169,9 +137,6 @@ class EfficientViTConfig:
 
     def with_depth(self, stage: int, depth: int) -> EfficientViTConfig:
         return self.with_stage(stage, replace(self.stages[stage], blocks=self.stages[stage].blocks[:depth]))
-
-    def with_width(self, stage: int, width: int) -> EfficientViTConfig:
-        return self.with_stage(stage, replace(self.stages[stage], width=int(width)))
 
     # ----------------------------------------------------------------- validation
     def faults(self) -> list[str]:

@@ -22,6 +22,7 @@ from timm.models.efficientvit_msra import (
 )
 from torch import nn
 
+from .._base import classify
 from .._model import _cfg, relative_position_index
 from ._config import MERGE_RATIO, SUB_FFN_RATIO, EfficientViTConfig, EViTBlockConfig
 
@@ -172,14 +173,7 @@ class EfficientViTNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False):
         x = x.mean((2, 3))
-        if pre_logits:
-            return x
-        if self.head_dist is None:
-            return self.head(x)
-        x, x_dist = self.head(x), self.head_dist(x)
-        if self.distilled_training and self.training and not torch.jit.is_scripting():
-            return x, x_dist
-        return (x + x_dist) / 2
+        return x if pre_logits else classify(self, x)
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))

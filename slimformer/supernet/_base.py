@@ -1,0 +1,73 @@
+"""What every family's subnet config and model share, written once.
+
+:class:`StagedConfig` is mixed into each family's frozen config dataclass (``stages`` of objects with a
+``width`` and ``blocks``): it checks the config on construction and gives the derived per-stage facts
+and the copy-on-edit methods. :func:`classify` is the classifier head with optional distillation that
+both families' models end in (DeiT / EfficientFormer / EfficientViT: two linear heads, averaged at
+inference, both returned while training with distillation).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from .._errors import ConfigError
+
+
+class StagedConfig:
+    """Shared part of a family config: a frozen dataclass with ``stages`` and a ``faults()`` method."""
+
+    stages: tuple[Any, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "stages", tuple(self.stages))
+        faults = self.faults()
+        if faults:
+            raise ConfigError(faults)
+
+    def faults(self) -> list[str]:  # each family lists its own structural problems
+        raise NotImplementedError
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(s.width for s in self.stages)
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        return tuple(s.depth for s in self.stages)
+
+    @property
+    def num_features(self) -> int:
+        """Width of the classifier input (the last stage's width)."""
+        return self.stages[-1].width
+
+    def tokens(self, stage: int) -> int:
+        return self.resolution(stage) ** 2
+
+    def iter_blocks(self) -> Iterator[tuple[int, int, Any]]:
+        """(stage, position, block) for every position given."""
+        for si, s in enumerate(self.stages):
+            for bi, b in enumerate(s.blocks):
+                yield si, bi, b
+
+    def with_stage(self, stage: int, new: Any):
+        """A copy with one stage replaced; an edited config is no longer the named one, so it has no name."""
+        stages = list(self.stages)
+        stages[stage] = new
+        return replace(self, stages=tuple(stages), name="")
+
+    def with_width(self, stage: int, width: int):
+        return self.with_stage(stage, replace(self.stages[stage], width=int(width)))
+
+
+def classify(model: torch.nn.Module, x: torch.Tensor):
+    """Logits of pooled features ``x`` through ``model.head`` (and ``model.head_dist`` when it has one)."""
+    if model.head_dist is None:
+        return model.head(x)
+    x, x_dist = model.head(x), model.head_dist(x)
+    if model.distilled_training and model.training and not torch.jit.is_scripting():
+        return x, x_dist
+    return (x + x_dist) / 2
