@@ -383,8 +383,10 @@ def preset_predictions(table, fit: IphoneFit) -> dict[str, dict[str, float | Non
     return out
 
 
-def estimate_table(series: str, *, space=None, fit: IphoneFit | None = None, progress: bool = False):
-    """The estimated iPhone 12 table of ``series`` (v1 -> ``iphone-lut``, v2 -> ``iphone12-ios16``) for ``space``."""
+def estimate_table(series: str, *, space=None, fit: IphoneFit | None = None, progress: bool = False,
+                   name: str | None = None):
+    """The estimated iPhone 12 table of ``series`` (v1 -> ``iphone-lut``, v2 -> ``iphone12-ios16``) for ``space``
+    (named ``name``, by default the series' table name)."""
     import datetime as _dt
 
     import scipy
@@ -400,7 +402,7 @@ def estimate_table(series: str, *, space=None, fit: IphoneFit | None = None, pro
     entries = {k: {"median_ms": round(v, 6), "spread_ms": 0.0, "count": 0} for k, v in costs.items()}
     err = fit.error()
     table = LatencyTable(
-        name=SERIES[series], kind="estimated", device=SERIES_DEVICE[series], backend="coreml (estimated)",
+        name=name or SERIES[series], kind="estimated", device=SERIES_DEVICE[series], backend="coreml (estimated)",
         space=space, entries=entries, overhead_ms=round(fit.overhead_ms, 6), correction=None, error=err,
         threads=None, batch=1, cpu=None, date=_dt.date.today().isoformat(),
         runtime={"torch": torch.__version__, "timm": timm.__version__, "scipy": scipy.__version__},
@@ -413,15 +415,24 @@ def estimate_table(series: str, *, space=None, fit: IphoneFit | None = None, pro
     return table
 
 
+# the spaces the package ships iPhone estimates of, and the suffix of their table names
+SHIPPED_SPACES = {"default": "", "efficientvit": "-efficientvit"}
+
+
 def write_shipped_tables(out_dir=None, *, progress: bool = True) -> list:
-    """Regenerate ``tables/iphone-lut.json`` and ``tables/iphone12-ios16.json`` (what the package ships)."""
+    """Regenerate ``tables/iphone-lut.json`` and ``tables/iphone12-ios16.json`` (what the package ships),
+    and the same estimates of the other ``SHIPPED_SPACES`` (``iphone-lut-efficientvit.json``...)."""
     from pathlib import Path
+
+    from ..supernet import get_space
 
     out = Path(out_dir) if out_dir is not None else Path(__file__).parent / "tables"
     paths = []
     for series, name in SERIES.items():
-        table = estimate_table(series, progress=progress)
-        paths.append(table.save(out / f"{name}.json"))
+        fit = fit_series(series, progress=progress)
+        for space, suffix in SHIPPED_SPACES.items():
+            table = estimate_table(series, space=get_space(space), fit=fit, progress=progress, name=name + suffix)
+            paths.append(table.save(out / f"{name}{suffix}.json"))
     return paths
 
 
