@@ -208,14 +208,7 @@ def _coreml_description(src: Source, class_names, lut_dir) -> dict[str, Any]:
     return {"class_names": names, "description": desc, "metadata": meta}
 
 
-def export_model(source: Source | EfficientFormerNet, out_dir: str | Path, *, formats: tuple[str, ...] = ("pt", "onnx"),
-                 measure: bool = True, repeats: int = 30, warmup: int = 5, class_names: list[str] | None = None,
-                 lut_dir: str | Path | None = None, accuracy: dict | None = None) -> dict[str, Any]:
-    """Fold, write each of ``formats`` into ``out_dir``, check parity, and write ``card.json``.
-
-    Returns the card (which lists the files written and the parity figures).
-    """
-    src = source if isinstance(source, Source) else Source(model=source, origin={"model": "in memory"})
+def _check_request(formats: tuple[str, ...], repeats: int, warmup: int) -> None:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise SlimformerError(f"unknown export format {unknown[0]!r}: choose from {', '.join(FORMATS)}")
@@ -225,21 +218,16 @@ def export_model(source: Source | EfficientFormerNet, out_dir: str | Path, *, fo
         _require_coremltools()
     check_int(repeats, "--repeats", lo=1)
     check_int(warmup, "warmup runs", lo=0)
-    model = src.model.eval()
-    a = model.arch
-    if class_names is not None and len(class_names) != a.num_classes:
-        raise SlimformerError(f"{len(class_names)} class names given for a model of {a.num_classes} classes: "
-                              "give one name per class, in class-index order")
-    out = check_out_dir(out_dir, what="output folder (-o)", allow=(*FILENAMES.values(), "card.json"))
-    out.mkdir(parents=True, exist_ok=True)
-    folded = fold_bn(model)
-    checks = [_example(model, 1, 1), _example(model, 3, 2)]
-    with torch.no_grad():
-        fold_diff = max(float((folded(x) - model(x)).abs().max()) for x in checks)
+
+
+def _write_formats(src: Source, folded: torch.nn.Module, out: Path, formats: tuple[str, ...],
+                   checks: list[torch.Tensor], parity: dict[str, float], *, class_names,
+                   lut_dir) -> tuple[dict[str, str], dict[str, Any]]:
+    """Write each format from the folded model, adding its parity with the unfolded one to ``parity``;
+    returns the files written (by format) and the CoreML summary (if any)."""
+    model, a = src.model, src.model.arch
     files: dict[str, str] = {}
-    parity: dict[str, float] = {"folded_vs_unfolded": fold_diff}
     extra: dict[str, Any] = {}
-    onnx_path = out / FILENAMES["onnx"]
     for fmt in formats:
         path = out / FILENAMES[fmt]
         if fmt == "onnx":
@@ -256,17 +244,48 @@ def export_model(source: Source | EfficientFormerNet, out_dir: str | Path, *, fo
     if bad:
         k, v = next(iter(bad.items()))
         raise SlimformerError(f"{k} export disagrees with PyTorch: max |d| = {v:.3g} > {TOLERANCE:g}")
-    measured = None
-    if measure:
-        from ._measure import measure_onnx
+    return files, extra
 
-        if "onnx" not in files:  # measure on a temporary ONNX file even if the user did not ask for one
-            onnx_path = out / ".measure.onnx"
-            export_onnx(folded, onnx_path, img_size=a.img_size, in_chans=a.in_chans)
-        measured = measure_onnx(onnx_path, img_size=a.img_size, batch=1, threads=1, warmup=warmup,
-                                repeats=repeats, in_chans=a.in_chans)
-        if "onnx" not in files:
-            onnx_path.unlink(missing_ok=True)
+
+def _measure_folded(folded: torch.nn.Module, a, out: Path, files: dict[str, str], *, warmup: int,
+                    repeats: int) -> dict:
+    """The ONNX model's latency here, on a temporary ONNX file if none was asked for."""
+    from ._measure import measure_onnx
+
+    onnx_path = out / FILENAMES["onnx"]
+    if "onnx" not in files:  # measure on a temporary ONNX file even if the user did not ask for one
+        onnx_path = out / ".measure.onnx"
+        export_onnx(folded, onnx_path, img_size=a.img_size, in_chans=a.in_chans)
+    measured = measure_onnx(onnx_path, img_size=a.img_size, batch=1, threads=1, warmup=warmup,
+                            repeats=repeats, in_chans=a.in_chans)
+    if "onnx" not in files:
+        onnx_path.unlink(missing_ok=True)
+    return measured
+
+
+def export_model(source: Source | EfficientFormerNet, out_dir: str | Path, *, formats: tuple[str, ...] = ("pt", "onnx"),
+                 measure: bool = True, repeats: int = 30, warmup: int = 5, class_names: list[str] | None = None,
+                 lut_dir: str | Path | None = None, accuracy: dict | None = None) -> dict[str, Any]:
+    """Fold, write each of ``formats`` into ``out_dir``, check parity, and write ``card.json``.
+
+    Returns the card (which lists the files written and the parity figures).
+    """
+    src = source if isinstance(source, Source) else Source(model=source, origin={"model": "in memory"})
+    _check_request(formats, repeats, warmup)
+    model = src.model.eval()
+    a = model.arch
+    if class_names is not None and len(class_names) != a.num_classes:
+        raise SlimformerError(f"{len(class_names)} class names given for a model of {a.num_classes} classes: "
+                              "give one name per class, in class-index order")
+    out = check_out_dir(out_dir, what="output folder (-o)", allow=(*FILENAMES.values(), "card.json"))
+    out.mkdir(parents=True, exist_ok=True)
+    folded = fold_bn(model)
+    checks = [_example(model, 1, 1), _example(model, 3, 2)]
+    with torch.no_grad():
+        fold_diff = max(float((folded(x) - model(x)).abs().max()) for x in checks)
+    parity: dict[str, float] = {"folded_vs_unfolded": fold_diff}
+    files, extra = _write_formats(src, folded, out, formats, checks, parity, class_names=class_names, lut_dir=lut_dir)
+    measured = _measure_folded(folded, a, out, files, warmup=warmup, repeats=repeats) if measure else None
     card = build_card(src, files=files, parity=parity, measured=measured, extra=extra,
                       class_names=class_names or src.class_names, lut_dir=lut_dir, accuracy=accuracy)
     if "pt" in formats:

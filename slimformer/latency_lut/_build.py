@@ -15,6 +15,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,83 @@ def _one_builder(fn):
     return wrapper
 
 
+def _check_options(name: str, backend: str, threads: int, batch: int, rounds: int, clock: str) -> None:
+    check_name(name)
+    if backend not in BACKENDS:
+        raise SlimformerError(f"unknown backend {backend!r}: choose {' or '.join(BACKENDS)}")
+    if threads < 1 or batch < 1 or rounds < 1:
+        raise SlimformerError("--threads, --batch and --rounds must be at least 1")
+    check_clock(clock, threads)
+
+
+def _open_state(ppath: Path, settings: dict[str, Any], sp: SearchSpace, resume: bool) -> dict[str, Any]:
+    """The unfinished build at ``ppath`` if it can be resumed, else a fresh one (its partial file written)."""
+    state = _load_partial(ppath, settings) if resume else None
+    if state is None:
+        ppath.unlink(missing_ok=True)
+        journal_path(ppath).unlink(missing_ok=True)
+        state = {"schema": SCHEMA, "complete": False, **settings, "space": sp.to_dict(),
+                 "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "overhead": None}
+        atomic_write_json(ppath, state)
+        state.update(entries={}, calibration=[], context=[], seconds=0.0)
+    return state
+
+
+@dataclass
+class _Run:
+    """One build in progress: its state, what to measure with, and where each result is journalled."""
+    state: dict[str, Any]
+    cal_cfgs: list[ArchConfig]
+    mkw: dict[str, Any]  # backend, threads, batch, clock
+    tkw: dict[str, Any]  # repeats, min_time_s, noise, retries
+    journal: Any
+    bar: Any
+    on_entry: Callable[[str, dict], None] | None
+
+    def record(self, rec: dict) -> None:
+        self.journal.write(json.dumps(rec) + "\n")
+        self.journal.flush()
+
+    def measure_overhead(self, ppath: Path) -> None:
+        """The per-call overhead, measured once per build and kept in the partial file."""
+        if self.state["overhead"] is None:
+            self.state["overhead"] = measure_overhead(**self.mkw)
+            atomic_write_json(ppath, {k: v for k, v in self.state.items() if k not in _JOURNALLED})
+
+    def step(self, item: str | int) -> None:
+        """Measure one item of the schedule (an op key, or a calibration subnet's index) and journal it."""
+        t0 = time.perf_counter()
+        if isinstance(item, int):
+            self._subnet(item, t0)
+        else:
+            self._op(item, t0)
+        self.state["seconds"] += time.perf_counter() - t0
+        self.bar.update(1)
+
+    def _subnet(self, item: int, t0: float) -> None:
+        """A calibration subnet, measured whole."""
+        n = len(self.cal_cfgs)
+        cfg = self.cal_cfgs[item % n]
+        self.bar.set_postfix_str(f"subnet {cfg.summary()}", refresh=False)
+        r = measure_arch(cfg, **self.mkw, **self.tkw)
+        cal = self.state["calibration"]
+        cal.append({"arch": cfg.to_dict(), "index": item % n, "round": item // n, **r})
+        self.record({"calibration": cal[-1], "s": time.perf_counter() - t0})
+
+    def _op(self, key: str, t0: float) -> None:
+        """One op alone, its per-call overhead taken off."""
+        self.bar.set_postfix_str(key, refresh=False)
+        module, example = build_op(key)
+        r = measure_module(module, example, **self.mkw, **self.tkw)
+        overhead = self.state["overhead"]["median_ms"]
+        entries = self.state["entries"]
+        entries[key] = {"median_ms": max(r["median_ms"] - overhead, 0.0), "spread_ms": r["spread_ms"],
+                        "count": r["count"], "raw_ms": r["median_ms"], "attempts": r["attempts"]}
+        self.record({"key": key, "entry": entries[key], "s": time.perf_counter() - t0})
+        if self.on_entry is not None:
+            self.on_entry(key, entries[key])
+
+
 @_one_builder
 def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, batch: int = 1, clock: str = "wall",
                 space: str | SearchSpace = "default", lut_dir: str | Path | None = None, resume: bool = True,
@@ -138,67 +216,29 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
     the per-kind in-context factors if they fit its calibration subnets better than the ops alone do.
 
     ``on_entry(key, entry)`` is called after each op is measured (progress hooks, tests)."""
-    check_name(name)
-    if backend not in BACKENDS:
-        raise SlimformerError(f"unknown backend {backend!r}: choose {' or '.join(BACKENDS)}")
-    if threads < 1 or batch < 1 or rounds < 1:
-        raise SlimformerError("--threads, --batch and --rounds must be at least 1")
-    check_clock(clock, threads)
+    _check_options(name, backend, threads, batch, rounds, clock)
     sp = get_space(space) if isinstance(space, (str, Path)) or space is None else space
     keys = space_ops(sp)
-    settings = _settings(name, backend, threads, batch, clock, sp, calibration, rounds)
     ppath = partial_path(name, lut_dir)
-    state = _load_partial(ppath, settings) if resume else None
-    jpath = journal_path(ppath)
-    if state is None:
-        ppath.unlink(missing_ok=True)
-        jpath.unlink(missing_ok=True)
-        state = {"schema": SCHEMA, "complete": False, **settings, "space": sp.to_dict(),
-                 "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "overhead": None}
-        atomic_write_json(ppath, state)
-        state.update(entries={}, calibration=[], context=[], seconds=0.0)
-    mkw = {"backend": backend, "threads": threads, "batch": batch, "clock": clock}
-    tkw = {"repeats": repeats, "min_time_s": min_time_s, "noise": noise, "retries": retries}
-    entries: dict[str, dict] = state["entries"]
+    state = _open_state(ppath, _settings(name, backend, threads, batch, clock, sp, calibration, rounds), sp, resume)
     cal_cfgs = calibration_configs(sp, calibration)
-    cal = state["calibration"]
     order = schedule(keys, len(cal_cfgs), rounds)
-    todo = [x for x in order if (x >= len(cal) if isinstance(x, int) else x not in entries)]
+    n_cal, entries = len(state["calibration"]), state["entries"]
+    todo = [x for x in order if (x >= n_cal if isinstance(x, int) else x not in entries)]
     bar = _progress(len(order), len(order) - len(todo), f"lut {name}", progress)
-    with bar, open(jpath, "a", encoding="utf-8") as journal:
-        def record(rec: dict) -> None:
-            journal.write(json.dumps(rec) + "\n")
-            journal.flush()
-
-        if state["overhead"] is None:
-            state["overhead"] = measure_overhead(**mkw)
-            atomic_write_json(ppath, {k: v for k, v in state.items() if k not in _JOURNALLED})
-        overhead = state["overhead"]["median_ms"]
+    with bar, open(journal_path(ppath), "a", encoding="utf-8") as journal:
+        run = _Run(state, cal_cfgs, {"backend": backend, "threads": threads, "batch": batch, "clock": clock},
+                   {"repeats": repeats, "min_time_s": min_time_s, "noise": noise, "retries": retries},
+                   journal, bar, on_entry)
+        run.measure_overhead(ppath)
         for item in todo:
-            t0 = time.perf_counter()
-            if isinstance(item, int):  # a calibration subnet, measured whole
-                cfg = cal_cfgs[item % len(cal_cfgs)]
-                bar.set_postfix_str(f"subnet {cfg.summary()}", refresh=False)
-                r = measure_arch(cfg, **mkw, **tkw)
-                cal.append({"arch": cfg.to_dict(), "index": item % len(cal_cfgs), "round": item // len(cal_cfgs), **r})
-                record({"calibration": cal[-1], "s": time.perf_counter() - t0})
-            else:
-                bar.set_postfix_str(item, refresh=False)
-                module, example = build_op(item)
-                r = measure_module(module, example, **mkw, **tkw)
-                entries[item] = {"median_ms": max(r["median_ms"] - overhead, 0.0), "spread_ms": r["spread_ms"],
-                                 "count": r["count"], "raw_ms": r["median_ms"], "attempts": r["attempts"]}
-                record({"key": item, "entry": entries[item], "s": time.perf_counter() - t0})
-                if on_entry is not None:
-                    on_entry(item, entries[item])
-            state["seconds"] += time.perf_counter() - t0
-            bar.update(1)
-        if backend == "onnxruntime" and sp.family == "efficientformer":  # attribution reads MetaBlock module paths
-            _profile_context(state, cal_cfgs, context, threads, batch, record, bar)
+            run.step(item)
+        if backend == "onnxruntime":  # the per-node profiler is onnxruntime's; each family attributes its nodes
+            _profile_context(state, cal_cfgs, context, threads, batch, run.record, bar)
     table = _finish(state, sp, name, backend, threads, batch, clock)
     table.save(table_path(name, lut_dir))
     ppath.unlink(missing_ok=True)
-    jpath.unlink(missing_ok=True)
+    journal_path(ppath).unlink(missing_ok=True)
     return table
 
 

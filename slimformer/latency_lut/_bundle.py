@@ -31,7 +31,7 @@ from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read
 from .._version import __version__
 from ..supernet import SearchSpace, build_model, space_from_dict
 from ._keys import space_ops
-from ._measure import OPSET
+from ._measure import ONNX_EXPORT, OPSET
 from ._runner import BUNDLE_SCHEMA, RESULTS_SCHEMA, manifest_id
 
 FORMATS = ("onnx", "coreml")
@@ -126,20 +126,8 @@ def _calibration_net(cfg):
     return net, (torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size),)
 
 
-def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: str = "onnx",
-                 calibration: int = 10, progress: bool = True) -> Path:
-    """Write the bundle for ``space`` into ``out_dir``; returns the manifest path. Resumes a partial bundle.
-
-    ``calibration`` whole subnets (``lut build``'s calibration subnets) go with the ops, so that the
-    imported table gets the same composition correction as a table built here."""
-    from ._build import calibration_configs
-    from ._ops import build_op
-
-    if fmt not in FORMATS:
-        raise SlimformerError(f"unknown bundle format {fmt!r}: choose {' or '.join(FORMATS)}")
-    ct = _coreml() if fmt == "coreml" else None
-    space = space or SearchSpace()
-    out = Path(out_dir)
+def _check_folder(out: Path, space: SearchSpace, fmt: str) -> None:
+    """``out`` may be new, or a folder holding a partial bundle of the same space and format."""
     if out.exists() and not out.is_dir():
         raise SlimformerError(f"bundle output {out} exists and is not a folder")
     old = out / "manifest.json"
@@ -147,51 +135,89 @@ def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: 
         prev = read_json(old, "bundle manifest")
         if isinstance(prev, dict) and (prev.get("space_hash") != space.hash or prev.get("format") != fmt):
             raise SlimformerError(f"{out} already holds a bundle of another space or format; choose another folder")
-    (out / "models").mkdir(parents=True, exist_ok=True)
+
+
+def _write_model(path: Path, module, example, *, fmt: str, ct, what: str) -> None:
+    """One model file of the bundle, unless an earlier run wrote it already."""
+    if path.exists():
+        return
+    if fmt == "onnx":
+        from ._measure import export_onnx
+
+        atomic_write_bytes(path, export_onnx(module, example))
+    else:
+        _save_coreml(ct, module, example, path, what=what)
+
+
+def _write_models(out: Path, items: list, cal_cfgs: list, *, fmt: str, ct,
+                  progress: bool) -> tuple[list[dict], list[dict]]:
+    """A model per op key and per calibration subnet index of ``items``; their manifest rows (ops, calibration)."""
+    from ._ops import build_op
+
     ext = ".onnx" if fmt == "onnx" else ".mlpackage"
-    if calibration < 0:
-        raise SlimformerError("--calibration must be 0 or more")
-    keys = space_ops(space)
-    cal_cfgs = calibration_configs(space, calibration)
-    items: list = [*keys, *range(len(cal_cfgs))]
     ops, cal = [], []
     it = items
     if progress:
         from tqdm import tqdm
 
         it = tqdm(items, desc=f"bundle ({fmt})", unit="model")
-    if fmt == "onnx":
-        from ._measure import export_onnx
     for item in it:
         if isinstance(item, int):
             rel = f"models/_calibration-{item}{ext}"
             module, example = _calibration_net(cal_cfgs[item])
+            what = f"calibration subnet {item} ({cal_cfgs[item].summary()})"
         else:
             rel = f"models/{item}{ext}"
             module, example = build_op(item)
-        path = out / rel
-        if not path.exists():
-            if fmt == "onnx":
-                atomic_write_bytes(path, export_onnx(module, example))
-            else:
-                _save_coreml(ct, module, example, path, what=f"op {item}" if isinstance(item, str)
-                             else f"calibration subnet {item} ({cal_cfgs[item].summary()})")
+            what = f"op {item}"
+        _write_model(out / rel, module, example, fmt=fmt, ct=ct, what=what)
         if isinstance(item, int):
             cal.append({"arch": cal_cfgs[item].to_dict(), "file": rel, "inputs": _inputs(example)})
         else:
             ops.append({"key": item, "file": rel, "inputs": _inputs(example)})
-    noop_rel = f"models/_noop{ext}"
-    if not (out / noop_rel).exists():
+    return ops, cal
+
+
+def _write_noop(out: Path, *, fmt: str, ct) -> str:
+    """The no-op model (what one call costs the runtime); its path inside the bundle."""
+    rel = f"models/_noop{'.onnx' if fmt == 'onnx' else '.mlpackage'}"
+    if not (out / rel).exists():
         if fmt == "onnx":
-            atomic_write_bytes(out / noop_rel, _noop_onnx())
+            atomic_write_bytes(out / rel, _noop_onnx())
         else:
-            _save_coreml(ct, _Scale(), (torch.zeros(1, 1),), out / noop_rel, what="the no-op model")
+            _save_coreml(ct, _Scale(), (torch.zeros(1, 1),), out / rel, what="the no-op model")
+    return rel
+
+
+def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: str = "onnx",
+                 calibration: int = 10, progress: bool = True) -> Path:
+    """Write the bundle for ``space`` into ``out_dir``; returns the manifest path. Resumes a partial bundle.
+
+    ``calibration`` whole subnets (``lut build``'s calibration subnets) go with the ops, so that the
+    imported table gets the same composition correction as a table built here."""
+    from ._build import calibration_configs
+
+    if fmt not in FORMATS:
+        raise SlimformerError(f"unknown bundle format {fmt!r}: choose {' or '.join(FORMATS)}")
+    ct = _coreml() if fmt == "coreml" else None
+    space = space or SearchSpace()
+    out = Path(out_dir)
+    _check_folder(out, space, fmt)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    if calibration < 0:
+        raise SlimformerError("--calibration must be 0 or more")
+    keys = space_ops(space)
+    cal_cfgs = calibration_configs(space, calibration)
+    ops, cal = _write_models(out, [*keys, *range(len(cal_cfgs))], cal_cfgs, fmt=fmt, ct=ct, progress=progress)
+    noop_rel = _write_noop(out, fmt=fmt, ct=ct)
     runner = atomic_write_text(out / "run_bundle.py", (Path(__file__).parent / "_runner.py").read_text(encoding="utf-8"))
     runner.chmod(0o755)
     manifest = {"schema": BUNDLE_SCHEMA, "format": fmt, "space": space.to_dict(), "space_hash": space.hash,
                 "batch": 1, "slimformer": __version__, "torch": torch.__version__,
                 "noop": {"file": noop_rel, "inputs": [{"name": "x0", "shape": [1, 1]}]}, "ops": ops,
                 "calibration": cal, "calibration_rounds": 2 if cal else 1}
+    if fmt == "onnx":
+        manifest["onnx_export"] = dict(ONNX_EXPORT)  # the models were exported as tables and deployments are
     return atomic_write_json(out / "manifest.json", manifest)
 
 

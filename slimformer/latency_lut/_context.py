@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from ..supernet import ArchConfig, EfficientFormerNet
-from ._keys import arch_ops_by_stage, op_kind
+from ..supernet import ArchConfig, build_model
+from ._keys import FAMILY_KEYS, arch_ops_by_stage, op_kind
 from ._measure import _batched, export_onnx, ort_session
 
 _STAGE = re.compile(r"^/stages/stages\.(\d+)/(downsample|blocks/blocks\.(\d+))(/|$)(.*)")
@@ -58,7 +58,10 @@ def stage_modules(cfg: ArchConfig) -> list[list[tuple[str, list[str]]]]:
 
 
 def node_key(cfg: ArchConfig):
-    """A function: onnx node name (exporter's module path) -> op key, or ``None`` for a made-up node."""
+    """A function: onnx node name (exporter's module path) -> op key, or ``None`` for a node that belongs
+    to the op before it (a made-up node). Each family names its own modules (``FAMILY_KEYS``)."""
+    if cfg.family in FAMILY_KEYS:
+        return FAMILY_KEYS[cfg.family].node_key(cfg)
     mods = stage_modules(cfg)
     ops = arch_ops_by_stage(cfg)
     stem, head = ops[0][1], ops[-1][1]
@@ -117,7 +120,7 @@ def profile_arch(cfg: ArchConfig, *, threads: int = 1, batch: int = 1, runs: int
 
     x = torch.randn((1, cfg.in_chans, cfg.img_size, cfg.img_size), generator=torch.Generator().manual_seed(0))
     x = _batched((x,), batch)[0]
-    model = onnx if onnx is not None else export_onnx(EfficientFormerNet(cfg).eval(), (x,))
+    model = onnx if onnx is not None else export_onnx(build_model(cfg).eval(), (x,))
     plain = ort_session(model, threads=threads)
     feeds = {plain.get_inputs()[0].name: x.numpy()}
     for _ in range(warmup):

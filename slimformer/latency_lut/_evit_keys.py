@@ -19,6 +19,9 @@ another, so their costs add, and each depends only on its own chunk, Q/K and V d
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 from ..supernet.efficientvit import EfficientViTConfig, EfficientViTSpace, EViTBlockConfig, stage_resolutions
 from ..supernet.efficientvit._config import SUB_FFN_RATIO  # noqa: F401  (documented: subsample FFNs are fixed)
 
@@ -119,3 +122,49 @@ def space_ops(space: EfficientViTSpace) -> list[str]:
     for w in space.stage_widths[-1]:
         out.setdefault(cls_key(res[-1], w, space.num_classes, space.distillation))
     return list(out)
+
+
+_NODE = re.compile(r"^/stages/stages\.(\d+)/(downsample|blocks/blocks\.(\d+))(/|$)(.*)")
+_HEAD = re.compile(r"^mixer/m/attn/(?:qkvs|dws)\.(\d+)/")
+
+
+def node_key(cfg: EfficientViTConfig) -> Callable[[str], str | None]:
+    """A function: onnx node name (the exporter's module path in ``EfficientViTNet``) -> op key, or ``None``
+    for a node that belongs to the op running before it (made-up nodes, and the attention's own matmuls,
+    softmax and bias add, which run between one head's ``qkvs.i``/``dws.i`` and the next)."""
+    ops = arch_ops_by_stage(cfg)
+    stem, cls = ops[0][1], ops[-1][1]
+    subs, blocks = {}, {}
+    for si, st in enumerate(cfg.stages):
+        res, ws = cfg.resolution(si), cfg.window_size(si)
+        if si > 0:
+            subs[si] = sub_key(cfg.resolution(si - 1), cfg.stages[si - 1].width, st.width)
+        for j, b in enumerate(st.blocks):
+            blocks[si, j] = block_keys(b, res=res, ws=ws, width=st.width)
+
+    def key(name: str) -> str | None:
+        if name.startswith("/patch_embed/"):
+            return stem
+        m = _NODE.match(name)
+        if m is None:
+            return cls if name.startswith("/") else None
+        si = int(m.group(1))
+        if m.group(3) is None:
+            return subs.get(si)
+        keys = blocks.get((si, int(m.group(3))))
+        return None if keys is None else _block_part(keys, m.group(5))
+    return key
+
+
+def _block_part(keys: tuple[str, ...], rest: str) -> str | None:
+    """Which of a block's keys ``(dwffn, mix, head x h, dwffn)`` the node at ``rest`` (below the block) runs."""
+    if rest.startswith(("dw0/", "ffn0/")):
+        return keys[0]
+    if rest.startswith(("dw1/", "ffn1/")):
+        return keys[-1]
+    h = _HEAD.match(rest)
+    if h is not None:
+        return keys[2 + int(h.group(1))]
+    if rest.startswith("mixer/m/attn/") and not rest.startswith("mixer/m/attn/proj/"):
+        return None  # the running head's attention (or, before the first head, the mixer's split)
+    return keys[1]  # the mixer's frame: window partition and reverse, projection, residual

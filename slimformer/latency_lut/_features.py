@@ -143,63 +143,77 @@ class FeatureRecorder(TorchDispatchMode):
             self.f[work] += float(amount)
 
     def _record(self, name: str, args, kwargs, ins, live_ins, outs) -> str:
+        """Add the features of one aten op ``name``; returns the kind of what it produced (for folding and views)."""
         o = outs[0].numel() if outs else 0
         producer = self._live.get(live_ins[0], "input")
         if name in _CONV:
-            x, w = args[0], args[1]
-            groups = int(args[8]) if len(args) > 8 else int(kwargs.get("groups", 1))
-            transposed = bool(args[6]) if len(args) > 6 else False
-            k = math.prod(w.shape[2:])
-            flops = 2 * (x.numel() if transposed else o) * w.shape[1] * k
-            if groups > 1 and groups == x.shape[1]:
-                self._add("n_dwconv", "dwconv_flops", flops)
-                return "conv"
-            self._add("n_conv", "conv_flops", flops)
-            return "conv"
+            return self._conv(args, kwargs, o)
         if name in _MM:
-            a, b = [t for t in args if isinstance(t, torch.Tensor)][-2:]
-            flops = 2 * o * a.shape[-1]
-            both_live = sum(t in self._live for t in (a, b)) == 2
-            if both_live:  # activation x activation: attention-style batched matmul
-                self._add("n_attn", "attn_flops", flops)
-                return "attn"
-            self._add("n_linear", "linear_flops", flops)
-            return "linear"
+            return self._matmul(args, o)
         if name in _SDPA or name == "scaled_dot_product_attention":
-            q, k, v = args[0], args[1], args[2]
-            scores = q.numel() // q.shape[-1] * k.shape[-2]
-            self._add("n_attn", "attn_flops", 2 * scores * (q.shape[-1] + v.shape[-1]))
-            self.f["n_attn"] += 1
-            self.f["n_ops"] += 1
-            self._add("n_softmax", "softmax_elems", scores)
-            return "attn"
+            return self._attention(args)
         if name in _BN:
             if producer in ("conv", "linear"):
                 return producer  # folded into the preceding conv / linear
             self._add("n_elt", "elt_elems", o)
             return "elt"
-        if name in _NORM:
-            self._add("n_norm", "norm_elems", o)
-            return "norm"
-        if name in _ACT:
-            self._add("n_act", "act_elems", o)
-            return "act"
-        if name in _SOFTMAX:
-            self._add("n_softmax", "softmax_elems", o)
-            return "softmax"
+        for names, count, work, kind in ((_NORM, "n_norm", "norm_elems", "norm"), (_ACT, "n_act", "act_elems", "act"),
+                                         (_SOFTMAX, "n_softmax", "softmax_elems", "softmax")):
+            if name in names:
+                self._add(count, work, o)
+                return kind
         if name in _WINDOW_POOL:
-            ks = args[1] if len(args) > 1 else kwargs.get("kernel_size", 1)
-            area = math.prod(ks) if isinstance(ks, (list, tuple)) else int(ks) ** 2
-            if isinstance(ks, (list, tuple)) and len(ks) == 1:
-                area = int(ks[0]) ** 2
-            self._add("n_pool", "pool_elems", o * area)
-            return "pool"
+            return self._window_pool(args, kwargs, o)
         if name in _GLOBAL_POOL:
             self._add("n_pool", "pool_elems", max(t.numel() for t in live_ins))
             return "pool"
         if name in _ELT:
             self._add("n_elt", "elt_elems", max([o] + [t.numel() for t in ins]))
             return "elt"
+        return self._movement(name, ins, live_ins, outs, o, producer)
+
+    def _conv(self, args, kwargs, o: int) -> str:
+        x, w = args[0], args[1]
+        groups = int(args[8]) if len(args) > 8 else int(kwargs.get("groups", 1))
+        transposed = bool(args[6]) if len(args) > 6 else False
+        k = math.prod(w.shape[2:])
+        flops = 2 * (x.numel() if transposed else o) * w.shape[1] * k
+        if groups > 1 and groups == x.shape[1]:
+            self._add("n_dwconv", "dwconv_flops", flops)
+        else:
+            self._add("n_conv", "conv_flops", flops)
+        return "conv"
+
+    def _matmul(self, args, o: int) -> str:
+        a, b = [t for t in args if isinstance(t, torch.Tensor)][-2:]
+        flops = 2 * o * a.shape[-1]
+        both_live = sum(t in self._live for t in (a, b)) == 2
+        if both_live:  # activation x activation: attention-style batched matmul
+            self._add("n_attn", "attn_flops", flops)
+            return "attn"
+        self._add("n_linear", "linear_flops", flops)
+        return "linear"
+
+    def _attention(self, args) -> str:
+        """A fused scaled-dot-product attention: counted as its two matmuls and its softmax."""
+        q, k, v = args[0], args[1], args[2]
+        scores = q.numel() // q.shape[-1] * k.shape[-2]
+        self._add("n_attn", "attn_flops", 2 * scores * (q.shape[-1] + v.shape[-1]))
+        self.f["n_attn"] += 1
+        self.f["n_ops"] += 1
+        self._add("n_softmax", "softmax_elems", scores)
+        return "attn"
+
+    def _window_pool(self, args, kwargs, o: int) -> str:
+        ks = args[1] if len(args) > 1 else kwargs.get("kernel_size", 1)
+        area = math.prod(ks) if isinstance(ks, (list, tuple)) else int(ks) ** 2
+        if isinstance(ks, (list, tuple)) and len(ks) == 1:
+            area = int(ks[0]) ** 2
+        self._add("n_pool", "pool_elems", o * area)
+        return "pool"
+
+    def _movement(self, name: str, ins, live_ins, outs, o: int, producer: str) -> str:
+        """Layout ops, views, torch artefacts, and (as elementwise) ops not recognised."""
         if name in _LAYOUT:
             if name in ("permute", "transpose", "t") and _trivial_permute(live_ins[0], outs[0]):
                 self._add("n_reshape", "reshape_elems", o, real=False)

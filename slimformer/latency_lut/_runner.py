@@ -140,7 +140,7 @@ def measure(fn, warmup: int, repeats: int, noise: float, retries: int) -> dict:
     return best
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description="Measure a slimformer latency bundle on this device.")
     ap.add_argument("bundle", nargs="?", default=here, help="bundle folder (default: this script's folder)")
@@ -153,11 +153,12 @@ def main(argv=None) -> int:
     ap.add_argument("--compute-units", default="ALL", help="CoreML compute units: ALL, CPU_AND_NE, CPU_ONLY...")
     ap.add_argument("--device-name", default=None, help="a name for this device (default: the host's)")
     ap.add_argument("--fresh", action="store_true", help="ignore earlier results in the output file")
-    args = ap.parse_args(argv)
-    if args.warmup < 0 or args.repeats < 1 or args.threads < 1 or args.retries < 0:
-        fail("--warmup >= 0, --repeats >= 1, --threads >= 1 and --retries >= 0, please")
+    return ap
 
-    man_path = os.path.join(args.bundle, "manifest.json")
+
+def read_bundle_manifest(bundle: str) -> dict:
+    """The bundle's manifest, or a one-line error and exit."""
+    man_path = os.path.join(bundle, "manifest.json")
     try:
         with open(man_path) as f:
             manifest = json.load(f)
@@ -165,33 +166,81 @@ def main(argv=None) -> int:
         fail(f"no readable bundle manifest at {man_path} ({e.__class__.__name__})")
     if not isinstance(manifest, dict) or manifest.get("schema") != BUNDLE_SCHEMA:
         fail(f"{man_path} is not a slimformer bundle manifest (schema {BUNDLE_SCHEMA!r})")
+    return manifest
+
+
+def load_results(out: str, mid: str, settings: dict, fresh: bool):
+    """Earlier results in ``out`` of this bundle with these settings (to resume), else None."""
+    if not os.path.isfile(out) or fresh:
+        return None
+    try:
+        with open(out) as f:
+            results = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(results, dict) or results.get("manifest_id") != mid or results.get("settings") != settings:
+        return None  # another bundle or other settings: start over
+    return results
+
+
+def new_results(manifest: dict, mid: str, info: dict, settings: dict, device_name) -> dict:
+    """Empty results of this bundle on this device, nothing measured yet."""
+    return {
+        "schema": RESULTS_SCHEMA, "manifest_id": mid, "format": manifest["format"], "space": manifest["space"],
+        "space_hash": manifest["space_hash"], "batch": manifest.get("batch", 1),
+        "device": device_name or platform.node() or "unknown",
+        "platform": {"system": platform.platform(), "machine": platform.machine(),
+                     "processor": platform.processor(), "python": platform.python_version()},
+        "runtime": info, "settings": settings,
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "complete": False, "overhead": None, "entries": {}, "calibration": {},
+    }
+
+
+def measure_item(item, results: dict, cal: list, load, args) -> tuple[str, dict]:
+    """Measure one item of the schedule (an op row, or a calibration subnet's index) into ``results``;
+    returns its label and result."""
+    timing = (args.warmup, args.repeats, args.noise, args.retries)
+    if isinstance(item, int):  # a whole calibration subnet
+        ci = item % len(cal)
+        sub = cal[ci]
+        fn = load(os.path.join(args.bundle, sub["file"]), sub["inputs"])
+        r = results["calibration"][str(item)] = {"arch": sub["arch"], "index": ci, "round": item // len(cal),
+                                                 **measure(fn, *timing)}
+        return f"calibration subnet {ci}", r
+    fn = load(os.path.join(args.bundle, item["file"]), item["inputs"])
+    r = results["entries"][item["key"]] = measure(fn, *timing)
+    return item["key"], r
+
+
+def measure_all(todo: list, total: int, results: dict, cal: list, load, args, out: str) -> None:
+    """Measure ``todo`` (the rest of a schedule of ``total`` items), writing ``out`` after each one and
+    printing a progress line."""
+    t_start = time.time()
+    for i, item in enumerate(todo):
+        label, r = measure_item(item, results, cal, load, args)
+        write_json(out, results)
+        done = total - len(todo) + i + 1
+        el = time.time() - t_start
+        eta = el / (i + 1) * (len(todo) - i - 1)
+        print(f"\r[{done}/{total}] {label:<40s} {r['median_ms']:8.3f} ms  eta {eta:5.0f}s", end="",
+              file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.warmup < 0 or args.repeats < 1 or args.threads < 1 or args.retries < 0:
+        fail("--warmup >= 0, --repeats >= 1, --threads >= 1 and --retries >= 0, please")
+    manifest = read_bundle_manifest(args.bundle)
     fmt = manifest["format"]
     load, info = onnx_loader(args.threads) if fmt == "onnx" else coreml_loader(args.compute_units)
     out = args.output or os.path.join(args.bundle, "results.json")
     mid = manifest_id(manifest)
-
     settings = {"warmup": args.warmup, "repeats": args.repeats, "threads": args.threads, "noise": args.noise,
                 "retries": args.retries, "compute_units": args.compute_units if fmt == "coreml" else None}
-    results = None
-    if os.path.isfile(out) and not args.fresh:
-        try:
-            with open(out) as f:
-                results = json.load(f)
-        except (OSError, ValueError):
-            results = None
-        if not isinstance(results, dict) or results.get("manifest_id") != mid or results.get("settings") != settings:
-            results = None  # another bundle or other settings: start over
+    results = load_results(out, mid, settings, args.fresh)
     if results is None:
-        results = {
-            "schema": RESULTS_SCHEMA, "manifest_id": mid, "format": fmt, "space": manifest["space"],
-            "space_hash": manifest["space_hash"], "batch": manifest.get("batch", 1),
-            "device": args.device_name or platform.node() or "unknown",
-            "platform": {"system": platform.platform(), "machine": platform.machine(),
-                         "processor": platform.processor(), "python": platform.python_version()},
-            "runtime": info, "settings": settings,
-            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "complete": False, "overhead": None, "entries": {}, "calibration": {},
-        }
+        results = new_results(manifest, mid, info, settings, args.device_name)
 
     cal = manifest.get("calibration", [])
     rounds = int(manifest.get("calibration_rounds", 1))
@@ -199,31 +248,12 @@ def main(argv=None) -> int:
     order = schedule(manifest["ops"], len(cal), rounds)
     todo = [x for x in order
             if (str(x) not in results["calibration"] if isinstance(x, int) else x["key"] not in results["entries"])]
-    total = len(order)
     if results["overhead"] is None:
         noop = manifest["noop"]
         results["overhead"] = measure(load(os.path.join(args.bundle, noop["file"]), noop["inputs"]),
                                       args.warmup, args.repeats, args.noise, args.retries)
         write_json(out, results)
-    t_start = time.time()
-    for i, item in enumerate(todo):
-        if isinstance(item, int):  # a whole calibration subnet
-            ci = item % len(cal)
-            sub = cal[ci]
-            fn = load(os.path.join(args.bundle, sub["file"]), sub["inputs"])
-            r = results["calibration"][str(item)] = {"arch": sub["arch"], "index": ci, "round": item // len(cal),
-                                                     **measure(fn, args.warmup, args.repeats, args.noise, args.retries)}
-            label = f"calibration subnet {ci}"
-        else:
-            fn = load(os.path.join(args.bundle, item["file"]), item["inputs"])
-            r = results["entries"][item["key"]] = measure(fn, args.warmup, args.repeats, args.noise, args.retries)
-            label = item["key"]
-        write_json(out, results)
-        done = total - len(todo) + i + 1
-        el = time.time() - t_start
-        eta = el / (i + 1) * (len(todo) - i - 1)
-        print(f"\r[{done}/{total}] {label:<40s} {r['median_ms']:8.3f} ms  eta {eta:5.0f}s", end="",
-              file=sys.stderr, flush=True)
+    measure_all(todo, len(order), results, cal, load, args, out)
     results["complete"] = True
     results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     write_json(out, results)

@@ -18,6 +18,7 @@ are measured (``samples.partial.json``), so a killed validation given the same `
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,125 @@ def validation_configs(table: LatencyTable, n: int, seed: int = VALIDATION_SEED)
     return [table.space.sample(rng) for _ in range(n)]
 
 
+def _check_options(table: LatencyTable, samples: int, rounds: int) -> None:
+    if table.kind != "measured" or table.backend not in ("onnxruntime", "torch"):
+        raise SlimformerError(f"table {table.name!r} is {table.kind} for {table.device!r} ({table.backend}); "
+                              f"validation measures on this machine, so it applies to tables built here with "
+                              f"`slimformer lut build`")
+    if samples < 2:
+        raise SlimformerError("--samples must be at least 2")
+    if rounds < 1:
+        raise SlimformerError("--rounds must be at least 1")
+
+
+def _resume(partial: Path, table: LatencyTable, *, seed: int, rounds: int, recalibrate: bool,
+            samples: int) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+    """The rows and calibration re-measurements of a killed validation with the same settings, else none."""
+    if partial.is_file():
+        d = read_json(partial, "validation samples")
+        if (isinstance(d, dict) and d.get("table_hash") == table.hash and d.get("seed") == seed
+                and d.get("rounds") == rounds and bool(d.get("again")) == recalibrate):
+            return list(d.get("rows", []))[:samples], dict(d.get("again") or {})
+    return [], {}
+
+
+def _level_subnets(table: LatencyTable, build_cal: list[dict], calibration: int) -> dict[int, dict]:
+    """The first ``calibration`` of the build's calibration subnets (their faster round), by index."""
+    then = {c["index"]: c for c in fastest(build_cal) if "index" in c}
+    if len(then) < 3:
+        raise SlimformerError(f"table {table.name!r} holds no calibration subnets measured in rounds; rebuild it "
+                              f"with this slimformer to use --recalibrate")
+    return {i: then[i] for i in sorted(then)[:calibration]}
+
+
+def _round_order(samples: int, then: dict[int, dict]) -> list[tuple[str, int]]:
+    """Each round: the samples in order, the calibration subnets (if any) spread among them."""
+    order: list[tuple[str, int]] = [("sample", i) for i in range(samples)]
+    for j, i in reversed(list(enumerate(then))):
+        order.insert(int((j + 0.5) * samples / len(then)), ("again", i))
+    return order
+
+
+@dataclass
+class _Validation:
+    """A validation in progress: the samples' rows and the calibration subnets' medians measured again."""
+    table: LatencyTable
+    cfgs: list[ArchConfig]
+    then: dict[int, dict]  # calibration subnet index -> the build's measurement of it
+    rows: list[dict[str, Any]]
+    again: dict[str, list[float]]  # calibration subnet index -> its medians measured now, one per round
+    measure_kw: dict[str, Any]
+
+    def done(self) -> int:
+        return sum(len(r["runs"]) for r in self.rows) + sum(len(v) for v in self.again.values())
+
+    def step(self, what: str, i: int, rnd: int) -> bool:
+        """Measure item ``i`` in round ``rnd`` unless a resumed run has it; whether it was measured."""
+        if what == "again":
+            if len(self.again[str(i)]) > rnd:
+                return False
+            cfg = arch_from_dict(self.then[i]["arch"])
+            self.again[str(i)].append(measure_arch(cfg, **self.measure_kw)["median_ms"])
+            return True
+        if i < len(self.rows) and len(self.rows[i]["runs"]) > rnd:
+            return False
+        self._sample(i)
+        return True
+
+    def _sample(self, i: int) -> None:
+        cfg = self.cfgs[i]
+        r = measure_arch(cfg, **self.measure_kw)
+        if i == len(self.rows):
+            self.rows.append({"summary": cfg.summary(), "arch": cfg.to_dict(), "runs": [],
+                              "predicted_ms": self.table.predict(cfg, corrected=False),
+                              "corrected_ms": self.table.predict(cfg)})
+        row = self.rows[i]
+        row["runs"].append({"median_ms": r["median_ms"], "spread_ms": r["spread_ms"]})
+        best = min(row["runs"], key=lambda x: x["median_ms"])
+        row["measured_ms"], row["spread_ms"] = best["median_ms"], best["spread_ms"]
+
+    def measure(self, order: list[tuple[str, int]], rounds: int, partial: Path, *, seed: int,
+                progress: bool) -> None:
+        """All ``rounds`` of ``order``, each measurement saved to ``partial`` as it is taken."""
+        from tqdm import tqdm
+
+        with tqdm(total=len(order) * rounds, initial=self.done(), desc=f"validate {self.table.name}",
+                  unit="subnet", disable=not progress, dynamic_ncols=True) as bar:
+            for rnd in range(rounds):
+                for what, i in order:
+                    if not self.step(what, i, rnd):
+                        continue
+                    atomic_write_json(partial, {"table_hash": self.table.hash, "seed": seed, "rounds": rounds,
+                                                "rows": self.rows, "again": self.again})
+                    bar.update(1)
+
+    def level(self, min_level: float) -> dict[str, Any] | None:
+        """The machine's level now against the build's, with each row's prediction re-scaled by it."""
+        then, again = self.then, self.again
+        level = fit_level([then[i]["median_ms"] for i in then], [min(again[str(i)]) for i in then]) if then else None
+        if level:
+            level["moved"] = bool(abs(level["factor"] - 1) > max(min_level, level["noise"]))
+            for row in self.rows:
+                row["recalibrated_ms"] = level["factor"] * row["corrected_ms"]
+        return level
+
+
+def _result(table: LatencyTable, rows: list[dict[str, Any]], level: dict | None, *, seed: int, rounds: int,
+            mismatch, out: Path) -> dict[str, Any]:
+    m = [r["measured_ms"] for r in rows]
+    result = {"table": table.name, "table_hash": table.hash, "device": table.device, "backend": table.backend,
+              "threads": table.threads, "batch": table.batch, "clock": table.clock, "samples": len(rows),
+              "seed": seed, "rounds": rounds,
+              "uncorrected": fidelity([r["predicted_ms"] for r in rows], m),
+              "corrected": fidelity([r["corrected_ms"] for r in rows], m) if table.correction else None,
+              "correction": table.correction,
+              "recalibrated": fidelity([r["recalibrated_ms"] for r in rows], m) if level else None,
+              "level": level, "mismatch": mismatch, "run_dir": str(out), "rows": rows}
+    result["headline"] = ("recalibrated" if level and level["moved"] else
+                          "corrected" if result["corrected"] else "uncorrected")
+    return result
+
+
 def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALIDATION_SEED,
                    run_dir: str | Path | None = None, runs_root: str | Path | None = None,
                    progress: bool = True, repeats: int = 15, min_time_s: float = 0.02,
@@ -47,16 +167,7 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
     The level check is on by default (``recalibrate=None``: whenever the table holds calibration subnets
     measured in rounds): when the machine's level moved by more than its noise (and at least
     ``min_level``), the headline figures are the build's predictions re-scaled by it."""
-    if table.kind != "measured" or table.backend not in ("onnxruntime", "torch"):
-        raise SlimformerError(f"table {table.name!r} is {table.kind} for {table.device!r} ({table.backend}); "
-                              f"validation measures on this machine, so it applies to tables built here with "
-                              f"`slimformer lut build`")
-    if samples < 2:
-        raise SlimformerError("--samples must be at least 2")
-    if rounds < 1:
-        raise SlimformerError("--rounds must be at least 1")
-    from tqdm import tqdm
-
+    _check_options(table, samples, rounds)
     build_cal = table.meta.get("build", {}).get("calibration", [])
     if recalibrate is None:
         recalibrate = len([c for c in fastest(build_cal) if "index" in c]) >= 3
@@ -64,71 +175,16 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
     out = Path(run_dir) if run_dir is not None else make_run_dir(runs_root, f"lut-validate-{table.name}")
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "samples.partial.json"
-    rows: list[dict[str, Any]] = []
-    again: dict[str, list[float]] = {}  # calibration subnet index -> its medians measured now, one per round
-    if partial.is_file():
-        d = read_json(partial, "validation samples")
-        if (isinstance(d, dict) and d.get("table_hash") == table.hash and d.get("seed") == seed
-                and d.get("rounds") == rounds and bool(d.get("again")) == recalibrate):
-            rows, again = list(d.get("rows", []))[:samples], dict(d.get("again") or {})
+    rows, again = _resume(partial, table, seed=seed, rounds=rounds, recalibrate=recalibrate, samples=samples)
     cfgs = validation_configs(table, samples, seed)
     kw = {"backend": backend or table.backend, "threads": threads or table.threads or 1, "batch": batch or table.batch,
-          "clock": table.clock}
-    then: dict[int, dict] = {}
-    if recalibrate:
-        then = {c["index"]: c for c in fastest(build_cal) if "index" in c}
-        if len(then) < 3:
-            raise SlimformerError(f"table {table.name!r} holds no calibration subnets measured in rounds; rebuild it "
-                                  f"with this slimformer to use --recalibrate")
-        then = {i: then[i] for i in sorted(then)[:calibration]}
-        for i in then:
-            again.setdefault(str(i), [])
-    # each round: the samples in order, the calibration subnets (if any) spread among them
-    order: list[tuple[str, int]] = [("sample", i) for i in range(samples)]
-    for j, i in reversed(list(enumerate(then))):
-        order.insert(int((j + 0.5) * samples / len(then)), ("again", i))
-    done = sum(len(r["runs"]) for r in rows) + sum(len(v) for v in again.values())
-    with tqdm(total=len(order) * rounds, initial=done, desc=f"validate {table.name}", unit="subnet",
-              disable=not progress, dynamic_ncols=True) as bar:
-        for rnd in range(rounds):
-            for what, i in order:
-                if what == "again":
-                    if len(again[str(i)]) > rnd:
-                        continue
-                    cfg = arch_from_dict(then[i]["arch"])
-                    again[str(i)].append(measure_arch(cfg, **kw, repeats=repeats, min_time_s=min_time_s)["median_ms"])
-                else:
-                    if i < len(rows) and len(rows[i]["runs"]) > rnd:
-                        continue
-                    cfg = cfgs[i]
-                    r = measure_arch(cfg, **kw, repeats=repeats, min_time_s=min_time_s)
-                    if i == len(rows):
-                        rows.append({"summary": cfg.summary(), "arch": cfg.to_dict(), "runs": [],
-                                     "predicted_ms": table.predict(cfg, corrected=False),
-                                     "corrected_ms": table.predict(cfg)})
-                    row = rows[i]
-                    row["runs"].append({"median_ms": r["median_ms"], "spread_ms": r["spread_ms"]})
-                    best = min(row["runs"], key=lambda x: x["median_ms"])
-                    row["measured_ms"], row["spread_ms"] = best["median_ms"], best["spread_ms"]
-                atomic_write_json(partial, {"table_hash": table.hash, "seed": seed, "rounds": rounds, "rows": rows,
-                                            "again": again})
-                bar.update(1)
-    level = fit_level([then[i]["median_ms"] for i in then], [min(again[str(i)]) for i in then]) if then else None
-    if level:
-        level["moved"] = bool(abs(level["factor"] - 1) > max(min_level, level["noise"]))
-        for row in rows:
-            row["recalibrated_ms"] = level["factor"] * row["corrected_ms"]
-    m = [r["measured_ms"] for r in rows]
-    result = {"table": table.name, "table_hash": table.hash, "device": table.device, "backend": table.backend,
-              "threads": table.threads, "batch": table.batch, "clock": table.clock, "samples": len(rows),
-              "seed": seed, "rounds": rounds,
-              "uncorrected": fidelity([r["predicted_ms"] for r in rows], m),
-              "corrected": fidelity([r["corrected_ms"] for r in rows], m) if table.correction else None,
-              "correction": table.correction,
-              "recalibrated": fidelity([r["recalibrated_ms"] for r in rows], m) if level else None,
-              "level": level, "mismatch": mismatch, "run_dir": str(out), "rows": rows}
-    result["headline"] = ("recalibrated" if level and level["moved"] else
-                          "corrected" if result["corrected"] else "uncorrected")
+          "clock": table.clock, "repeats": repeats, "min_time_s": min_time_s}
+    then = _level_subnets(table, build_cal, calibration) if recalibrate else {}
+    for i in then:
+        again.setdefault(str(i), [])
+    v = _Validation(table, cfgs, then, rows, again, kw)
+    v.measure(_round_order(samples, then), rounds, partial, seed=seed, progress=progress)
+    result = _result(table, rows, v.level(min_level), seed=seed, rounds=rounds, mismatch=mismatch, out=out)
     atomic_write_json(out / "validate.json", result)
     if not mismatch:
         _remember(table, result)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import SlimformerError
@@ -55,6 +56,72 @@ def _crossed(space, enc, opts, rng, prob) -> Callable[[], ArchConfig]:
     return lambda: config_from_params(space, mutate(crossover(*rng.sample(enc, 2), rng), opts, rng, 0.0))
 
 
+def _rank(rows) -> list[tuple[ArchConfig, float, float]]:
+    """Best first: by score, ties by the larger latency."""
+    return sorted(rows, key=lambda t: (t[1], t[2]), reverse=True)
+
+
+@dataclass
+class _Evolution:
+    """One search's budget, scorer and random stream, and every subnet it has scored."""
+    space: SearchSpace
+    predict: Callable[[ArchConfig], float]
+    scorer: Scorer
+    budget_ms: float
+    evaluations: int
+    tries: int
+    on_eval: Callable[[], None] | None
+    rng: random.Random
+    seen: dict[str, tuple[ArchConfig, float, float]] = field(default_factory=dict)  # key -> (cfg, score, ms)
+    trace: list[dict] = field(default_factory=list)
+
+    def score(self, cfg: ArchConfig, gen: int, how: str) -> None:
+        ms = self.predict(cfg)
+        value = self.scorer(cfg)
+        self.seen[cfg.key()] = (cfg, value, ms)
+        self.trace.append({"step": len(self.trace), "phase": "evolution", "generation": gen, "origin": how,
+                           "predicted_ms": ms, "score": value, "summary": cfg.summary()})
+        if self.on_eval:
+            self.on_eval()
+
+    def draw(self, make: Callable[[], ArchConfig]) -> ArchConfig | None:
+        """A new subnet from ``make`` that fits the budget, or None after ``tries`` misses."""
+        for _ in range(self.tries):
+            cfg = make()
+            if cfg.key() not in self.seen and self.predict(cfg) <= self.budget_ms:
+                return cfg
+        return None
+
+    def first_population(self, warm_start: list[ArchConfig], population: int) -> list:
+        """The warm-start configs that fit, then random subnets, up to ``population``; ranked."""
+        for cfg in warm_start:
+            if len(self.seen) < self.evaluations and cfg.key() not in self.seen \
+                    and self.predict(cfg) <= self.budget_ms:
+                self.score(cfg, 0, "warm start")
+        while len(self.seen) < min(population, self.evaluations):
+            cfg = self.draw(lambda: self.space.sample(self.rng))
+            if cfg is None:
+                break
+            self.score(cfg, 0, "random")
+        if not self.seen:
+            raise SlimformerError(f"no random subnet of {self.tries} fits {self.budget_ms:g} ms: raise the budget or "
+                                  "warm-start the evolution with a subnet that fits")
+        return _rank(self.seen.values())[:population]
+
+    def children(self, parents: list, n: int, gen: int, opts: dict[str, list[Any]], mutate_prob: float) -> list:
+        """Up to ``n`` scored children of ``parents``: mutants and crossovers in turn."""
+        enc = [params_of(self.space, p[0]) for p in parents]
+        out = []
+        for i in range(n):
+            make = (_mutant if i % 2 == 0 else _crossed)(self.space, enc, opts, self.rng, mutate_prob)
+            cfg = self.draw(make)
+            if cfg is None or len(self.seen) >= self.evaluations:
+                continue
+            self.score(cfg, gen, "mutation" if i % 2 == 0 else "crossover")
+            out.append(self.seen[cfg.key()])
+        return out
+
+
 def evolve(*, space: SearchSpace, predict: Callable[[ArchConfig], float], scorer: Scorer, budget_ms: float,
            evaluations: int = 100, population: int = 16, parent_ratio: float = 0.25, mutate_prob: float = 0.1,
            seed: int = 0, warm_start: list[ArchConfig] = (), tries: int = 200,
@@ -67,52 +134,15 @@ def evolve(*, space: SearchSpace, predict: Callable[[ArchConfig], float], scorer
         raise SlimformerError("evolutionary search needs at least 1 evaluation and a population of 2")
     rng = random.Random(seed)
     opts = choices(space)
-    seen: dict[str, tuple[ArchConfig, float, float]] = {}
-    trace: list[dict] = []
-
-    def score(cfg: ArchConfig, gen: int, how: str) -> None:
-        ms = predict(cfg)
-        value = scorer(cfg)
-        seen[cfg.key()] = (cfg, value, ms)
-        trace.append({"step": len(trace), "phase": "evolution", "generation": gen, "origin": how,
-                      "predicted_ms": ms, "score": value, "summary": cfg.summary()})
-        if on_eval:
-            on_eval()
-
-    def draw(make: Callable[[], ArchConfig]) -> ArchConfig | None:
-        for _ in range(tries):
-            cfg = make()
-            if cfg.key() not in seen and predict(cfg) <= budget_ms:
-                return cfg
-        return None
-
-    for cfg in warm_start:
-        if len(seen) < evaluations and cfg.key() not in seen and predict(cfg) <= budget_ms:
-            score(cfg, 0, "warm start")
-    while len(seen) < min(population, evaluations):
-        cfg = draw(lambda: space.sample(rng))
-        if cfg is None:
-            break
-        score(cfg, 0, "random")
-    if not seen:
-        raise SlimformerError(f"no random subnet of {tries} fits {budget_ms:g} ms: raise the budget or warm-start "
-                              "the evolution with a subnet that fits")
-    pop = sorted(seen.values(), key=lambda t: (t[1], t[2]), reverse=True)[:population]
+    run = _Evolution(space, predict, scorer, budget_ms, evaluations, tries, on_eval, rng)
+    pop = run.first_population(warm_start, population)
     gen = 0
-    while len(seen) < evaluations:
+    while len(run.seen) < evaluations:
         gen += 1
         parents = pop[:max(2, round(parent_ratio * population))]
-        enc = [params_of(space, p[0]) for p in parents]
-        children = []
-        for i in range(population - len(parents)):
-            make = (_mutant if i % 2 == 0 else _crossed)(space, enc, opts, rng, mutate_prob)
-            cfg = draw(make)
-            if cfg is None or len(seen) >= evaluations:
-                continue
-            score(cfg, gen, "mutation" if i % 2 == 0 else "crossover")
-            children.append(seen[cfg.key()])
+        children = run.children(parents, population - len(parents), gen, opts, mutate_prob)
         if not children:  # the neighbourhood is exhausted: nothing new fits
             break
-        pop = sorted(parents + children, key=lambda t: (t[1], t[2]), reverse=True)[:population]
-    best = max(seen.values(), key=lambda t: (t[1], t[2]))
-    return best[0], trace
+        pop = _rank(parents + children)[:population]
+    best = max(run.seen.values(), key=lambda t: (t[1], t[2]))
+    return best[0], run.trace

@@ -1,18 +1,14 @@
-"""What every family's subnet config and model share, written once.
+"""What every family's subnet config shares, written once.
 
 :class:`StagedConfig` is mixed into each family's frozen config dataclass (``stages`` of objects with a
 ``width`` and ``blocks``): it checks the config on construction and gives the derived per-stage facts
-and the copy-on-edit methods. :func:`classify` is the classifier head with optional distillation that
-both families' models end in (DeiT / EfficientFormer / EfficientViT: two linear heads, averaged at
-inference, both returned while training with distillation).
+and the copy-on-edit methods. Plain Python: configs load without torch (``slimformer --help`` stays fast).
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
-
-import torch
 
 from .._errors import ConfigError
 
@@ -61,13 +57,3 @@ class StagedConfig:
 
     def with_width(self, stage: int, width: int):
         return self.with_stage(stage, replace(self.stages[stage], width=int(width)))
-
-
-def classify(model: torch.nn.Module, x: torch.Tensor):
-    """Logits of pooled features ``x`` through ``model.head`` (and ``model.head_dist`` when it has one)."""
-    if model.head_dist is None:
-        return model.head(x)
-    x, x_dist = model.head(x), model.head_dist(x)
-    if model.distilled_training and model.training and not torch.jit.is_scripting():
-        return x, x_dist
-    return (x + x_dist) / 2

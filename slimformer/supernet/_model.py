@@ -22,7 +22,6 @@ from timm.models.efficientformer import ConvMlpWithNorm, Downsample, Flat, Pooli
 from torch import nn
 
 from .._errors import ConfigError, SlimformerError
-from ._base import classify
 from ._config import ArchConfig, BlockConfig
 from ._layout import flatten_at
 
@@ -153,6 +152,17 @@ class Stage(nn.Module):
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.blocks, x)
         return self.blocks(x)
+
+
+def classify(model: torch.nn.Module, x: torch.Tensor):
+    """Both families' classifier: logits of pooled features ``x`` through ``model.head`` (and
+    ``model.head_dist`` when there is one; averaged at inference, both returned in distilled training)."""
+    if model.head_dist is None:
+        return model.head(x)
+    x, x_dist = model.head(x), model.head_dist(x)
+    if model.distilled_training and model.training and not torch.jit.is_scripting():
+        return x, x_dist
+    return (x + x_dist) / 2
 
 
 class EfficientFormerNet(nn.Module):

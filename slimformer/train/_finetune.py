@@ -10,6 +10,7 @@ curves.png, last.pt, best.pt) plus what ``slimformer export RUN_DIR`` reads: ``a
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +135,92 @@ def _load_last(path: Path, arch: ArchConfig) -> dict:
     return raw
 
 
-def finetune(config: FinetuneConfig, run_dir: str | Path | None = None) -> Path:
-    """Fine-tune (or resume) one subnet; returns the path of ``best.pt``."""
+@dataclass
+class _FinetuneRun:
+    """A fine-tuning run in progress: what it trains with and where it stands."""
+    cfg: FinetuneConfig
+    run_dir: Path
+    device: torch.device
+    loaders: Any
+    student: Any
+    teacher: Any
+    info: dict[str, Any]  # the arch.json the student came from
+    origin: dict[str, Any]  # where its weights (and the teacher) came from
+    optim: Optim
+    targets: Targets
+    steps: int  # updates per epoch
+    start: int = 0
+    step: int = 0
+    best: float = -1.0
+    before: float | None = None  # top-1 before fine-tuning
+
+    def resume(self) -> None:
+        """Continue from ``last.pt``: weights, optimiser, counters and random state."""
+        raw = _load_last(self.run_dir / "last.pt", self.student.arch)
+        st = raw["train_state"]
+        self.student.load_state_dict(st.get("model") or raw["state_dict"])
+        self.start, self.step, self.best = int(st["epoch"]), int(st["step"]), float(st["best"])
+        self.before = st.get("top1_before")
+        self.optim.load_state_dict(st, self.step)
+        restore_rng(st)
+        say(self.cfg, f"resuming {self.run_dir} at epoch {self.start + 1}/{self.cfg.epochs} (step {self.step})")
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One epoch of updates (and, on the main rank, its evaluation and metrics row)."""
+        cfg = self.cfg
+        self.loaders.set_epoch(epoch)
+
+        def one(x, y):
+            x, t = self.targets(x, y)
+            out = finetune_step(self.student, self.teacher, self.optim, x, t, kd_weight=cfg.kd_weight,
+                                temperature=cfg.kd_temperature, step=self.step)
+            self.step += 1
+            return out
+
+        means = run_epoch(self.loaders.train, cfg, epoch=epoch, steps=self.steps, step_fn=one, device=self.device,
+                          desc="finetune")
+        row = {"epoch": epoch + 1, "step": self.step, **means, "lr": self.optim.lr}
+        if is_main():
+            row["top1"] = evaluate(self.optim.eval_model, self.loaders.val, max_batches=cfg.eval_batches)
+            record_epoch(self.run_dir, row, title=f"fine-tuning {self.student.arch.summary()}")
+        return row
+
+    def save_epoch(self, epoch: int, row: dict[str, Any], rngs: list) -> None:
+        """Main rank: ``last.pt`` after every epoch; ``best.pt``, ``subnet.pt``, ``arch.json`` and
+        ``metrics.json`` when top-1 improved."""
+        cfg, run_dir, before = self.cfg, self.run_dir, self.before
+        improved = row["top1"] > self.best
+        self.best = best = max(self.best, row["top1"])
+        ev = self.optim.eval_model
+        meta = {"class_names": self.loaders.class_names, "epoch": epoch + 1, "top1": row["top1"], "best_top1": best,
+                "top1_before": before, "origin": self.origin, "data": cfg.data, "config": cfg.to_dict()}
+        st = {**self.optim.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "epoch": epoch + 1, "step": self.step,
+              "best": best, "top1_before": before}
+        if cfg.ema:
+            st["model"] = self.student.state_dict()
+        if improved:
+            _save(run_dir / "best.pt", ev, meta)
+            atomic_torch_save(run_dir / "subnet.pt", ev.state_dict())
+            atomic_write_json(run_dir / "arch.json", {**self.info, "arch": ev.arch.to_dict(), "top1": best,
+                                                      "class_names": self.loaders.class_names,
+                                                      "finetuned": {"epoch": epoch + 1, **self.origin}})
+            atomic_write_json(run_dir / "metrics.json", {"top1": best, "top1_before": before,
+                                                         "epoch": epoch + 1, "data": cfg.data})
+        _save(run_dir / "last.pt", ev, meta, train_state=st)
+        say(cfg, f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.3f}, lr {row['lr']:.2e}, top-1 "
+                 f"{100 * row['top1']:.1f}% (before fine-tuning {100 * (before or 0):.1f}%), "
+                 f"{row['images_per_s']:.0f} img/s")
+
+    def report(self) -> None:
+        write_report(self.run_dir, f"Fine-tuning {self.student.arch.summary()} on {self.cfg.data}",
+                     read_metrics(self.run_dir), ["top1"],
+                     f"Top-1 before fine-tuning (inherited weights, BN recalibrated): "
+                     f"{100 * (self.before or 0):.1f}%; best after: {100 * max(self.best, 0):.1f}%. Teacher: "
+                     f"{self.origin.get('teacher', 'none')}.")
+
+
+def _prepare(config: FinetuneConfig, run_dir: str | Path | None) -> tuple[_FinetuneRun, bool]:
+    """Open the run (new or resumed) and build its data, student, teacher and optimiser; and whether it resumes."""
     rank, world = init_distributed(config.device)
     cfg, run_dir, resuming = open_run(config, run_dir, "finetune", FinetuneConfig)
     device = pick_device(cfg.device)
@@ -150,69 +235,33 @@ def finetune(config: FinetuneConfig, run_dir: str | Path | None = None) -> Path:
     student.to(device).train()
     steps = updates_per_epoch(loaders.train, cfg)
     optim = Optim(student, cfg, updates_per_epoch=steps, device=device)
-    targets = Targets(cfg, loaders.num_classes)
-    start, step, best, before = 0, 0, -1.0, None
+    run = _FinetuneRun(cfg, run_dir, device, loaders, student, teacher, info, origin, optim,
+                       Targets(cfg, loaders.num_classes), steps)
+    return run, resuming
+
+
+def finetune(config: FinetuneConfig, run_dir: str | Path | None = None) -> Path:
+    """Fine-tune (or resume) one subnet; returns the path of ``best.pt``."""
+    run, resuming = _prepare(config, run_dir)
+    cfg, run_dir = run.cfg, run.run_dir
     if resuming:
-        raw = _load_last(run_dir / "last.pt", student.arch)
-        st = raw["train_state"]
-        student.load_state_dict(st.get("model") or raw["state_dict"])
-        start, step, best, before = int(st["epoch"]), int(st["step"]), float(st["best"]), st.get("top1_before")
-        optim.load_state_dict(st, step)
-        restore_rng(st)
-        say(cfg, f"resuming {run_dir} at epoch {start + 1}/{cfg.epochs} (step {step})")
+        run.resume()
     elif is_main():
-        before = evaluate(student, loaders.val, max_batches=cfg.eval_batches)
-    broadcast_params(student)
-    say(cfg, f"fine-tuning {student.arch.summary()} on {loaders.source} on {device}"
-             f"{' with KD from the largest subnet' if teacher is not None else ''}; run directory: {run_dir}")
-    for epoch in range(start, cfg.epochs):
-        loaders.set_epoch(epoch)
-
-        def one(x, y):
-            nonlocal step
-            x, t = targets(x, y)
-            out = finetune_step(student, teacher, optim, x, t, kd_weight=cfg.kd_weight,
-                                temperature=cfg.kd_temperature, step=step)
-            step += 1
-            return out
-
-        means = run_epoch(loaders.train, cfg, epoch=epoch, steps=steps, step_fn=one, device=device, desc="finetune")
-        row = {"epoch": epoch + 1, "step": step, **means, "lr": optim.lr}
-        if is_main():
-            row["top1"] = evaluate(optim.eval_model, loaders.val, max_batches=cfg.eval_batches)
-            record_epoch(run_dir, row, title=f"fine-tuning {student.arch.summary()}")
+        run.before = evaluate(run.student, run.loaders.val, max_batches=cfg.eval_batches)
+    broadcast_params(run.student)
+    say(cfg, f"fine-tuning {run.student.arch.summary()} on {run.loaders.source} on {run.device}"
+             f"{' with KD from the largest subnet' if run.teacher is not None else ''}; run directory: {run_dir}")
+    for epoch in range(run.start, cfg.epochs):
+        row = run.train_epoch(epoch)
         rngs = rng_states_of_all_ranks()  # after the evaluation (it draws loader seeds): what the next epoch sees
         if is_main():
-            improved = row["top1"] > best
-            best = max(best, row["top1"])
-            ev = optim.eval_model
-            meta = {"class_names": loaders.class_names, "epoch": epoch + 1, "top1": row["top1"], "best_top1": best,
-                    "top1_before": before, "origin": origin, "data": cfg.data, "config": cfg.to_dict()}
-            st = {**optim.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "epoch": epoch + 1, "step": step,
-                  "best": best, "top1_before": before}
-            if cfg.ema:
-                st["model"] = student.state_dict()
-            if improved:
-                _save(run_dir / "best.pt", ev, meta)
-                atomic_torch_save(run_dir / "subnet.pt", ev.state_dict())
-                atomic_write_json(run_dir / "arch.json", {**info, "arch": ev.arch.to_dict(), "top1": best,
-                                                          "class_names": loaders.class_names,
-                                                          "finetuned": {"epoch": epoch + 1, **origin}})
-                atomic_write_json(run_dir / "metrics.json", {"top1": best, "top1_before": before,
-                                                             "epoch": epoch + 1, "data": cfg.data})
-            _save(run_dir / "last.pt", ev, meta, train_state=st)
-            say(cfg, f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.3f}, lr {row['lr']:.2e}, top-1 "
-                     f"{100 * row['top1']:.1f}% (before fine-tuning {100 * (before or 0):.1f}%), "
-                     f"{row['images_per_s']:.0f} img/s")
+            run.save_epoch(epoch, row, rngs)
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
-        if cfg.stop_after and epoch + 1 - start >= cfg.stop_after and epoch + 1 < cfg.epochs:
+        if cfg.stop_after and epoch + 1 - run.start >= cfg.stop_after and epoch + 1 < cfg.epochs:
             say(cfg, f"stopping after {cfg.stop_after} epoch(s) as asked; continue with --resume {run_dir}")
             break
     if is_main():
-        write_report(run_dir, f"Fine-tuning {student.arch.summary()} on {cfg.data}", read_metrics(run_dir), ["top1"],
-                     f"Top-1 before fine-tuning (inherited weights, BN recalibrated): "
-                     f"{100 * (before or 0):.1f}%; best after: {100 * max(best, 0):.1f}%. Teacher: "
-                     f"{origin.get('teacher', 'none')}.")
+        run.report()
     say(cfg, f"run directory: {run_dir}")
     return run_dir / "best.pt"

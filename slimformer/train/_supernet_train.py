@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -112,19 +114,9 @@ def _eval_subnet(model: Supernet, cfg: ArchConfig, loaders, recal_batches: int, 
     return evaluate(net, loaders.val, max_batches=max_batches)
 
 
-def train_supernet(config: TrainConfig, run_dir: str | Path | None = None) -> Path:
-    """Train (or resume) a supernet; returns the path of the best checkpoint (``best.pt``)."""
-    rank, world = init_distributed(config.device)
-    cfg, run_dir, resuming = open_run(config, run_dir, "train", TrainConfig)
-    space = get_space(cfg.space)
-    device = pick_device(cfg.device)
-    seed_all(cfg.seed + rank)
-    loaders = build_loaders(cfg.data, img_size=space.img_size, batch_size=cfg.batch_size, workers=cfg.workers,
-                            seed=cfg.seed, train_size=cfg.train_size, val_size=cfg.val_size,
-                            distributed=world > 1, pin_memory=device.type == "cuda")
-    if loaders.num_classes != space.num_classes:
-        raise SlimformerError(f"the data has {loaders.num_classes} classes but the space {space.name!r} has "
-                              f"{space.num_classes}; use a space file with num_classes={loaders.num_classes}")
+def _build(cfg: TrainConfig, space, device, resuming: bool) -> tuple[Supernet, ArchParams | None, Any]:
+    """The supernet (fresh, or from pretrained weights), and in Gumbel mode the architecture weights and
+    their optimiser (with the latency table attached when one is given)."""
     if cfg.init_from and not resuming:
         model = supernet_from_pretrained(cfg.init_from, cfg.init_arch, space)
     else:
@@ -137,84 +129,157 @@ def train_supernet(config: TrainConfig, run_dir: str | Path | None = None) -> Pa
                                   weight_decay=cfg.alpha_weight_decay) if arch is not None else None)
     if arch is not None and cfg.lut:
         arch.attach_latency(resolve_table(cfg.lut, space=space, lut_dir=cfg.lut_dir), space.max_widths)
-    steps = updates_per_epoch(loaders.train, cfg)
-    optim = Optim(model, cfg, updates_per_epoch=steps, device=device, extra=alpha_opt)
-    targets = Targets(cfg, loaders.num_classes)
-    start, step, best = 0, 0, -1.0
-    if resuming:
-        ck = load_supernet(run_dir / "last.pt", space=space)
+    return model, arch, alpha_opt
+
+
+@dataclass
+class _SupernetRun:
+    """A supernet training in progress: what it trains with and where it stands."""
+    cfg: TrainConfig
+    run_dir: Path
+    space: Any
+    device: torch.device
+    world: int
+    loaders: Any
+    model: Supernet
+    arch: ArchParams | None  # Gumbel mode's architecture weights
+    optim: Optim
+    targets: Targets
+    steps: int  # updates per epoch
+    start: int = 0
+    step: int = 0
+    best: float = -1.0
+    tau: float = 1.0  # the Gumbel temperature at the last step
+
+    def resume(self) -> None:
+        """Continue from ``last.pt``: weights, architecture logits, optimiser, counters and random state."""
+        ck = load_supernet(self.run_dir / "last.pt", space=self.space)
         st = ck.raw.get("train_state") or {}
-        model.load_state_dict(st.get("model") or ck.raw["state_dict"])
-        if arch is not None and ck.arch_logits:
-            arch.load_logits(ck.arch_logits)
-        start, step, best = int(st["epoch"]), int(st["step"]), float(st.get("best", -1.0))
-        optim.load_state_dict(st, step)
+        self.model.load_state_dict(st.get("model") or ck.raw["state_dict"])
+        if self.arch is not None and ck.arch_logits:
+            self.arch.load_logits(ck.arch_logits)
+        self.start, self.step, self.best = int(st["epoch"]), int(st["step"]), float(st.get("best", -1.0))
+        self.optim.load_state_dict(st, self.step)
         restore_rng(st)
-        say(cfg, f"resuming {run_dir} at epoch {start + 1}/{cfg.epochs} (step {step})")
-    broadcast_params(model)
-    if arch is not None:
-        broadcast_params(arch)
-    total_steps = steps * cfg.epochs
-    say(cfg, f"training the {space.name!r} supernet on {loaders.source} ({len(loaders.train.dataset)} images, "
-             f"{space.img_size}px) on {device}{f' x{world}' if world > 1 else ''}: {cfg.epochs} epochs x {steps} "
-             f"steps, sandwich of {2 + cfg.num_random}{' + Gumbel' if arch else ''}; run directory: {run_dir}")
-    for epochs_run, epoch in enumerate(range(start, cfg.epochs), start=1):
-        loaders.set_epoch(epoch)
-        tau = tau_at(step, total_steps, cfg.tau0, cfg.tau_min)
+        say(self.cfg, f"resuming {self.run_dir} at epoch {self.start + 1}/{self.cfg.epochs} (step {self.step})")
+
+    def announce(self) -> None:
+        cfg, space, world = self.cfg, self.space, self.world
+        say(cfg, f"training the {space.name!r} supernet on {self.loaders.source} ({len(self.loaders.train.dataset)} "
+                 f"images, {space.img_size}px) on {self.device}{f' x{world}' if world > 1 else ''}: {cfg.epochs} "
+                 f"epochs x {self.steps} steps, sandwich of {2 + cfg.num_random}{' + Gumbel' if self.arch else ''}; "
+                 f"run directory: {self.run_dir}")
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One epoch of sandwich updates (and, on the main rank, its evaluation and metrics row)."""
+        cfg, arch = self.cfg, self.arch
+        self.loaders.set_epoch(epoch)
+        total_steps = self.steps * cfg.epochs
+        self.tau = tau_at(self.step, total_steps, cfg.tau0, cfg.tau_min)
 
         def one(x, y):
-            nonlocal step, tau
-            tau = tau_at(step, total_steps, cfg.tau0, cfg.tau_min)
-            x, t = targets(x, y)
-            out = sandwich_step(model, optim, x, t, subnets_for_step(space, cfg.seed, step, cfg.num_random),
-                                kd_weight=cfg.kd_weight, temperature=cfg.kd_temperature, arch=arch, tau=tau,
-                                hard=cfg.gumbel_hard, lat_weight=cfg.lat_weight, step=step)
-            step += 1
+            self.tau = tau_at(self.step, total_steps, cfg.tau0, cfg.tau_min)
+            x, t = self.targets(x, y)
+            out = sandwich_step(self.model, self.optim, x, t,
+                                subnets_for_step(self.space, cfg.seed, self.step, cfg.num_random),
+                                kd_weight=cfg.kd_weight, temperature=cfg.kd_temperature, arch=arch, tau=self.tau,
+                                hard=cfg.gumbel_hard, lat_weight=cfg.lat_weight, step=self.step)
+            self.step += 1
             return out
 
-        means = run_epoch(loaders.train, cfg, epoch=epoch, steps=steps, step_fn=one, device=device, desc="train")
-        row = {"epoch": epoch + 1, "step": step, **means, "lr": optim.lr}
+        means = run_epoch(self.loaders.train, cfg, epoch=epoch, steps=self.steps, step_fn=one, device=self.device,
+                          desc="train")
+        row = {"epoch": epoch + 1, "step": self.step, **means, "lr": self.optim.lr}
         if arch is not None:
-            row.update(tau=tau, alpha_entropy=arch.entropy())
+            row.update(tau=self.tau, alpha_entropy=arch.entropy())
         if is_main():
-            ev = optim.eval_model
-            recal = max(1, min(20, len(loaders.train)))
-            row["top1_largest"] = _eval_subnet(ev, space.largest(), loaders, recal, cfg.eval_batches)
-            row["top1_smallest"] = _eval_subnet(ev, space.smallest(), loaders, recal, cfg.eval_batches)
-            record_epoch(run_dir, row, title=f"supernet {space.name} on {loaders.source}")
+            self._evaluate(row)
+        return row
+
+    def _evaluate(self, row: dict[str, Any]) -> None:
+        """Top-1 of the largest and the smallest subnet into ``row``, and the row into the metrics."""
+        ev, loaders, space = self.optim.eval_model, self.loaders, self.space
+        recal = max(1, min(20, len(loaders.train)))
+        row["top1_largest"] = _eval_subnet(ev, space.largest(), loaders, recal, self.cfg.eval_batches)
+        row["top1_smallest"] = _eval_subnet(ev, space.smallest(), loaders, recal, self.cfg.eval_batches)
+        record_epoch(self.run_dir, row, title=f"supernet {space.name} on {loaders.source}")
+
+    def save_epoch(self, epoch: int, row: dict[str, Any], rngs: list) -> None:
+        """Main rank: ``last.pt`` after every epoch, ``best.pt`` when the largest subnet's top-1 improved."""
+        cfg, arch = self.cfg, self.arch
+        improved = row["top1_largest"] > self.best
+        self.best = best = max(self.best, row["top1_largest"])
+        meta = {"class_names": self.loaders.class_names, "epoch": epoch + 1, "step": self.step, "data": cfg.data,
+                "top1_largest": row["top1_largest"], "top1_smallest": row["top1_smallest"], "best_top1": best,
+                "ema": cfg.ema, "config": cfg.to_dict()}
+        logits = arch.logits() if arch is not None else None
+        train_state = {**self.optim.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "epoch": epoch + 1,
+                       "step": self.step, "best": best}
+        if cfg.ema:
+            train_state["model"] = self.model.state_dict()
+        to_save = self.optim.eval_model
+        if improved:
+            save_supernet(self.run_dir / "best.pt", to_save, arch_logits=logits, meta=meta)
+        save_supernet(self.run_dir / "last.pt", to_save, arch_logits=logits, meta=meta, train_state=train_state)
+        say(cfg, f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.3f}, lr {row['lr']:.2e}, top-1 largest "
+                 f"{100 * row['top1_largest']:.1f}%, smallest {100 * row['top1_smallest']:.1f}%"
+                 + (f", tau {self.tau:.2f}, alpha entropy {row['alpha_entropy']:.3f}" if arch else "")
+                 + f", {row['images_per_s']:.0f} img/s")
+
+    def finish(self) -> None:
+        """The report (main rank) and, in Gumbel mode, the block importances."""
+        arch, cfg = self.arch, self.cfg
+        table = ("block importances (softmax of alpha per position):\n" + arch.importance_table()) if arch else ""
+        if is_main():
+            keys = ["top1_largest", "top1_smallest"] + (["tau", "alpha_entropy"] if arch is not None else [])
+            extra = f"```\n{table}\n```" if table else ""
+            write_report(self.run_dir, f"Supernet training: space {self.space.name}, data {cfg.data}",
+                         read_metrics(self.run_dir), keys, extra)
+        if table:
+            say(cfg, table)
+
+
+def _prepare(config: TrainConfig, run_dir: str | Path | None) -> tuple[_SupernetRun, bool]:
+    """Open the run (new or resumed) and build its data, supernet and optimiser; and whether it resumes."""
+    rank, world = init_distributed(config.device)
+    cfg, run_dir, resuming = open_run(config, run_dir, "train", TrainConfig)
+    space = get_space(cfg.space)
+    device = pick_device(cfg.device)
+    seed_all(cfg.seed + rank)
+    loaders = build_loaders(cfg.data, img_size=space.img_size, batch_size=cfg.batch_size, workers=cfg.workers,
+                            seed=cfg.seed, train_size=cfg.train_size, val_size=cfg.val_size,
+                            distributed=world > 1, pin_memory=device.type == "cuda")
+    if loaders.num_classes != space.num_classes:
+        raise SlimformerError(f"the data has {loaders.num_classes} classes but the space {space.name!r} has "
+                              f"{space.num_classes}; use a space file with num_classes={loaders.num_classes}")
+    model, arch, alpha_opt = _build(cfg, space, device, resuming)
+    steps = updates_per_epoch(loaders.train, cfg)
+    optim = Optim(model, cfg, updates_per_epoch=steps, device=device, extra=alpha_opt)
+    run = _SupernetRun(cfg, run_dir, space, device, world, loaders, model, arch, optim,
+                       Targets(cfg, loaders.num_classes), steps)
+    return run, resuming
+
+
+def train_supernet(config: TrainConfig, run_dir: str | Path | None = None) -> Path:
+    """Train (or resume) a supernet; returns the path of the best checkpoint (``best.pt``)."""
+    run, resuming = _prepare(config, run_dir)
+    cfg, run_dir = run.cfg, run.run_dir
+    if resuming:
+        run.resume()
+    broadcast_params(run.model)
+    if run.arch is not None:
+        broadcast_params(run.arch)
+    run.announce()
+    for epochs_run, epoch in enumerate(range(run.start, cfg.epochs), start=1):
+        row = run.train_epoch(epoch)
         rngs = rng_states_of_all_ranks()  # after the evaluation (it draws loader seeds): what the next epoch sees
         if is_main():
-            improved = row["top1_largest"] > best
-            best = max(best, row["top1_largest"])
-            meta = {"class_names": loaders.class_names, "epoch": epoch + 1, "step": step, "data": cfg.data,
-                    "top1_largest": row["top1_largest"], "top1_smallest": row["top1_smallest"], "best_top1": best,
-                    "ema": cfg.ema, "config": cfg.to_dict()}
-            logits = arch.logits() if arch is not None else None
-            train_state = {**optim.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "epoch": epoch + 1,
-                           "step": step, "best": best}
-            if cfg.ema:
-                train_state["model"] = model.state_dict()
-            to_save = optim.eval_model
-            if improved:
-                save_supernet(run_dir / "best.pt", to_save, arch_logits=logits, meta=meta)
-            save_supernet(run_dir / "last.pt", to_save, arch_logits=logits, meta=meta, train_state=train_state)
-            say(cfg, f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.3f}, lr {row['lr']:.2e}, top-1 largest "
-                     f"{100 * row['top1_largest']:.1f}%, smallest {100 * row['top1_smallest']:.1f}%"
-                     + (f", tau {tau:.2f}, alpha entropy {row['alpha_entropy']:.3f}" if arch else "")
-                     + f", {row['images_per_s']:.0f} img/s")
+            run.save_epoch(epoch, row, rngs)
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
         if cfg.stop_after and epochs_run >= cfg.stop_after and epoch + 1 < cfg.epochs:
             say(cfg, f"stopping after {epochs_run} epoch(s) as asked; continue with --resume {run_dir}")
             break
-    table = ("block importances (softmax of alpha per position):\n" + arch.importance_table()) if arch else ""
-    if is_main():
-        keys = ["top1_largest", "top1_smallest"] + (["tau", "alpha_entropy"] if arch is not None else [])
-        extra = f"```\n{table}\n```" if table else ""
-        write_report(run_dir, f"Supernet training: space {space.name}, data {cfg.data}", read_metrics(run_dir),
-                     keys, extra)
-    if table:
-        say(cfg, table)
+    run.finish()
     say(cfg, f"run directory: {run_dir}")
     return run_dir / "best.pt"
-

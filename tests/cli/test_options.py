@@ -92,26 +92,8 @@ def long_functions(root: Path = PACKAGE, limit: int = MAX_LINES) -> list[str]:
     return found
 
 
-# Longer than 60 lines when the check landed, in files other engineers were changing at the same time
-# (latency-table build/measure/validate #17, bundles and the standalone runner #12, evolution #13). Shorten, then delete the row.
-KNOWN_LONG = {
-    "slimformer/latency_lut/_build.py:build_table",
-    "slimformer/latency_lut/_bundle.py:write_bundle",
-    "slimformer/latency_lut/_runner.py:main",
-    "slimformer/latency_lut/_validate.py:validate_table",
-    "slimformer/search/_evolution.py:evolve",  # #13, merged minutes before the deadline
-    # not yet shortened (issue 11 phase B ran out of time): the next ones to split
-    "slimformer/data/_builtin.py:render",
-    "slimformer/export/_export.py:export_model",
-    "slimformer/latency_lut/_features.py:_record",
-    "slimformer/pruning/vit/_run.py:prune_timm",
-    "slimformer/train/_finetune.py:finetune",
-    "slimformer/train/_supernet_train.py:train_supernet",
-}
-
-
 def test_no_function_over_60_lines():
-    over = [f for f in long_functions() if f.rsplit(" ", 1)[0] not in KNOWN_LONG]
+    over = long_functions()
     assert not over, "functions over 60 lines: " + ", ".join(over)
 
 

@@ -12,8 +12,8 @@ import pytest
 from slimformer._errors import SlimformerError
 from slimformer.latency_lut import LatencyTable, arch_ops, build_table, get_table, space_ops, validate_table
 from slimformer.latency_lut._build import schedule
-from slimformer.latency_lut._measure import ONNX_EXPORT, OPSET
 from slimformer.latency_lut._fidelity import fastest, fit_level
+from slimformer.latency_lut._measure import ONNX_EXPORT, OPSET
 from slimformer.latency_lut._report import describe
 
 from .conftest import FAST, micro_space
@@ -237,3 +237,19 @@ def test_the_tiny_space_builds_and_validates(tmp_path, tiny_space):
     assert r["samples"] == 5 and r["corrected"]["n"] == 5
     for cfg in (tiny_space.smallest(), tiny_space.largest()):
         assert t.predict(cfg) > 0
+
+
+def test_an_efficientvit_table_is_built_and_profiled_in_context_like_a_metablock_one(tmp_path):
+    """No family special case in the build: EfficientViT's subnets are profiled node by node too."""
+    from slimformer.latency_lut._keys import op_kind
+    from slimformer.supernet.efficientvit import EfficientViTSpace
+
+    sp = EfficientViTSpace(stage_widths=((16,), (32,), (48,)), depths=(1, 1, 1), heads=(1, 2), qk_dims=(4,),
+                           v_dims=(8,), ffn_ratios=(1.0,), kernels=(3,), img_size=32, window=2, num_classes=10,
+                           name="evit-micro")
+    t = build_table(name="evit-micro", space=sp, lut_dir=tmp_path, progress=False, **FAST)
+    assert set(t.entries) == set(space_ops(sp)) and t.space_hash == sp.hash
+    ctx = t.meta["context"]
+    assert ctx["subnets"] == 2 and set(ctx["factors"]) <= {op_kind(k) for k in t.entries}
+    assert {"evit.head", "evit.dwffn", "evit.mix"} <= set(ctx["factors"])
+    assert all(("alone_ms" in e) == ctx["kept"] for e in t.entries.values())

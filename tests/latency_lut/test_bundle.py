@@ -34,6 +34,7 @@ def test_bundle_holds_every_op_a_manifest_and_a_standalone_runner(measured_bundl
     assert all((b / op["file"]).is_file() for op in m["ops"]) and (b / m["noop"]["file"]).is_file()
     assert len(m["calibration"]) == 10 and all((b / c["file"]).is_file() for c in m["calibration"])
     assert m["calibration_rounds"] == 2
+    assert m["onnx_export"]["opset"] == 18 and "batch" in m["onnx_export"]["dynamic_axes"]
     runner = (b / "run_bundle.py").read_text()
     assert "slimformer" not in "".join(l for l in runner.splitlines() if l.startswith(("import", "from")))
 

@@ -25,6 +25,28 @@ def test_every_node_of_a_profiled_subnet_lands_on_an_op_of_that_subnet():
         assert p["runs"] == 3 and p["wall_ms"] > 0
 
 
+def test_efficientvit_nodes_land_on_its_own_ops_heads_apart():
+    """The other family profiles the same way: its module paths name its keys, each cascaded head its own."""
+    from slimformer.latency_lut._evit_keys import node_key as evit_node_key
+
+    sp = get_space("efficientvit-tiny")
+    cfg = sp.sample(random.Random(0))
+    p = profile_arch(cfg, runs=2, warmup=1)
+    assert set(p["keys"]) == set(arch_ops(cfg))
+    key = node_key(cfg)
+    assert key is not None and key("/patch_embed/conv1/conv/Conv") == arch_ops(cfg)[0]
+    si = next(si for si, st in enumerate(cfg.stages) if st.blocks[0].heads > 1)
+    base = f"/stages/stages.{si}/blocks/blocks.0"
+    k = evit_node_key(cfg)
+    first, mixer = k(f"{base}/dw0/m/conv/Conv"), k(f"{base}/mixer/m/Reshape")
+    assert first.startswith("evit.dwffn") and k(f"{base}/ffn1/m/pw1/conv/Conv") == first
+    assert mixer.startswith("evit.mix") and k(f"{base}/mixer/m/attn/proj/proj.1/conv/Conv") == mixer
+    h0, h1 = k(f"{base}/mixer/m/attn/qkvs.0/conv/Conv"), k(f"{base}/mixer/m/attn/dws.1/conv/Conv")
+    assert h0.startswith("evit.head") and h1.startswith("evit.head")
+    assert k(f"{base}/mixer/m/attn/Softmax_1") is None  # the running head's softmax: the op before it
+    assert k("/head/linear/Gemm").startswith("evit.cls") and k("Constant_12") is None
+
+
 def test_in_context_attribution_sums_to_the_whole_network_within_its_noise(monkeypatch):
     """Every profiled run's node time is shared out over the network's ops without loss, never exceeds the
     whole run, and the sum of the ops' in-context medians stays below the largest run total (how far below is a

@@ -71,6 +71,66 @@ def load_pruned_vit(path: str | Path):
     return model.eval()
 
 
+def _check_budgets(budget_params: float | None, budget_ms: float | None) -> None:
+    if (budget_params is None) == (budget_ms is None):
+        raise SlimformerError("give exactly one of --budget-params and --budget-ms")
+    for name, v in (("--budget-params", budget_params), ("--budget-ms", budget_ms)):
+        if v is not None:
+            check_float(v, name, lo=0, lo_open=True)
+
+
+def _importance_batches(net, data: Any, *, size: int, batch_size: int, seed: int) -> tuple[Any, bool]:
+    """The batches the Taylor scores are taken on, and whether their targets are the model's own predictions
+    (when the data's classes differ from the model's)."""
+    if isinstance(data, (str, Path)):
+        loaders = build_loaders(str(data), img_size=size, batch_size=batch_size, seed=seed)
+        classes, train = loaders.num_classes, loaders.train
+    else:
+        classes, train = getattr(data, "num_classes", None), data.train
+    self_labels = classes != getattr(net, "num_classes", None)
+    return (_SelfLabels(net, train) if self_labels else train), self_labels
+
+
+def _verdict(rows: list[dict[str, Any]], weights) -> str:
+    verdict = pattern_verdict(rows)
+    if weights is None:
+        verdict += (" The weights are a random initialisation (no --weights given): near-uniform attention gives "
+                    "Q/K little gradient, so this reflects the initialisation, not what training learned.")
+    return verdict
+
+
+def _report(*, model: str, weights, data, size: int, self_labels: bool, imp, info: dict[str, Any], strategy: str,
+            latency, backend: str, threads: int, budget_ms: float | None, rows: list[dict[str, Any]],
+            verdict: str) -> str:
+    """``report.md`` of a pruning run."""
+    return "\n".join([
+        f"# Taylor pruning of {model}", "",
+        f"- weights: {weights or 'random init (no --weights given)'}",
+        (f"- importance: {imp.batches} batches of {size} px {data if isinstance(data, str) else 'data'}, targets "
+         f"{'the model own predictions (classes differ)' if self_labels else 'the labels'}"),
+        f"- parameters: {info['params_before']:,} -> {info['params_after']:,}"
+        + (f" (budget {info['params_budget']:,})" if "params_budget" in info else ""),
+        f"- importance kept {info['importance_kept']:.1%} ({strategy})",
+        *([(f"- latency ({backend}, {threads} thread(s)): predicted {info['predicted_ms']:.3f} ms "
+            f"(full model predicted {info['predicted_full_ms']:.3f} ms, measured "
+            f"{latency.full.get('whole_ms', float('nan')):.3f} ms), "
+            f"budget {budget_ms:g} ms; pruned model measured {info['measured_ms']:.3f} ms")] if latency else []),
+        "",
+        "![channels](channels.png)", "", rows_markdown(rows), "", "## Pattern", "", verdict, ""])
+
+
+def _write_run(out: Path, *, model: str, kwargs: dict, imp, choices: list[VitChoice], info: dict[str, Any],
+               pruned, rows: list[dict[str, Any]], report: str) -> None:
+    """Everything a pruning run leaves but ``latency.json`` (written as soon as it is measured)."""
+    atomic_write_json(out / "importance.json", imp.to_dict())
+    atomic_write_json(out / "choices.json", {"model": model, "choices": [asdict(c) for c in choices], **info})
+    atomic_torch_save(out / "pruned.pt", {"model": model, "model_kwargs": kwargs,
+                                          "choices": [asdict(c) for c in choices], "state_dict": pruned.state_dict()})
+    atomic_write_text(out / "channels.csv", rows_csv(rows))
+    atomic_write_bytes(out / "channels.png", channel_plot(rows, f"{model}: {info['params_after'] / 1e6:.2f} M params"))
+    atomic_write_text(out / "report.md", report)
+
+
 def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: float | None = None,
                budget_ms: float | None = None, backend: str = "onnxruntime", threads: int = 1, steps: int = 8,
                repeats: int = 15, latency=None,
@@ -80,22 +140,12 @@ def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: 
     """Taylor-prune a timm ViT to ``budget_params`` (count or fraction) or ``budget_ms`` (on a latency
     table measured here for the model's ops with ``backend``, or the given ``latency``); returns the summary.
     Writes into ``out``, or a new ``run_root/prune-vit-<time>``."""
-    if (budget_params is None) == (budget_ms is None):
-        raise SlimformerError("give exactly one of --budget-params and --budget-ms")
-    for name, v in (("--budget-params", budget_params), ("--budget-ms", budget_ms)):
-        if v is not None:
-            check_float(v, name, lo=0, lo_open=True)
+    _check_budgets(budget_params, budget_ms)
     torch.manual_seed(seed)
     kwargs = {"img_size": img_size} if img_size else {}
     net = create_vit(model, weights=weights, **kwargs)
     size = net.patch_embed.img_size[0] if hasattr(net, "patch_embed") else (img_size or 224)
-    if isinstance(data, (str, Path)):
-        loaders = build_loaders(str(data), img_size=size, batch_size=batch_size, seed=seed)
-        classes, train = loaders.num_classes, loaders.train
-    else:
-        classes, train = getattr(data, "num_classes", None), data.train
-    self_labels = classes != getattr(net, "num_classes", None)
-    source = _SelfLabels(net, train) if self_labels else train
+    source, self_labels = _importance_batches(net, data, size=size, batch_size=batch_size, seed=seed)
     imp = vit_importance(net, source, max_batches=batches, progress=progress)
     out = Path(out) if out is not None else make_run_dir(run_root, "prune-vit")
     out.mkdir(parents=True, exist_ok=True)
@@ -108,37 +158,16 @@ def prune_timm(*, model: str, weights: str | Path | None = None, budget_params: 
                                  strategy=strategy, steps=steps)
     rows = vit_rows(net, choices)  # before pruning: shares are of the original heads x head_dim
     pruned = prune_vit(net, imp, choices)
-    n_after = sum(p.numel() for p in pruned.parameters())
-    info["params_after"] = n_after
-    x = torch.zeros(1, 3, size, size)
+    info["params_after"] = sum(p.numel() for p in pruned.parameters())
     with torch.no_grad():
-        pruned(x)  # it runs
+        pruned(torch.zeros(1, 3, size, size))  # it runs
     if latency is not None:
         info["measured_ms"] = measure_model_ms(pruned, img_size=size, backend=backend, threads=threads,
                                               repeats=repeats)
-    verdict = pattern_verdict(rows)
-    if weights is None:
-        verdict += (" The weights are a random initialisation (no --weights given): near-uniform attention gives "
-                    "Q/K little gradient, so this reflects the initialisation, not what training learned.")
-    atomic_write_json(out / "importance.json", imp.to_dict())
-    atomic_write_json(out / "choices.json", {"model": model, "choices": [asdict(c) for c in choices], **info})
-    atomic_torch_save(out / "pruned.pt", {"model": model, "model_kwargs": kwargs,
-                                          "choices": [asdict(c) for c in choices], "state_dict": pruned.state_dict()})
-    atomic_write_text(out / "channels.csv", rows_csv(rows))
-    atomic_write_bytes(out / "channels.png", channel_plot(rows, f"{model}: {n_after / 1e6:.2f} M params"))
-    report = "\n".join([
-        f"# Taylor pruning of {model}", "",
-        f"- weights: {weights or 'random init (no --weights given)'}",
-        (f"- importance: {imp.batches} batches of {size} px {data if isinstance(data, str) else 'data'}, targets "
-         f"{'the model own predictions (classes differ)' if self_labels else 'the labels'}"),
-        f"- parameters: {info['params_before']:,} -> {n_after:,}"
-        + (f" (budget {info['params_budget']:,})" if "params_budget" in info else ""),
-        f"- importance kept {info['importance_kept']:.1%} ({strategy})",
-        *([(f"- latency ({backend}, {threads} thread(s)): predicted {info['predicted_ms']:.3f} ms "
-            f"(full model predicted {info['predicted_full_ms']:.3f} ms, measured "
-            f"{latency.full.get('whole_ms', float('nan')):.3f} ms), "
-            f"budget {budget_ms:g} ms; pruned model measured {info['measured_ms']:.3f} ms")] if latency else []),
-        "",
-        "![channels](channels.png)", "", rows_markdown(rows), "", "## Pattern", "", verdict, ""])
-    atomic_write_text(out / "report.md", report)
+    verdict = _verdict(rows, weights)
+    report = _report(model=model, weights=weights, data=data, size=size, self_labels=self_labels, imp=imp, info=info,
+                     strategy=strategy, latency=latency, backend=backend, threads=threads, budget_ms=budget_ms,
+                     rows=rows, verdict=verdict)
+    _write_run(out, model=model, kwargs=kwargs, imp=imp, choices=choices, info=info, pruned=pruned, rows=rows,
+               report=report)
     return {"run_dir": str(out), **info, "verdict": verdict}

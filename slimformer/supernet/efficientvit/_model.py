@@ -22,8 +22,7 @@ from timm.models.efficientvit_msra import (
 )
 from torch import nn
 
-from .._base import classify
-from .._model import _cfg, relative_position_index
+from .._model import _cfg, classify, relative_position_index
 from ._config import MERGE_RATIO, SUB_FFN_RATIO, EfficientViTConfig, EViTBlockConfig
 
 
