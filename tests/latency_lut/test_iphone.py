@@ -90,6 +90,24 @@ def test_timm_calibration_model_features():
     assert note and str(side) in note
 
 
+def test_patchify_network_term_counts_stride_4_stems_and_prices_no_op_of_the_space():
+    from slimformer.latency_lut._iphone import NETWORK_TERMS, fit_row, network_features
+
+    x = torch.zeros(1, 3, 64, 64)
+    f = network_features(nn.Sequential(nn.Conv2d(3, 8, 16, stride=16), nn.Conv2d(8, 8, 3, stride=2)), x)
+    assert f["n_patchify"] == 1 and f["patchify_flops"] == 2 * (8 * 4 * 4) * 3 * 16 * 16
+    assert network_features(nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 8, 3, 2, 1)), x)["n_patchify"] == 0
+    rows = {r.timm_name: r for r in published_rows("v1")}
+    assert timm_features(rows["deit_tiny_patch16_224"])[0]["n_patchify"] == 1
+    assert timm_features(rows["mobilenetv2_100"])[0]["n_patchify"] == 0
+    # the space's stems are 3x3 stride-2 convolutions: the network term adds nothing to any table entry
+    for key in [k for k in space_ops(SearchSpace()) if k.startswith("stem")][:6]:
+        m, xin = build_op(key)
+        assert network_features(m, xin)["n_patchify"] == 0, key
+        assert (fit_row(op_features(m, xin))[len(TERMS):] == 0).all()
+    assert len(fit_row(dict.fromkeys(FEATURES, 1.0))) == len(TERMS) + len(NETWORK_TERMS)
+
+
 # --------------------------------------------------------------------------- the fit
 def test_fit_is_non_negative_and_recovers_a_non_negative_truth():
     rng = np.random.default_rng(0)
