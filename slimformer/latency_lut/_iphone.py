@@ -48,7 +48,7 @@ from scipy.stats import spearmanr
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .._errors import SlimformerError
-from ..supernet import EfficientFormerNet, SearchSpace, get_arch
+from ..supernet import EfficientFormerNet, SearchSpace, get_arch, get_space
 from ._features import _CONV, DRAM_BYTES_PER_S, PEAK_OPS_PER_S, _to, model_features, op_features
 
 SERIES = {"v1": "iphone-lut", "v2": "iphone12-ios16"}
@@ -423,8 +423,6 @@ def write_shipped_tables(out_dir=None, *, progress: bool = True) -> list:
     """Regenerate ``tables/iphone-lut.json`` and ``tables/iphone12-ios16.json`` (what the package ships),
     and the same estimates of the other ``SHIPPED_SPACES`` (``iphone-lut-efficientvit.json``...)."""
     from pathlib import Path
-
-    from ..supernet import get_space
 
     out = Path(out_dir) if out_dir is not None else Path(__file__).parent / "tables"
     paths = []
