@@ -259,7 +259,7 @@ def scatter(path: Path, rows: list[dict], stats: dict, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from slimformer._io import atomic_write_bytes
+    from slimformer._io import atomic_write_bytes, figure_png
 
     x = [100 * r["standalone_top1"] for r in rows]
     y = [100 * r["inherited_top1"] for r in rows]
@@ -277,12 +277,7 @@ def scatter(path: Path, rows: list[dict], stats: dict, title: str) -> None:
                  fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, figure_png(fig, dpi=110))
 
 
 def write_report(out: Path) -> Path:

@@ -179,14 +179,12 @@ def summarize(seeds: list[dict], default: str) -> dict:
 
 
 def plot(path: Path, summary: dict, title: str) -> None:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from slimformer._io import atomic_write_bytes
+    from slimformer._io import atomic_write_bytes, figure_png
 
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
     for j, k in enumerate(METHODS):
@@ -202,10 +200,7 @@ def plot(path: Path, summary: dict, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, figure_png(fig, dpi=110))
 
 
 def report(out: Path, summary: dict, args) -> str:

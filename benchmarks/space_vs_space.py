@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from slimformer._io import atomic_write_bytes, atomic_write_json, atomic_write_text, make_run_dir
+from slimformer._io import atomic_write_bytes, atomic_write_json, atomic_write_text, figure_png, make_run_dir
 from slimformer.data import build_loaders, evaluate
 from slimformer.latency_lut import build_table, get_table, measure_arch
 from slimformer.search import search
@@ -83,7 +83,6 @@ def train_preset(cfg, loaders, steps: int) -> torch.nn.Module:
 
 
 def pareto_png(points: list[dict]) -> bytes:
-    import io
 
     import matplotlib
     matplotlib.use("Agg")
@@ -101,10 +100,7 @@ def pareto_png(points: list[dict]) -> bytes:
     ax.set_ylabel("held-out top-1 %, built-in data 64 px")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def main() -> None:

@@ -76,6 +76,18 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def figure_png(fig, *, dpi: float | None = None) -> bytes:
+    """A matplotlib figure as PNG bytes (for :func:`atomic_write_bytes`); the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     """Read JSON, turning a missing or malformed file into one clear :class:`SlimformerError`."""
     path = Path(path)

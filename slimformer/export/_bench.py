@@ -17,7 +17,14 @@ from typing import Any
 import torch
 
 from .._errors import SlimformerError
-from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, make_run_dir, read_json
+from .._io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    figure_png,
+    make_run_dir,
+    read_json,
+)
 from .._validate import check_int
 from ..latency_lut import get_table
 from ..latency_lut._measure import ONNX_EXPORT
@@ -254,7 +261,6 @@ def format_table(data: dict) -> str:
 
 
 def plot_bench(data: dict, path: Path) -> Path:
-    import io
 
     import matplotlib
 
@@ -288,7 +294,4 @@ def plot_bench(data: dict, path: Path) -> Path:
     ax2.set_title("red: slimformer subnets, blue: timm baselines", fontsize=9)
     fig.suptitle(_settings_line(data["settings"]), fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, figure_png(fig, dpi=110))

@@ -1,11 +1,10 @@
 """Prune run artefacts: the channel table, the EfficientViT-style channel plot and a markdown report."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_bytes, atomic_write_text
+from .._io import atomic_write_bytes, atomic_write_text, figure_png
 from ..supernet import ArchConfig, SearchSpace, arch_key
 
 ATTENTION = ("mb3d", "evit")  # block kinds with attention (MetaBlock MB3D, EfficientViT's CGA block)
@@ -99,10 +98,7 @@ def channel_plot(rows: list[dict[str, Any]], title: str = "") -> bytes:
     ax.set_title(title or "channels kept per block")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def write_channel_artefacts(run_dir: Path, cfg: ArchConfig, space: SearchSpace | None, title: str = "") -> tuple[

@@ -10,7 +10,7 @@ import html
 import json
 from pathlib import Path
 
-from .._io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
+from .._io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, figure_png
 from ..latency_lut import arch_ops_by_stage
 from ..latency_lut._report import CORRECTION_COLOR, OVERHEAD_COLOR, has_correction, op_label, parts_text
 from ._result import SearchResult
@@ -91,7 +91,7 @@ def _plot_trace(r: SearchResult) -> bytes:
         _draw_slimming(ax, r)
     ax.set_title(f"{r.strategy} search on table {r.table_name}", fontsize=10)
     fig.tight_layout()
-    return _png(fig, plt)
+    return figure_png(fig)
 
 
 def _draw_trials(ax, r: SearchResult) -> None:
@@ -139,15 +139,6 @@ def _draw_slimming(ax, r: SearchResult) -> None:
               bbox_to_anchor=(0.5, -0.16), frameon=False)
 
 
-def _png(fig, plt) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def _op_groups(r: SearchResult) -> list[tuple[str, str, float, int]]:
     """(stage, readable label, total ms, count) per run of identical consecutive ops, in network order."""
     parts = [p for p, _ in arch_ops_by_stage(r.arch)]
@@ -188,7 +179,7 @@ def _plot_breakdown(r: SearchResult) -> bytes:
     ax.set_xlabel("predicted ms (a run of identical ops is one bar: their sum)")
     ax.set_title(f"latency on {r.table_name}: {parts_text(parts)}", fontsize=9)
     fig.tight_layout()
-    return _png(fig, plt)
+    return figure_png(fig)
 
 
 def _parts_line(r: SearchResult) -> str:
