@@ -148,33 +148,39 @@ def standalone_results(subnets, cfg, loader, val, out: Path, table) -> list[dict
     return rows
 
 
-def more_seeds(rows, subnets, cfg, loader, val, out: Path, k: int) -> dict | None:
-    """Train every subnet again with seeds ``seed+1 .. seed+k-1`` (cached as ``<i>-seed<s>.json``, one seed
-    round over all subnets at a time) and make each row's ``standalone_top1`` the mean over its ``k`` seeds.
-
-    Returns the reference's own consistency: Kendall tau between the first two seeds' rankings (the ceiling
-    any ranker can reach against one seed) and the median per-subnet seed range, in points."""
+def seed_row(i: int, subnet, cfg, seed: int, first: float, loader, val, out: Path) -> dict:
+    """Subnet ``i`` trained stand-alone with ``seed`` instead of ``cfg.seed`` (cached in
+    ``out/standalone/<i>-seed<seed>.json``): ``{index, seed, standalone_top1, first_seed_top1}``."""
     from dataclasses import replace
 
     from slimformer._io import atomic_write_json
     from slimformer.data import evaluate
 
+    path = out / "standalone" / f"{i:02d}-seed{seed}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    acc = evaluate(train_standalone(subnet, replace(cfg, seed=seed), loader), val)
+    row = {"index": i, "seed": seed, "standalone_top1": acc, "first_seed_top1": first}
+    atomic_write_json(path, row)
+    print(f"  subnet {i} with seed {seed}: {100 * acc:.1f}% (seed {cfg.seed}: {100 * first:.1f}%)", flush=True)
+    return row
+
+
+def more_seeds(rows, subnets, cfg, loader, val, out: Path, k: int) -> dict | None:
+    """Train every subnet again with seeds ``seed+1 .. seed+k-1`` (:func:`seed_row`, one seed round over all
+    subnets at a time) and make each row's ``standalone_top1`` the mean over its ``k`` seeds.
+
+    Returns the reference's own consistency: Kendall tau between the first two seeds' rankings (the ceiling
+    any ranker can reach against one seed) and the median per-subnet seed range, in points."""
     if k <= 1:
         return None
     for r in rows:
         r["standalone_seeds"] = {str(cfg.seed): r["standalone_top1"]}
-    for extra in range(1, k):
-        other = replace(cfg, seed=cfg.seed + extra)
+    for seed in range(cfg.seed + 1, cfg.seed + k):
         for i, r in enumerate(rows):
-            path = out / "standalone" / f"{i:02d}-seed{other.seed}.json"
-            if path.is_file():
-                acc = json.loads(path.read_text())["standalone_top1"]
-            else:
-                acc = evaluate(train_standalone(subnets[i], other, loader), val)
-                atomic_write_json(path, {"index": i, "seed": other.seed, "standalone_top1": acc,
-                                         "first_seed_top1": r["standalone_seeds"][str(cfg.seed)]})
-                print(f"  seed {other.seed}: subnet {i + 1}/{len(rows)} {100 * acc:.1f}%", flush=True)
-            r["standalone_seeds"][str(other.seed)] = acc
+            first = r["standalone_seeds"][str(cfg.seed)]
+            r["standalone_seeds"][str(seed)] = seed_row(i, subnets[i], cfg, seed, first, loader, val,
+                                                        out)["standalone_top1"]
     for r in rows:
         r["standalone_top1"] = float(np.mean(list(r["standalone_seeds"].values())))
     first, second = ([r["standalone_seeds"][str(cfg.seed + j)] for r in rows] for j in (0, 1))
@@ -183,29 +189,11 @@ def more_seeds(rows, subnets, cfg, loader, val, out: Path, k: int) -> dict | Non
             "max_range_pts": float(max(spans))}
 
 
-def seed_noise(subnets, indices, cfg, loader, val, out: Path) -> list[dict]:
-    """Stand-alone top-1 of the subnets ``indices`` trained again with seed + 1 (cached): the seed-to-seed
-    spread of the stand-alone figures, i.e. how far a perfect ranker could still disagree with them."""
-    from dataclasses import replace
-
-    from slimformer._io import atomic_write_json
-    from slimformer.data import evaluate
-
-    rows = []
-    other = replace(cfg, seed=cfg.seed + 1)
-    for i in indices:
-        path = out / "standalone" / f"{i:02d}-seed{other.seed}.json"
-        if path.is_file():
-            rows.append(json.loads(path.read_text()))
-            continue
-        acc = evaluate(train_standalone(subnets[i], other, loader), val)
-        first = json.loads((out / "standalone" / f"{i:02d}.json").read_text())["standalone_top1"]
-        row = {"index": i, "seed": other.seed, "standalone_top1": acc, "first_seed_top1": first}
-        atomic_write_json(path, row)
-        print(f"  seed noise: subnet {i} {100 * first:.1f}% (seed {cfg.seed}) vs {100 * acc:.1f}% (seed {other.seed})",
-              flush=True)
-        rows.append(row)
-    return rows
+def seed_noise(subnets, indices, cfg, loader, val, out: Path, rows: list[dict]) -> list[dict]:
+    """Stand-alone top-1 of the subnets ``indices`` trained again with seed + 1 (:func:`seed_row`): the
+    seed-to-seed spread of the stand-alone figures, i.e. how far a perfect ranker could still disagree."""
+    return [seed_row(i, subnets[i], cfg, cfg.seed + 1, rows[i]["standalone_top1"], loader, val, out)
+            for i in indices]
 
 
 def trained_supernet(cfg, run_dir: Path) -> Path:
@@ -354,7 +342,7 @@ def main() -> None:
           f"{table.predict(subnets[-1]):.3f} ms on {table.name}; {total} updates of batch {cfg.batch_size} each; "
           f"scored on {n_val} validation images", flush=True)
     rows = standalone_results(subnets, cfg, loader, val, out, table)
-    noise = seed_noise(subnets, [int(i) for i in args.noise_subnets.split(",") if i], cfg, loader, val, out)
+    noise = seed_noise(subnets, [int(i) for i in args.noise_subnets.split(",") if i], cfg, loader, val, out, rows)
     consistency = more_seeds(rows, subnets, cfg, loader, val, out, args.standalone_seeds)
     if consistency:
         sv = consistency["seed_vs_seed"]
