@@ -32,7 +32,7 @@ from ..supernet import arch_from_dict, count_macs
 from ._export import export_onnx
 from ._fold import fold_bn
 from ._load import _arch_of, load, resolve_source
-from ._measure import measure_onnx, measure_torch
+from ._measure import TIMER, measure_onnx, measure_torch
 
 BASELINES = ("timm:mobilenetv2_100", "timm:poolformer_s12", "timm:levit_256", "timm:efficientformer_l1",
              *(f"timm:efficientvit_m{i}" for i in range(6)))
@@ -190,8 +190,7 @@ def run_bench(models: list[str], *, out_root: str | Path | None = None, run_dir:
     jpath = rd / "bench.json"
     settings = {"backends": list(backends), "batch": batch, "threads": threads, "warmup": warmup,
                 "repeats": repeats, "device": device, "host": host_description(), "onnx_export": dict(ONNX_EXPORT),
-                "timer": "median of the timed calls; a noisy attempt (IQR > 10 % of the median) retried twice, "
-                         "the lowest median kept"}
+                "timer": TIMER}
     data = read_json(jpath, "benchmark results") if jpath.is_file() else {"settings": settings, "models": {}}
     done = data.get("models", {})
     from tqdm import tqdm

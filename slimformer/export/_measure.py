@@ -16,9 +16,13 @@ import numpy as np
 
 from ..latency_lut._measure import measure_callable, ort_session  # one session setup and one timer
 
+NOISE, RETRIES = 0.1, 2  # an attempt with IQR > NOISE x median is taken again, up to RETRIES times
+TIMER = (f"median of the timed calls; a noisy attempt (IQR > {NOISE:.0%} of the median) retried up to {RETRIES} "
+         "times, the lowest median kept")
 
-def time_fn(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20, noise: float = 0.1,
-            retries: int = 2) -> dict:
+
+def time_fn(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20, noise: float = NOISE,
+            retries: int = RETRIES) -> dict:
     """``repeats`` timed calls of ``fn`` after ``warmup`` (retried when noisy); median and spreads in ms.
 
     ``repeats`` is exact (no minimum timing window), so a figure says how many calls it is the median of."""

@@ -43,6 +43,7 @@ def test_bench_two_tiny_models(two_archs, tiny_lut_dir, tmp_path):
     assert "small" in table and "LUT tiny-test ms" in table
     assert data["settings"]["threads"] == 1
     assert data["settings"]["onnx_export"] == ONNX_EXPORT  # measured as the tables are: one exporter, one timer
+    assert "10%" in data["settings"]["timer"] and "2 times" in data["settings"]["timer"]  # says the defaults used
 
 
 def test_bench_resumes_without_remeasuring(two_archs, tmp_path, monkeypatch):
