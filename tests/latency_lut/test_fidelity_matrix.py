@@ -1,0 +1,38 @@
+"""The fidelity matrix's report (benchmarks/lut_fidelity_matrix.py): the repeat column and the re-scale note."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "lut_fidelity_matrix.py"
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    spec = importlib.util.spec_from_file_location("lut_fidelity_matrix", _PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _row(first: float, second: float) -> dict:
+    return {"runs": [{"median_ms": first}, {"median_ms": second}]}
+
+
+def test_repeatability_compares_the_two_rounds_of_each_subnet(matrix):
+    rows = [_row(10.0, 10.2), _row(10.0, 9.0), _row(20.0, 20.0), _row(5.0, 5.4)]  # +2 %, -10 %, 0 %, +8 %
+    r = matrix.repeatability(rows)
+    assert r["repeat_within_5pct"] == pytest.approx(0.5)
+    assert r["repeat_sd"] == pytest.approx(0.0648, abs=1e-3)  # population sd of +2, -10, 0, +8 %
+    assert matrix.repeatability([{"runs": [{"median_ms": 1.0}]}]) == {"repeat_sd": None, "repeat_within_5pct": None}
+
+
+def test_markdown_says_what_the_level_re_scale_changed(matrix):
+    figures = {"within_5pct": 0.69, "within_10pct": 0.93, "mape_pct": 4.27, "worst_pct": 22.4, "kendall_tau": 0.92}
+    row = {**figures, "headline": "recalibrated", "corrected": {**figures, "within_5pct": 0.59}, "level": 0.96,
+           "build_s": 295.0, "repeat_sd": 0.052, "repeat_within_5pct": 0.7, "loadavg_build": [0.5],
+           "loadavg_validate": [1.9]}
+    text = matrix.markdown({"2x4-onnxruntime": row}, "default")
+    line = next(x for x in text.splitlines() if x.startswith("| 2x4, onnxruntime |"))
+    assert "69 % (59 % before)" in line and "×0.960 (re-scaled)" in line and "5.2 % / 70 %" in line
+    assert "| 1x1, onnxruntime | not run |" in text
