@@ -1,0 +1,50 @@
+"""One 1-thread / batch-1 default-space cell, built and validated by whichever slimformer is on the path.
+
+Used to bisect a fidelity change between code versions on one machine, back to back: run it once with
+this checkout and once with an older commit's package first on ``PYTHONPATH`` (the API it uses,
+``build_table`` and ``validate_table(recalibrate=True)``, is the same in both):
+
+    python benchmarks/lut_code_ab.py --lut-dir /tmp/ab-new
+    git worktree add /tmp/old 7bf2355        # the second session's code (94-100 % within ±5 % then)
+    PYTHONPATH=/tmp/old python benchmarks/lut_code_ab.py --lut-dir /tmp/ab-old
+
+Prints which package ran (its path), the build time, and the figures with the build's correction, without
+it, and with the machine's level factored out, on 100 random subnets of the matrix's validation seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+VALIDATION_SEED = 2026  # lut_fidelity_matrix.py's
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lut-dir", required=True, help="a folder of its own (the table is built there)")
+    ap.add_argument("--samples", type=int, default=100)
+    args = ap.parse_args()
+    import slimformer
+    from slimformer._errors import SlimformerError
+    from slimformer.latency_lut import build_table, get_table, validate_table
+
+    print(f"package: {os.path.dirname(slimformer.__file__)}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        table = get_table("ab-1x1", lut_dir=args.lut_dir)
+    except SlimformerError:
+        table = build_table(name="ab-1x1", lut_dir=args.lut_dir, progress=False)
+    print(f"build {time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+    r = validate_table(table, samples=args.samples, seed=VALIDATION_SEED, run_dir=os.path.join(args.lut_dir, "val"),
+                       progress=False, recalibrate=True)
+    for k in ("corrected", "uncorrected", "recalibrated"):
+        f = r[k]
+        print(f"{k:>12}: {100 * f['within_5pct']:.0f} % / {100 * f['within_10pct']:.0f} % within ±5/±10 %, "
+              f"MAPE {f['mape_pct']:.2f} %, worst {f['worst_pct']:.1f} %, tau {f['kendall_tau']:.3f}")
+    print("level:", json.dumps({k: v for k, v in (r.get("level") or {}).items() if k != "method"}))
+
+
+if __name__ == "__main__":
+    main()

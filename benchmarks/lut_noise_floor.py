@@ -1,0 +1,131 @@
+"""How close can any table get here? The noise of the ground truth and the limit of composing op times.
+
+Two measurements, both on the default space at the table's setting:
+
+1. ``--seconds S``: two random subnets timed in alternation (median of 15 calls each, one onnxruntime
+   session each) for S seconds. Prints each net's spread over time, the spread of successive differences
+   (call-to-call noise), block means (slow drift), and the correlation of the two nets: a correlation near 1
+   is the machine's speed moving both together, which no table can predict.
+2. ``--validation DIR --table NAME``: offline, from a finished ``lut validate`` run. Fits per-op-kind
+   scales (plus offset and per-op term) on the build's calibration subnets and scores them on the
+   validation's subnets; then fits them on the validation subnets themselves (in-sample, an oracle). The
+   oracle's share within ±5 % is a ceiling for any per-kind linear composition of these entries.
+
+    python benchmarks/lut_noise_floor.py --seconds 150
+    python benchmarks/lut_noise_floor.py --table matrix-default-1x1-onnxruntime --validation runs/lut-matrix-default/1x1-onnxruntime
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def drift(seconds: float, threads: int, batch: int) -> None:
+    import torch
+
+    from slimformer.latency_lut._measure import export_onnx, ort_session, time_calls
+    from slimformer.supernet import build_model, get_space
+
+    rng = random.Random(99)
+    runs = []
+    for cfg in (get_space("default").sample(rng) for _ in range(2)):
+        x = torch.randn(batch, 3, 224, 224)
+        s = ort_session(export_onnx(build_model(cfg).eval(), (x,)), threads=threads)
+        feeds = {s.get_inputs()[0].name: x.numpy()}
+        runs.append(lambda s=s, feeds=feeds: s.run(None, feeds))
+    series: list[list[float]] = [[], []]
+    t0 = time.time()
+    while time.time() - t0 < seconds:
+        for fn, out in zip(runs, series):
+            out.append(statistics.median(time_calls(fn, repeats=15, min_time_s=0)))
+    a, b = (np.asarray(s) / np.median(s) for s in series)
+    for name, v in (("A", a), ("B", b)):
+        k = max(1, len(v) // 10)
+        blocks = [v[i:i + k].mean() for i in range(0, len(v) - k + 1, k)]
+        print(f"net {name}: {len(v)} medians, sd {100 * v.std():.2f} %, call-to-call (successive differences / √2) "
+              f"{100 * np.diff(v).std() / np.sqrt(2):.2f} %, block means {np.round(blocks, 3).tolist()}")
+    print(f"A/B: correlation {np.corrcoef(a, b)[0, 1]:.2f}, sd of the ratio {100 * (a / b).std():.2f} %")
+
+
+def _features(table, cfg) -> tuple[dict[str, float], int]:
+    from slimformer.latency_lut._keys import arch_ops, parse_key
+
+    f: dict[str, float] = defaultdict(float)
+    keys = arch_ops(cfg)
+    for k in keys:
+        f[parse_key(k)[0]] += table.ms(k)
+    return f, len(keys)
+
+
+def _fit(x: np.ndarray, m: np.ndarray, shrink: float) -> np.ndarray:
+    from scipy.optimize import least_squares
+
+    p = x.shape[1] - 2
+
+    def resid(z):  # relative error; the per-kind scales shrunk toward their mean
+        return np.r_[(x @ z - m) / m, shrink * (z[:p] - z[:p].mean())]
+    return least_squares(resid, np.r_[np.ones(p), 0.0, 0.0], loss="soft_l1", f_scale=0.02).x
+
+
+def composition(table_name: str, lut_dir: str | None, validation: Path) -> None:
+    from slimformer.latency_lut import get_table
+    from slimformer.latency_lut._fidelity import fastest, fidelity
+    from slimformer.supernet import arch_from_dict
+
+    table = get_table(table_name, lut_dir=lut_dir)
+    rows = json.loads((validation / "validate.json").read_text())["rows"]
+    cal = fastest(table.meta["build"]["calibration"])
+    cal_f = [(_features(table, arch_from_dict(c["arch"])), c["median_ms"]) for c in cal]
+    val_f = [(_features(table, arch_from_dict(r["arch"])), r["measured_ms"]) for r in rows]
+    kinds = sorted({k for (f, _), _ in cal_f + val_f for k in f})
+
+    def design(data):
+        return (np.array([[f.get(k, 0.0) for k in kinds] + [1.0, n] for (f, n), _ in data]),
+                np.array([m for _, m in data]))
+    xc, mc = design(cal_f)
+    xv, mv = design(val_f)
+
+    def line(name, pred):
+        f = fidelity(pred, mv)
+        print(f"{name:<52} {100 * f['within_5pct']:3.0f} % {100 * f['within_10pct']:4.0f} %  MAPE {f['mape_pct']:.2f} %"
+              f"  tau {f['kendall_tau']:.3f}")
+    print(f"{len(rows)} validation subnets of {table_name}; kinds {', '.join(kinds)}; ±5 %, ±10 %:")
+    line("the build's correction (one scale)", [r["corrected_ms"] for r in rows])
+    for shrink in (0.1, 0.3, 1.0):
+        line(f"per-kind scales fitted on calibration (shrink {shrink})", xv @ _fit(xc, mc, shrink))
+    line("oracle: per-kind scales fitted on these subnets", xv @ _fit(xv, mv, 0.0))
+    r = np.array([[x["median_ms"] for x in row["runs"]] for row in rows if len(row.get("runs", [])) >= 2])
+    if len(r):
+        d = r[:, 1] / r[:, 0] - 1
+        print(f"round 2 / round 1 of the same subnet: median {100 * np.median(d):+.2f} %, sd {100 * d.std():.2f} %, "
+              f"p10-p90 {100 * np.percentile(d, 10):+.1f} to {100 * np.percentile(d, 90):+.1f} %")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=0.0, help="time two nets in alternation this long")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--table", default=None)
+    ap.add_argument("--lut-dir", default=None)
+    ap.add_argument("--validation", type=Path, default=None, help="a lut validate run directory")
+    args = ap.parse_args()
+    if args.seconds <= 0 and args.validation is None:
+        raise SystemExit("give --seconds S, or --table NAME --validation DIR (or both)")
+    if args.seconds > 0:
+        drift(args.seconds, args.threads, args.batch)
+    if args.validation is not None:
+        if not args.table:
+            raise SystemExit("--validation needs --table (the table that run validated)")
+        composition(args.table, args.lut_dir, args.validation)
+
+
+if __name__ == "__main__":
+    main()
