@@ -8,6 +8,8 @@ table's settings (1 thread, batch 1). Prints measured / budget for each (target:
 
     python benchmarks/budget_precision.py [--img-size 96] [--lut-dir DIR] [--repeats 30]
     python benchmarks/budget_precision.py --threads 2 --batch 4      # off the default setting
+    python benchmarks/budget_precision.py --space default --threads 2 --batch 4 --name matrix-default-2x4-onnxruntime
+        # the default space at 224 px, on the fidelity matrix's 2 x 4 table (built by lut_fidelity_matrix.py)
 """
 from __future__ import annotations
 
@@ -28,8 +30,27 @@ def bench_space(img_size: int):
     return type(tiny)(**{**kw, "img_size": img_size, "name": f"tiny{img_size}"})
 
 
+def machine_level(table, args, n: int = 8) -> float | None:
+    """How much slower (>1) this machine runs now than when the table was built: ``n`` of the build's
+    calibration subnets measured again (median of now / then), as ``lut validate``'s level check does."""
+    from slimformer.latency_lut import measure_arch
+    from slimformer.supernet import arch_from_dict
+
+    best: dict[int, dict] = {}  # each subnet's faster build round, as the build and lut validate keep it
+    for c in table.meta.get("build", {}).get("calibration", []):
+        if "index" in c and (c["index"] not in best or c["median_ms"] < best[c["index"]]["median_ms"]):
+            best[c["index"]] = c
+    then = [best[i] for i in sorted(best)][:n]
+    if len(then) < 3:
+        return None
+    now = [measure_arch(arch_from_dict(c["arch"]), backend="onnxruntime", threads=args.threads, batch=args.batch,
+                        repeats=args.repeats)["median_ms"] for c in then]
+    return statistics.median(b / a["median_ms"] for a, b in zip(then, now))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--space", default="tiny", help="tiny (at --img-size) or another named space at its own size")
     ap.add_argument("--img-size", type=int, default=96)
     ap.add_argument("--lut-dir", default=None)
     ap.add_argument("--name", default=None, help="table name (default cpu-ort-tiny<img>)")
@@ -45,9 +66,9 @@ def main() -> None:
     from slimformer.export import fold_bn
     from slimformer.latency_lut import build_table, get_table, measure_module
     from slimformer.search import search
-    from slimformer.supernet import EfficientFormerNet
+    from slimformer.supernet import EfficientFormerNet, get_space
 
-    space = bench_space(args.img_size)
+    space = bench_space(args.img_size) if args.space == "tiny" else get_space(args.space)
     name = args.name or f"cpu-ort-{space.name}" + ("" if (args.threads, args.batch) == (1, 1) else
                                                     f"-t{args.threads}b{args.batch}")
     t0 = time.perf_counter()
@@ -79,6 +100,11 @@ def main() -> None:
     inside = sum(0.95 <= q <= 1.03 for q in ratios)
     print(f"\nmeasured/budget: median {statistics.median(ratios):.3f}, min {min(ratios):.3f}, max {max(ratios):.3f}; "
           f"{inside}/{len(ratios)} in [0.95, 1.03]")
+    level = machine_level(table, args)
+    if level is not None:
+        lv = [q / level for q in ratios]
+        print(f"machine level now vs the build: x{level:.3f}; measured/(budget x level): "
+              f"{', '.join(f'{q:.3f}' for q in lv)}; {sum(0.95 <= q <= 1.03 for q in lv)}/{len(lv)} in [0.95, 1.03]")
 
 
 if __name__ == "__main__":
