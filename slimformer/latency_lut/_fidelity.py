@@ -111,5 +111,7 @@ def fidelity(predicted: Sequence[float], measured: Sequence[float]) -> dict[str,
     p, m = np.asarray(predicted, float), np.asarray(measured, float)
     err = np.abs(p - m) / m
     tau = float(kendalltau(p, m).statistic) if len(p) > 1 else float("nan")
+    if np.isnan(tau) and len(p) > 1:  # all predictions (or all measurements) tie, e.g. on a coarse clock:
+        tau = 0.0  # they carry no order, and a table must still be writable (strict JSON has no NaN)
     return {"n": len(p), "within_5pct": float(np.mean(err <= 0.05)), "within_10pct": float(np.mean(err <= 0.10)),
             "mape_pct": float(100 * err.mean()), "worst_pct": float(100 * err.max()), "kendall_tau": tau}

@@ -66,8 +66,10 @@ def test_runner_refuses_off_macos_in_one_line(coreml_bundle):
 
 
 class _FakeModel:
-    """Stands in for ``coremltools.models.MLModel`` (a runtime only macOS has): sleeps in proportion to the
-    package's weight bytes, so that bigger ops take longer, and records how it was loaded."""
+    """Stands in for ``coremltools.models.MLModel`` (a runtime only macOS has): busy-waits in proportion to the
+    package's weight bytes, so that bigger ops take longer, and records how it was loaded. (Not ``time.sleep``:
+    its wake-up slack of tens of µs can swallow the differences between small ops; in one full-suite run the
+    imported table's in-sample Kendall τ came out undefined, which the strict JSON writer refused.)"""
 
     loads: typing.ClassVar[list] = []
 
@@ -81,7 +83,9 @@ class _FakeModel:
         import time
 
         assert all(v.dtype.name == "float32" for v in feeds.values())
-        time.sleep(self.cost)
+        end = time.perf_counter() + self.cost
+        while time.perf_counter() < end:
+            pass
         return {"y": next(iter(feeds.values()))}
 
 

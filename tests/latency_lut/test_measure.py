@@ -96,3 +96,11 @@ def test_fit_correction_recovers_scale_and_offset_and_fidelity_figures():
     err = np.abs(p - m) / m
     assert f["within_5pct"] == np.mean(err <= 0.05) and f["mape_pct"] == pytest.approx(100 * err.mean())
     assert fidelity(1.03 * p + 0.6, m)["within_5pct"] == 1.0
+
+
+def test_fidelity_of_tied_predictions_has_tau_zero_not_nan():
+    """Predictions that all tie (a device timed on a coarse clock) carry no order: τ 0, so the table stays writable."""
+    from slimformer.latency_lut import fidelity
+
+    f = fidelity([2.0, 2.0, 2.0], [1.0, 2.0, 3.0])
+    assert f["kendall_tau"] == 0.0 and f["within_5pct"] == pytest.approx(1 / 3)
