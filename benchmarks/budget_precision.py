@@ -30,22 +30,20 @@ def bench_space(img_size: int):
     return type(tiny)(**{**kw, "img_size": img_size, "name": f"tiny{img_size}"})
 
 
-def machine_level(table, args, n: int = 8) -> float | None:
-    """How much slower (>1) this machine runs now than when the table was built: ``n`` of the build's
-    calibration subnets measured again (median of now / then), as ``lut validate``'s level check does."""
+def machine_level(table, args, n: int = 8) -> dict | None:
+    """How much slower (>1) this machine runs now than when the table was built, as ``lut validate``'s level
+    check measures it: ``n`` of the build's calibration subnets (their faster round) measured again."""
     from slimformer.latency_lut import measure_arch
+    from slimformer.latency_lut._fidelity import fastest, fit_level
     from slimformer.supernet import arch_from_dict
 
-    best: dict[int, dict] = {}  # each subnet's faster build round, as the build and lut validate keep it
-    for c in table.meta.get("build", {}).get("calibration", []):
-        if "index" in c and (c["index"] not in best or c["median_ms"] < best[c["index"]]["median_ms"]):
-            best[c["index"]] = c
-    then = [best[i] for i in sorted(best)][:n]
+    then = sorted((c for c in fastest(table.meta.get("build", {}).get("calibration", [])) if "index" in c),
+                  key=lambda c: c["index"])[:n]
     if len(then) < 3:
         return None
     now = [measure_arch(arch_from_dict(c["arch"]), backend="onnxruntime", threads=args.threads, batch=args.batch,
                         repeats=args.repeats)["median_ms"] for c in then]
-    return statistics.median(b / a["median_ms"] for a, b in zip(then, now))
+    return fit_level([c["median_ms"] for c in then], now)
 
 
 def main() -> None:
@@ -102,8 +100,9 @@ def main() -> None:
           f"{inside}/{len(ratios)} in [0.95, 1.03]")
     level = machine_level(table, args)
     if level is not None:
-        lv = [q / level for q in ratios]
-        print(f"machine level now vs the build: x{level:.3f}; measured/(budget x level): "
+        lv = [q / level["factor"] for q in ratios]
+        print(f"machine level now vs the build: x{level['factor']:.3f} (noise {level['noise']:.3f}); "
+              f"measured/(budget x level): "
               f"{', '.join(f'{q:.3f}' for q in lv)}; {sum(0.95 <= q <= 1.03 for q in lv)}/{len(lv)} in [0.95, 1.03]")
 
 

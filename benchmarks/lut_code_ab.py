@@ -8,8 +8,8 @@ this checkout and once with an older commit's package first on ``PYTHONPATH`` (t
     git worktree add /tmp/old 7bf2355        # the second session's code (94-100 % within ±5 % then)
     PYTHONPATH=/tmp/old python benchmarks/lut_code_ab.py --lut-dir /tmp/ab-old
 
-Prints which package ran (its path), the build time, and the figures with the build's correction, without
-it, and with the machine's level factored out, on 100 random subnets of the matrix's validation seed.
+Prints which package ran (its path), the build time, and the validation's figure lines (without the
+correction, with the build's, with the machine's level factored out), on 100 random subnets of the matrix's validation seed.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def main() -> None:
     import slimformer
     from slimformer._errors import SlimformerError
     from slimformer.latency_lut import build_table, get_table, validate_table
+    from slimformer.latency_lut._validate import figure_lines  # in the old commit too
 
     print(f"package: {os.path.dirname(slimformer.__file__)}", flush=True)
     t0 = time.perf_counter()
@@ -39,10 +40,7 @@ def main() -> None:
     print(f"build {time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
     r = validate_table(table, samples=args.samples, seed=VALIDATION_SEED, run_dir=os.path.join(args.lut_dir, "val"),
                        progress=False, recalibrate=True)
-    for k in ("corrected", "uncorrected", "recalibrated"):
-        f = r[k]
-        print(f"{k:>12}: {100 * f['within_5pct']:.0f} % / {100 * f['within_10pct']:.0f} % within ±5/±10 %, "
-              f"MAPE {f['mape_pct']:.2f} %, worst {f['worst_pct']:.1f} %, tau {f['kendall_tau']:.3f}")
+    print("\n".join(figure_lines(r)))
     print("level:", json.dumps({k: v for k, v in (r.get("level") or {}).items() if k != "method"}))
 
 

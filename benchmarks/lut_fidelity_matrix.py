@@ -47,20 +47,9 @@ def parse_cell(cell: str) -> tuple[int, int, str]:
     return int(t), int(b), backend
 
 
-def repeatability(rows: list[dict]) -> dict:
-    """How well the ground truth repeats: the same subnet's two validation rounds (minutes apart) compared.
-    A table cannot be closer to a measurement than the measurement is to itself."""
-    import numpy as np
-
-    d = np.array([r["runs"][1]["median_ms"] / r["runs"][0]["median_ms"] - 1 for r in rows if len(r.get("runs", [])) >= 2])
-    if not len(d):
-        return {"repeat_sd": None, "repeat_within_5pct": None}
-    return {"repeat_sd": float(d.std()), "repeat_within_5pct": float(np.mean(np.abs(d) <= 0.05))}
-
-
 def run_cell(cell: str, args, space) -> dict:
     from slimformer._errors import SlimformerError
-    from slimformer.latency_lut import build_table, get_table, validate_table
+    from slimformer.latency_lut import build_table, get_table, repeatability, validate_table
 
     threads, batch, backend = parse_cell(cell)
     name = f"matrix-{space.name}-{cell}"
@@ -91,8 +80,8 @@ def run_cell(cell: str, args, space) -> dict:
 
 
 def markdown(rows: dict, space_name: str) -> str:
-    out = [f"| threads × batch, backend ({space_name}) | ±5 % | ±10 % | MAPE | worst | τ | build | level | "
-           "repeat: sd / ±5 % | load (1-min avg: build / validate) |",
+    out = [(f"| threads × batch, backend ({space_name}) | ±5 % | ±10 % | MAPE | worst | τ | build | level | "
+            "repeat: sd / ±5 % | load (1-min avg: build / validate) |"),
            "|---|---|---|---|---|---|---|---|---|---|"]
     for cell in CELLS:
         r = rows.get(cell)
@@ -124,6 +113,7 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     from slimformer._io import atomic_write_json, atomic_write_text, read_json
+    from slimformer.latency_lut import repeatability
 
     space = space_of(args.space)
     args.out = args.out or f"runs/lut-matrix-{space.name}"

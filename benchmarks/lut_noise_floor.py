@@ -21,7 +21,6 @@ import json
 import random
 import statistics
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +29,13 @@ import numpy as np
 def drift(seconds: float, threads: int, batch: int) -> None:
     import torch
 
-    from slimformer.latency_lut._measure import export_onnx, ort_session, time_calls
+    from slimformer.latency_lut._measure import runner, time_calls
     from slimformer.supernet import build_model, get_space
 
     rng = random.Random(99)
-    runs = []
-    for cfg in (get_space("default").sample(rng) for _ in range(2)):
-        x = torch.randn(batch, 3, 224, 224)
-        s = ort_session(export_onnx(build_model(cfg).eval(), (x,)), threads=threads)
-        feeds = {s.get_inputs()[0].name: x.numpy()}
-        runs.append(lambda s=s, feeds=feeds: s.run(None, feeds))
+    x = torch.randn(1, 3, 224, 224)
+    runs = [runner(build_model(cfg).eval(), (x,), threads=threads, batch=batch)
+            for cfg in (get_space("default").sample(rng) for _ in range(2))]
     series: list[list[float]] = [[], []]
     t0 = time.time()
     while time.time() - t0 < seconds:
@@ -55,13 +51,9 @@ def drift(seconds: float, threads: int, batch: int) -> None:
 
 
 def _features(table, cfg) -> tuple[dict[str, float], int]:
-    from slimformer.latency_lut._keys import arch_ops, parse_key
+    from slimformer.latency_lut import by_kind
 
-    f: dict[str, float] = defaultdict(float)
-    keys = arch_ops(cfg)
-    for k in keys:
-        f[parse_key(k)[0]] += table.ms(k)
-    return f, len(keys)
+    return by_kind(table, cfg), table.n_ops(cfg)
 
 
 def _fit(x: np.ndarray, m: np.ndarray, shrink: float) -> np.ndarray:
@@ -75,8 +67,8 @@ def _fit(x: np.ndarray, m: np.ndarray, shrink: float) -> np.ndarray:
 
 
 def composition(table_name: str, lut_dir: str | None, validation: Path) -> None:
-    from slimformer.latency_lut import get_table
-    from slimformer.latency_lut._fidelity import fastest, fidelity
+    from slimformer.latency_lut import fidelity, get_table, repeatability
+    from slimformer.latency_lut._fidelity import fastest
     from slimformer.supernet import arch_from_dict
 
     table = get_table(table_name, lut_dir=lut_dir)
@@ -101,11 +93,10 @@ def composition(table_name: str, lut_dir: str | None, validation: Path) -> None:
     for shrink in (0.1, 0.3, 1.0):
         line(f"per-kind scales fitted on calibration (shrink {shrink})", xv @ _fit(xc, mc, shrink))
     line("oracle: per-kind scales fitted on these subnets", xv @ _fit(xv, mv, 0.0))
-    r = np.array([[x["median_ms"] for x in row["runs"]] for row in rows if len(row.get("runs", [])) >= 2])
-    if len(r):
-        d = r[:, 1] / r[:, 0] - 1
-        print(f"round 2 / round 1 of the same subnet: median {100 * np.median(d):+.2f} %, sd {100 * d.std():.2f} %, "
-              f"p10-p90 {100 * np.percentile(d, 10):+.1f} to {100 * np.percentile(d, 90):+.1f} %")
+    rep = repeatability(rows)
+    if rep["repeat_sd"] is not None:
+        print(f"round 2 / round 1 of the same subnet: sd {100 * rep['repeat_sd']:.2f} %, "
+              f"{100 * rep['repeat_within_5pct']:.0f} % of subnets agree within ±5 %")
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ _EXPORTS = {
     **dict.fromkeys(("SCHEMA", "TABLE_KINDS", "LatencyTable"), "_table"),
     **dict.fromkeys(("by_kind", "by_stage", "describe", "profile"), "_report"),
     "build_table": "_build", "calibration_configs": "_build",
-    **dict.fromkeys(("fidelity", "fit_correction", "measure_arch"), "_fidelity"),
+    **dict.fromkeys(("fidelity", "fit_correction", "measure_arch", "repeatability"), "_fidelity"),
     **dict.fromkeys(("BACKENDS", "ONNX_EXPORT", "export_onnx", "measure_callable", "measure_module",
                      "measure_overhead", "ort_session", "summarize"), "_measure"),
     **dict.fromkeys(("build_op", "compose_mb3d", "mb3d_parts"), "_ops"),

@@ -46,6 +46,17 @@ def fastest(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(best.values())
 
 
+def repeatability(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """How well the ground truth repeats: round 2 / round 1 of each validation row measured in 2+ rounds.
+    ``repeat_sd`` (sd of that ratio - 1) and ``repeat_within_5pct`` (share of rows whose rounds agree within
+    ±5 %); both ``None`` when no row has two rounds."""
+    d = np.array([r["runs"][1]["median_ms"] / r["runs"][0]["median_ms"] - 1 for r in rows
+                  if len(r.get("runs", [])) >= 2])
+    if not len(d):
+        return {"repeat_sd": None, "repeat_within_5pct": None}
+    return {"repeat_sd": float(d.std()), "repeat_within_5pct": float(np.mean(np.abs(d) <= 0.05))}
+
+
 def fit_correction(predicted: Sequence[float], measured: Sequence[float],
                    n_ops: Sequence[int] | None = None) -> dict[str, Any]:
     """``{"scale", "offset_ms", "per_op_ms", "samples"}`` minimising the relative residuals of

@@ -15,18 +15,6 @@ def matrix():
     return mod
 
 
-def _row(first: float, second: float) -> dict:
-    return {"runs": [{"median_ms": first}, {"median_ms": second}]}
-
-
-def test_repeatability_compares_the_two_rounds_of_each_subnet(matrix):
-    rows = [_row(10.0, 10.2), _row(10.0, 9.0), _row(20.0, 20.0), _row(5.0, 5.4)]  # +2 %, -10 %, 0 %, +8 %
-    r = matrix.repeatability(rows)
-    assert r["repeat_within_5pct"] == pytest.approx(0.5)
-    assert r["repeat_sd"] == pytest.approx(0.0648, abs=1e-3)  # population sd of +2, -10, 0, +8 %
-    assert matrix.repeatability([{"runs": [{"median_ms": 1.0}]}]) == {"repeat_sd": None, "repeat_within_5pct": None}
-
-
 def test_markdown_says_what_the_level_re_scale_changed(matrix):
     figures = {"within_5pct": 0.69, "within_10pct": 0.93, "mape_pct": 4.27, "worst_pct": 22.4, "kendall_tau": 0.92}
     row = {**figures, "headline": "recalibrated", "corrected": {**figures, "within_5pct": 0.59}, "level": 0.96,

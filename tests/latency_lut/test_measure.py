@@ -104,3 +104,13 @@ def test_fidelity_of_tied_predictions_has_tau_zero_not_nan():
 
     f = fidelity([2.0, 2.0, 2.0], [1.0, 2.0, 3.0])
     assert f["kendall_tau"] == 0.0 and f["within_5pct"] == pytest.approx(1 / 3)
+
+
+def test_repeatability_compares_the_two_rounds_of_each_subnet():
+    from slimformer.latency_lut import repeatability
+
+    rows = [{"runs": [{"median_ms": a}, {"median_ms": b}]} for a, b in ((10.0, 10.2), (10.0, 9.0), (20.0, 20.0), (5.0, 5.4))]
+    r = repeatability(rows)  # +2 %, -10 %, 0 %, +8 %
+    assert r["repeat_within_5pct"] == pytest.approx(0.5)
+    assert r["repeat_sd"] == pytest.approx(0.0648, abs=1e-3)  # population sd of +2, -10, 0, +8 %
+    assert repeatability([{"runs": [{"median_ms": 1.0}]}]) == {"repeat_sd": None, "repeat_within_5pct": None}
