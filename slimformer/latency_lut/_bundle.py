@@ -29,7 +29,7 @@ import torch
 from .._errors import ConfigError, SlimformerError
 from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from .._version import __version__
-from ..supernet import SearchSpace, build_model, space_from_dict
+from ..supernet import SearchSpace, arch_from_dict, build_model, space_from_dict
 from ._keys import space_ops
 from ._measure import ONNX_EXPORT, OPSET
 from ._runner import BUNDLE_SCHEMA, RESULTS_SCHEMA, manifest_id
@@ -230,6 +230,16 @@ def read_manifest(bundle: str | Path) -> dict[str, Any]:
     return m
 
 
+def _apply_device_context(table, context: list, calibration: list, *, method: str) -> None:
+    """The runner's per-node profiles of calibration subnets, given to the ops as ``lut build`` gives its own."""
+    from ._context import apply_context, attribute_runs, summarize_runs
+
+    profiles = [{"index": p["index"], **summarize_runs(attribute_runs(p["runs"], arch_from_dict(p["arch"])))}
+                for p in context if p.get("runs")]
+    if profiles:
+        apply_context(table, profiles, calibration, method=method)
+
+
 def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path | None = None,
                    bundle: str | Path | None = None, space: SearchSpace | None = None):
     """Turn a runner's results JSON into a saved table of kind ``imported``; returns the table.
@@ -279,8 +289,10 @@ def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path |
             date=(r.get("finished") or r.get("started") or "")[:10] or None,
             meta={"host": r.get("device"), "platform": r.get("platform"), "settings": r.get("settings"),
                   "manifest_id": r["manifest_id"], "overhead_spread_ms": ov.get("spread_ms")})
-        calibrate(table, list(r.get("calibration", {}).values()),
-                  method="the bundle's calibration subnets, measured on the device (in-sample fit)")
+        calibration = list(r.get("calibration", {}).values())
+        method = "the bundle's calibration subnets, measured on the device (in-sample fit)"
+        calibrate(table, calibration, method=method)
+        _apply_device_context(table, r.get("context") or [], calibration, method=method)
     except ConfigError as e:
         raise SlimformerError(f"{src} is malformed: its space or a calibration subnet is invalid ({e})") from None
     except SlimformerError:

@@ -15,11 +15,8 @@ op-alone time as ``alone_ms`` (table format 2).
 """
 from __future__ import annotations
 
-import json
-import os
 import re
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +26,7 @@ import torch
 from ..supernet import ArchConfig, build_model
 from ._keys import FAMILY_KEYS, arch_ops_by_stage, op_kind
 from ._measure import _batched, export_onnx, ort_session
+from ._runner import PROFILE_RUNS, PROFILE_WARMUP, profile_onnx, profile_runs
 
 _STAGE = re.compile(r"^/stages/stages\.(\d+)/(downsample|blocks/blocks\.(\d+))(/|$)(.*)")
 _MB3D_PART = (("norm1", 0), ("token_mixer/qkv", 0), ("token_mixer/proj", 2), ("ls1", 2), ("norm2", 3),
@@ -86,38 +84,39 @@ def node_key(cfg: ArchConfig):
     return key
 
 
-def _node_name(ev: dict) -> str:
-    n = ev["name"]
-    return n.removesuffix("_kernel_time")
+def attribute_runs(runs: Sequence[dict], cfg: ArchConfig) -> list[dict[str, Any]]:
+    """Per run of :func:`~._runner.profile_runs` (``{"run_us", "nodes": [[name, us], ...]}``): ``{"run_ms",
+    "nodes_ms", "keys": {key: ms}}``, every node's time given to the op key its name belongs to."""
+    key_of, first = node_key(cfg), arch_ops_by_stage(cfg)[0][1]
+    out = []
+    for r in runs:
+        keys, cur = {}, first
+        for name, us in r["nodes"]:
+            k = key_of(name)
+            cur = k if k is not None else cur  # a made-up node belongs to the op before it
+            keys[cur] = keys.get(cur, 0.0) + us / 1e3
+        out.append({"run_ms": r["run_us"] / 1e3, "nodes_ms": sum(keys.values()), "keys": keys})
+    return out
 
 
 def attribute(events: Sequence[dict], cfg: ArchConfig) -> list[dict[str, Any]]:
     """Per profiled run: ``{"run_ms", "nodes_ms", "keys": {key: ms}}`` from onnxruntime profile ``events``."""
-    key_of = node_key(cfg)
-    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
-    nodes = sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
-                   key=lambda e: e["ts"])
-    out, i, first = [], 0, arch_ops_by_stage(cfg)[0][1]
-    for r in runs:
-        end, keys, cur = r["ts"] + r["dur"], {}, first
-        while i < len(nodes) and nodes[i]["ts"] < r["ts"]:
-            i += 1
-        while i < len(nodes) and nodes[i]["ts"] <= end:
-            k = key_of(_node_name(nodes[i]))
-            cur = k if k is not None else cur  # a made-up node belongs to the op before it
-            keys[cur] = keys.get(cur, 0.0) + nodes[i]["dur"] / 1e3
-            i += 1
-        out.append({"run_ms": r["dur"] / 1e3, "nodes_ms": sum(keys.values()), "keys": keys})
-    return out
+    return attribute_runs(profile_runs(list(events)), cfg)
 
 
-def profile_arch(cfg: ArchConfig, *, threads: int = 1, batch: int = 1, runs: int = 7, warmup: int = 3,
-                 onnx: bytes | None = None) -> dict[str, Any]:
+def summarize_runs(per_run: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over attributed runs: per key its in-context ms, ``nodes_ms`` and ``run_ms``; ``runs``: how many."""
+    keys = sorted({k for r in per_run for k in r["keys"]})
+    return {"keys": {k: statistics.median(r["keys"].get(k, 0.0) for r in per_run) for k in keys},
+            "nodes_ms": statistics.median(r["nodes_ms"] for r in per_run),
+            "run_ms": statistics.median(r["run_ms"] for r in per_run), "runs": len(per_run)}
+
+
+def profile_arch(cfg: ArchConfig, *, threads: int = 1, batch: int = 1, runs: int = PROFILE_RUNS,
+                 warmup: int = PROFILE_WARMUP, onnx: bytes | None = None) -> dict[str, Any]:
     """Whole-subnet profile (onnxruntime): per key the median over ``runs`` of its in-context ms,
     ``nodes_ms`` (median per-run sum of node times), ``run_ms`` (median of the profiler's whole runs)
     and ``wall_ms`` (median wall time of the same number of runs of an unprofiled session)."""
-    import onnxruntime as ort
-
     x = torch.randn((1, cfg.in_chans, cfg.img_size, cfg.img_size), generator=torch.Generator().manual_seed(0))
     x = _batched((x,), batch)[0]
     model = onnx if onnx is not None else export_onnx(build_model(cfg).eval(), (x,))
@@ -130,23 +129,8 @@ def profile_arch(cfg: ArchConfig, *, threads: int = 1, batch: int = 1, runs: int
         t = time.perf_counter_ns()
         plain.run(None, feeds)
         wall.append((time.perf_counter_ns() - t) / 1e6)
-    with tempfile.TemporaryDirectory(prefix="sf-profile-") as tmp:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = int(threads), 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        so.enable_profiling, so.profile_file_prefix = True, os.path.join(tmp, "p")
-        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-        for _ in range(warmup + runs):
-            sess.run(None, feeds)
-        with open(sess.end_profiling(), encoding="utf-8") as f:
-            per_run = attribute(json.load(f), cfg)[warmup:]
-    keys = sorted({k for r in per_run for k in r["keys"]})
-    return {"keys": {k: statistics.median(r["keys"].get(k, 0.0) for r in per_run) for k in keys},
-            "nodes_ms": statistics.median(r["nodes_ms"] for r in per_run),
-            "run_ms": statistics.median(r["run_ms"] for r in per_run),
-            "wall_ms": statistics.median(wall), "runs": len(per_run)}
+    per_run = attribute(profile_onnx(model, feeds, threads, warmup + runs), cfg)[warmup:]
+    return {**summarize_runs(per_run), "wall_ms": statistics.median(wall)}
 
 
 def context_factors(profiles: Sequence[dict[str, Any]], alone: dict[str, float], *,
@@ -167,7 +151,7 @@ def context_factors(profiles: Sequence[dict[str, Any]], alone: dict[str, float],
 
 
 def apply_context(table, profiles: Sequence[dict[str, Any]], calibration: Sequence[dict[str, Any]], *,
-                  margin: float = 0.1) -> bool:
+                  margin: float = 0.1, method: str = "build-time calibration subnets (in-sample fit)") -> bool:
     """Scale ``table``'s entries by the per-kind factors of ``profiles`` and refit its correction on
     ``calibration``; keep that if its in-sample MAPE is lower than with the ops alone by more than
     ``margin`` (a share of it: a smaller gain is within the noise of 30 subnets), else restore.
@@ -180,7 +164,7 @@ def apply_context(table, profiles: Sequence[dict[str, Any]], calibration: Sequen
     for k, e in table.entries.items():
         e["alone_ms"], e["median_ms"] = alone[k], alone[k] * ctx["factors"].get(op_kind(k), 1.0)
     table.refresh()
-    calibrate(table, calibration, method="build-time calibration subnets (in-sample fit), entries in context")
+    calibrate(table, calibration, method=f"{method}, entries in context")
     fits = {"alone": (saved[2] or {}).get("corrected"), "in_context": (table.error or {}).get("corrected")}
     kept = bool(fits["alone"] and fits["in_context"]
                 and fits["in_context"]["mape_pct"] < (1 - margin) * fits["alone"]["mape_pct"])

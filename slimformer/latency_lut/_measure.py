@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .._errors import SlimformerError
+from ._runner import onnx_session
 
 BACKENDS = ("onnxruntime", "torch")
 CLOCKS = ("wall", "cpu")
@@ -79,17 +80,9 @@ def export_onnx(module: nn.Module, example, *, input_names: Sequence[str] | None
 
 
 def ort_session(model: bytes | str | os.PathLike, *, threads: int = 1):
-    """An onnxruntime CPU session (ONNX bytes or a file) with ``threads`` intra-op threads, all optimisations on."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    model = model if isinstance(model, bytes) else os.fspath(model)
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    """An onnxruntime CPU session (ONNX bytes or a file) with ``threads`` intra-op threads, all optimisations on
+    (the bundle runner's, so that tables built here and on a device open sessions alike)."""
+    return onnx_session(model, threads)
 
 
 def runner(module: nn.Module, example, *, backend: str = "onnxruntime", threads: int = 1,

@@ -12,6 +12,9 @@ median, the spread (interquartile range) and the count. The bundle's calibration
 are measured the same way, spread among the ops, which are taken in a shuffled order (see ``schedule``):
 ``slimformer lut import`` fits the table's composition correction on them. A measurement whose spread exceeds ``--noise``
 times its median is taken again (up to ``--retries`` times) and the attempt with the lowest median is kept.
+With an ONNX bundle, the first half of the calibration subnets (``--profile N``) then run with onnxruntime's
+per-node profiler, as ``lut build`` runs them: the import gives each node's time to its op and keeps the
+ops' in-context factors where they fit the calibration subnets better than the ops timed alone.
 The per-call overhead of the runtime is measured on the bundle's no-op model the same way. The results
 file is rewritten atomically after every op, so a killed run resumes where it stopped (``--fresh`` to start
 over). Bring the results back and run ``slimformer lut import results.json --name MY-DEVICE``.
@@ -31,6 +34,7 @@ import time
 
 RESULTS_SCHEMA = "slimformer.lut-results/1"
 BUNDLE_SCHEMA = "slimformer.lut-bundle/1"
+PROFILE_WARMUP, PROFILE_RUNS = 3, 7  # a calibration subnet profiled node by node, as ``lut build`` profiles it
 
 
 def fail(msg: str) -> None:
@@ -55,21 +59,37 @@ def manifest_id(manifest: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ backends
+def onnx_session(model, threads: int, profile_prefix: str | None = None):
+    """An onnxruntime CPU session (ONNX bytes or a file path) with ``threads`` intra-op threads, every graph
+    optimisation on, sequential execution; with ``profile_prefix`` its per-node profiler is on."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if profile_prefix:
+        so.enable_profiling, so.profile_file_prefix = True, profile_prefix
+    model = model if isinstance(model, bytes) else os.fspath(model)
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def random_feeds(inputs: list) -> dict:
+    """fp32 inputs of the manifest's names and shapes (seeded: every run feeds the same numbers)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in inputs}
+
+
 def onnx_loader(threads: int):
     import numpy as np
     import onnxruntime as ort
 
     def load(path: str, inputs: list):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        rng = np.random.default_rng(0)
-        feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in inputs}
-        run = sess.run
+        run, feeds = onnx_session(path, threads).run, random_feeds(inputs)
         return lambda: run(None, feeds)
 
     info = {"runtime": "onnxruntime", "onnxruntime": ort.__version__, "numpy": np.__version__,
@@ -77,10 +97,37 @@ def onnx_loader(threads: int):
     return load, info
 
 
+def profile_onnx(model, feeds: dict, threads: int, runs: int) -> list:
+    """The raw onnxruntime profile events of ``runs`` calls of ``model`` (its per-node profiler on)."""
+    with tempfile.TemporaryDirectory(prefix="sf-profile-") as tmp:
+        sess = onnx_session(model, threads, os.path.join(tmp, "p"))
+        for _ in range(runs):
+            sess.run(None, feeds)
+        with open(sess.end_profiling(), encoding="utf-8") as f:
+            return json.load(f)
+
+
+def profile_runs(events: list) -> list:
+    """onnxruntime profile ``events`` -> one ``{"run_us", "nodes": [[node name, us], ...]}`` per whole run, its
+    kernels in order, names without the profiler's ``_kernel_time`` (slimformer gives each node to an op)."""
+    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
+    nodes = sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
+                   key=lambda e: e["ts"])
+    out, i = [], 0
+    for r in runs:
+        end, cur = r["ts"] + r["dur"], []
+        while i < len(nodes) and nodes[i]["ts"] < r["ts"]:
+            i += 1
+        while i < len(nodes) and nodes[i]["ts"] <= end:
+            cur.append([nodes[i]["name"][:-len("_kernel_time")], nodes[i]["dur"]])
+            i += 1
+        out.append({"run_us": r["dur"], "nodes": cur})
+    return out
+
+
 def coreml_loader(compute_units: str):
     """macOS only: each model loaded with ``compute_units`` (ALL by default: CPU, GPU and Neural Engine, as an
     app gets them), fed fp32 inputs of the manifest's shapes; timed like the ONNX models."""
-    import numpy as np
     if sys.platform != "darwin":
         fail(f"this is a CoreML bundle and CoreML models run only on macOS, not on {sys.platform} "
              "(coremltools converts models everywhere but predicts only on macOS)")
@@ -94,10 +141,7 @@ def coreml_loader(compute_units: str):
              f"{', '.join(u.name for u in ct.ComputeUnit)}")
 
     def load(path: str, inputs: list):
-        model = ct.models.MLModel(path, compute_units=units)
-        rng = np.random.default_rng(0)
-        feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in inputs}
-        predict = model.predict
+        predict, feeds = ct.models.MLModel(path, compute_units=units).predict, random_feeds(inputs)
         return lambda: predict(feeds)
 
     return load, {"runtime": "coremltools", "coremltools": ct.__version__, "compute_units": compute_units}
@@ -150,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (onnxruntime)")
     ap.add_argument("--noise", type=float, default=0.1, help="re-measure when IQR > noise * median")
     ap.add_argument("--retries", type=int, default=2)
+    ap.add_argument("--profile", type=int, default=None,
+                    help="ONNX: calibration subnets also run with onnxruntime's per-node profiler, so that the "
+                         "import can time the ops in context as lut build does (default: half of them; 0: none)")
     ap.add_argument("--compute-units", default="ALL", help="CoreML compute units: ALL, CPU_AND_NE, CPU_ONLY...")
     ap.add_argument("--device-name", default=None, help="a name for this device (default: the host's)")
     ap.add_argument("--fresh", action="store_true", help="ignore earlier results in the output file")
@@ -227,22 +274,39 @@ def measure_all(todo: list, total: int, results: dict, cal: list, load, args, ou
               file=sys.stderr, flush=True)
 
 
+def profile_calibration(results: dict, cal: list, args, out: str) -> None:
+    """The first ``args.profile`` calibration subnets run with onnxruntime's per-node profiler: each kept
+    run's node times go into ``results["context"]`` (``slimformer lut import`` gives them to the table's ops)."""
+    ctx = results.setdefault("context", [])
+    for ci in range(len(ctx), min(args.profile, len(cal))):
+        sub = cal[ci]
+        events = profile_onnx(os.path.join(args.bundle, sub["file"]), random_feeds(sub["inputs"]), args.threads,
+                              PROFILE_WARMUP + PROFILE_RUNS)
+        ctx.append({"index": ci, "arch": sub["arch"], "runs": profile_runs(events)[PROFILE_WARMUP:]})
+        write_json(out, results)
+        print(f"\rprofiled calibration subnet {ci} node by node ({ci + 1}/{args.profile})", end="",
+              file=sys.stderr, flush=True)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.warmup < 0 or args.repeats < 1 or args.threads < 1 or args.retries < 0:
-        fail("--warmup >= 0, --repeats >= 1, --threads >= 1 and --retries >= 0, please")
+    if args.warmup < 0 or args.repeats < 1 or args.threads < 1 or args.retries < 0 or (args.profile or 0) < 0:
+        fail("--warmup >= 0, --repeats >= 1, --threads >= 1, --retries >= 0 and --profile >= 0, please")
     manifest = read_bundle_manifest(args.bundle)
     fmt = manifest["format"]
     load, info = onnx_loader(args.threads) if fmt == "onnx" else coreml_loader(args.compute_units)
     out = args.output or os.path.join(args.bundle, "results.json")
     mid = manifest_id(manifest)
+    cal = manifest.get("calibration", [])
+    if fmt != "onnx" or args.profile is None:
+        args.profile = (len(cal) + 1) // 2 if fmt == "onnx" else 0  # CoreML has no per-node profiler to call
     settings = {"warmup": args.warmup, "repeats": args.repeats, "threads": args.threads, "noise": args.noise,
-                "retries": args.retries, "compute_units": args.compute_units if fmt == "coreml" else None}
+                "retries": args.retries, "compute_units": args.compute_units if fmt == "coreml" else None,
+                "profile": args.profile}
     results = load_results(out, mid, settings, args.fresh)
     if results is None:
         results = new_results(manifest, mid, info, settings, args.device_name)
 
-    cal = manifest.get("calibration", [])
     rounds = int(manifest.get("calibration_rounds", 1))
     results.setdefault("calibration", {})
     order = schedule(manifest["ops"], len(cal), rounds)
@@ -254,11 +318,12 @@ def main(argv=None) -> int:
                                       args.warmup, args.repeats, args.noise, args.retries)
         write_json(out, results)
     measure_all(todo, len(order), results, cal, load, args, out)
+    profile_calibration(results, cal, args, out)
     results["complete"] = True
     results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     write_json(out, results)
-    print(f"\nmeasured {len(manifest['ops'])} ops and {len(cal)} calibration subnets (per-call overhead {results['overhead']['median_ms']:.4f} ms); wrote {out}",
-          file=sys.stderr)
+    print(f"\nmeasured {len(manifest['ops'])} ops and {len(cal)} calibration subnets ({args.profile} profiled node "
+          f"by node; per-call overhead {results['overhead']['median_ms']:.4f} ms); wrote {out}", file=sys.stderr)
     print(f"next: slimformer lut import {out} --name NAME", file=sys.stderr)
     return 0
 

@@ -73,10 +73,49 @@ def test_runner_resumes_after_a_kill_and_refuses_a_foreign_folder(measured_bundl
     assert all(after["entries"][k] == before["entries"][k] for k in kept)  # only the missing ops were measured
     total = len(before["entries"]) + len(before["calibration"])  # ops + 2 rounds of the calibration subnets
     assert f"[{total - 2}/{total}]" in out.stderr and f"[{total - 3}/" not in out.stderr
-    assert after["calibration"] == before["calibration"]
+    assert after["calibration"] == before["calibration"] and after["context"] == before["context"]
     bad = subprocess.run([sys.executable, str(b / "run_bundle.py"), str(tmp_path)],
                          check=False, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "manifest" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_runner_profiles_calibration_subnets_node_by_node_as_lut_build_does(measured_bundle, tmp_path):
+    """Half the calibration subnets run with onnxruntime's profiler on the device; the import gives each node to
+    an op of that subnet, every node once, and fits the in-context factors exactly as a local build does."""
+    from slimformer.latency_lut import arch_ops
+    from slimformer.latency_lut._context import attribute_runs
+    from slimformer.latency_lut._runner import PROFILE_RUNS
+    from slimformer.supernet import arch_from_dict
+
+    b, results = measured_bundle
+    r = json.loads(results.read_text())
+    assert r["settings"]["profile"] == 5 and [p["index"] for p in r["context"]] == list(range(5))
+    for p in r["context"]:
+        cfg = arch_from_dict(p["arch"])
+        runs = attribute_runs(p["runs"], cfg)
+        assert len(runs) == PROFILE_RUNS and all(set(x["keys"]) == set(arch_ops(cfg)) for x in runs)
+        for run, raw in zip(runs, p["runs"]):
+            assert sum(run["keys"].values()) == pytest.approx(sum(us for _, us in raw["nodes"]) / 1e3)
+            assert run["nodes_ms"] <= run["run_ms"] * 1.001
+    t = import_results(results, name="tinyctx", lut_dir=tmp_path, bundle=b)
+    ctx = t.meta["context"]
+    assert ctx["subnets"] == 5 and set(ctx["in_sample"]) == {"alone", "in_context"}
+    assert all(0.5 <= v <= 3.0 for v in ctx["factors"].values())
+    assert ctx["kept"] == all("alone_ms" in e for e in t.entries.values())
+    assert ("entries in context" in t.error["method"]) == ctx["kept"]
+
+
+def test_runner_without_profiles_still_imports_and_refuses_a_negative_count(measured_bundle, tmp_path):
+    b, results = measured_bundle
+    old = tmp_path / "old.json"
+    r = json.loads(results.read_text())
+    r.pop("context")  # results of the runner before it profiled
+    old.write_text(json.dumps(r))
+    t = import_results(old, name="tinyold", lut_dir=tmp_path, bundle=b)
+    assert "context" not in t.meta and t.correction["samples"] == 10
+    bad = subprocess.run([sys.executable, str(b / "run_bundle.py"), "--profile", "-1"],
+                         check=False, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--profile >= 0" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def _variant(results, tmp_path, edit) -> str:
