@@ -32,3 +32,27 @@ def test_export_onnx_torchscript_and_load_back(tmp_path):
         onnx = slimformer.load(tmp_path / "model.onnx")
         assert (onnx(x) - net(x)).abs().max().item() <= 1e-4
     assert back.arch == cfg
+
+
+def test_serve_answers_with_an_efficientvit_model(tmp_path):
+    """The web demo serves the second family's ONNX export as it serves the first: its top class is the model's."""
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from slimformer.export._serve import Classifier, create_app
+    from tests.export.test_serve import png_bytes
+
+    cfg = get_space("efficientvit-tiny").sample(3)
+    net = randomize_(build_model(cfg)).eval()
+    export_model(net, tmp_path, formats=("onnx",), measure=False)
+    client = TestClient(create_app(tmp_path / "model.onnx"))
+    assert client.get("/").status_code == 200
+    r = client.post("/predict", files={"file": ("scan.png", png_bytes(seed=3), "image/png")})
+    assert r.status_code == 200, r.text
+    top = r.json()["top5"]
+    clf = Classifier(tmp_path / "model.onnx")
+    x = clf.preprocess(png_bytes(seed=3))
+    assert x.shape == (1, 3, cfg.img_size, cfg.img_size)
+    with torch.no_grad():
+        logits = net(torch.from_numpy(x))[0].numpy()
+    assert top[0]["index"] == int(np.argmax(logits)) and len(top) == 5
