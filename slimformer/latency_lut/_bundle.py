@@ -240,6 +240,20 @@ def _apply_device_context(table, context: list, calibration: list, *, method: st
         apply_context(table, profiles, calibration, method=method)
 
 
+def _check_op_set(space: SearchSpace, entries: dict, src: str) -> None:
+    """Refuse results that did not measure exactly the ops of ``space``."""
+    expected, got = set(space_ops(space)), set(entries)
+    if expected == got:
+        return
+    missing, extra = sorted(expected - got), sorted(got - expected)
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} op(s) of space {space.name!r} missing (e.g. {missing[0]})")
+    if extra:
+        parts.append(f"{len(extra)} op(s) not in the space (e.g. {extra[0]})")
+    raise SlimformerError(f"{src} does not match its space: {'; '.join(parts)}")
+
+
 def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path | None = None,
                    bundle: str | Path | None = None, space: SearchSpace | None = None):
     """Turn a runner's results JSON into a saved table of kind ``imported``; returns the table.
@@ -269,15 +283,7 @@ def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path |
                                   f"not {space.name!r} (hash {space.hash})")
         if bundle is not None and manifest_id(read_manifest(bundle)) != r["manifest_id"]:
             raise SlimformerError(f"{src} does not come from the bundle in {bundle} (manifest id differs)")
-        expected, got = set(space_ops(rspace)), set(entries)
-        if expected != got:
-            missing, extra = sorted(expected - got), sorted(got - expected)
-            parts = []
-            if missing:
-                parts.append(f"{len(missing)} op(s) of space {rspace.name!r} missing (e.g. {missing[0]})")
-            if extra:
-                parts.append(f"{len(extra)} op(s) not in the space (e.g. {extra[0]})")
-            raise SlimformerError(f"{src} does not match its space: {'; '.join(parts)}")
+        _check_op_set(rspace, entries, src)
         overhead = float(ov["median_ms"])
         table = LatencyTable(
             name=name, kind="imported", device=name, backend="onnxruntime" if r["format"] == "onnx" else "coreml",
