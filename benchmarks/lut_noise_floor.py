@@ -9,7 +9,8 @@ Two measurements, both on the default space at the table's setting:
 2. ``--validation DIR --table NAME``: offline, from a finished ``lut validate`` run. Fits per-op-kind
    scales (plus offset and per-op term) on the build's calibration subnets and scores them on the
    validation's subnets; then fits them on the validation subnets themselves (in-sample, an oracle). The
-   oracle's share within ±5 % is a ceiling for any per-kind linear composition of these entries.
+   oracle's share within ±5 % is a ceiling for any per-kind linear composition of these entries. When the
+   table kept in-context factors, it also scores the ops timed alone with the correction refitted.
 
     python benchmarks/lut_noise_floor.py --seconds 150
     python benchmarks/lut_noise_floor.py --table matrix-default-1x1-onnxruntime --validation runs/lut-matrix-default/1x1-onnxruntime
@@ -66,6 +67,19 @@ def _fit(x: np.ndarray, m: np.ndarray, shrink: float) -> np.ndarray:
     return least_squares(resid, np.r_[np.ones(p), 0.0, 0.0], loss="soft_l1", f_scale=0.02).x
 
 
+def _alone_table(table, calibration: list):
+    """A copy of ``table`` whose entries are the ops timed alone, its correction refitted on ``calibration``."""
+    from slimformer.latency_lut import LatencyTable
+    from slimformer.latency_lut._fidelity import calibrate
+
+    alone = LatencyTable.from_dict(table.to_dict())
+    for e in alone.entries.values():
+        e["median_ms"] = e.get("alone_ms", e["median_ms"])
+    alone.refresh()
+    calibrate(alone, calibration, method="ops alone")
+    return alone
+
+
 def composition(table_name: str, lut_dir: str | None, validation: Path) -> None:
     from slimformer.latency_lut import fidelity, get_table, repeatability
     from slimformer.latency_lut._fidelity import fastest
@@ -93,6 +107,9 @@ def composition(table_name: str, lut_dir: str | None, validation: Path) -> None:
     for shrink in (0.1, 0.3, 1.0):
         line(f"per-kind scales fitted on calibration (shrink {shrink})", xv @ _fit(xc, mc, shrink))
     line("oracle: per-kind scales fitted on these subnets", xv @ _fit(xv, mv, 0.0))
+    if any("alone_ms" in e for e in table.entries.values()):
+        alone = _alone_table(table, cal)
+        line("ops alone (no in-context factors), correction refit", [alone.predict(arch_from_dict(r["arch"])) for r in rows])
     rep = repeatability(rows)
     if rep["repeat_sd"] is not None:
         print(f"round 2 / round 1 of the same subnet: sd {100 * rep['repeat_sd']:.2f} %, "
