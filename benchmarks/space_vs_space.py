@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def pareto_png(points: list[dict]) -> bytes:
         if p["group"] == "preset":
             ax.plot(p["measured_ms"], 100 * p["top1"], "k*", ms=10)
             ax.annotate(p["name"], (p["measured_ms"], 100 * p["top1"]), fontsize=8)
-    ax.set_xlabel("measured latency, ms (onnxruntime, 1 thread, busy machine)")
+    ax.set_xlabel("measured latency, ms (onnxruntime, 1 thread)")
     ax.set_ylabel("held-out top-1 %, built-in data 64 px")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -111,6 +112,7 @@ def main() -> None:
     ap.add_argument("--preset-steps", type=int, default=150)
     ap.add_argument("--out", default="runs")
     args = ap.parse_args()
+    load = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     cache = Path(args.out) / "space-vs-space-cache"
     prepared = {name: prepare(name, p, cache, args) for name, p in spaces(cache).items()}
     ranges = {n: (t.predict(t.space.smallest()), t.predict(t.space.largest())) for n, (_, t) in prepared.items()}
@@ -139,9 +141,9 @@ def main() -> None:
                        "params": sum(p.numel() for p in net.parameters())})
         print(f"preset {cfg.name}: {points[-1]}", flush=True)
     atomic_write_json(run / "results.json", {"points": points, "shared_range_ms": [lo, hi] if shared else None,
-                                             "ranges_ms": ranges, "args": vars(args)})
+                                             "ranges_ms": ranges, "args": vars(args), "load_at_start": load})
     atomic_write_bytes(run / "pareto.png", pareto_png(points))
-    lines = ["# Space vs space at equal cpu-ort budgets (64 px, built-in data, busy machine)", "",
+    lines = [f"# Space vs space at equal cpu-ort budgets (64 px, built-in data; 1-min load {load:.1f} at the start)", "",
              "| space | budget ms | predicted ms | measured ms | held-out top-1 | params M | subnet |",
              "|---|---|---|---|---|---|---|"]
     for p in points:
