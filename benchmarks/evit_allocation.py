@@ -10,13 +10,14 @@ of what its chunk allows) and FFN (of the largest ratio), and whether Q/K keep l
 
     python benchmarks/evit_allocation.py [--epochs 6] [--steps 30] [--budgets 0.4 0.6 0.8] [--out runs/]
 
-The trained supernet and the table are cached under ``--out`` (a rerun skips them). Timings come from
-a shared machine: the table is noisy, read the shares as a tendency.
+The trained supernet and the table are cached under ``--out`` (a rerun skips them). Timings may come from
+a shared machine (the report prints the load): read the shares as a tendency.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from slimformer._io import atomic_write_json, atomic_write_text, make_run_dir
@@ -70,7 +71,7 @@ def main() -> None:
     atomic_write_json(run / "allocation.json", {"table": table.name, "table_hash": table.hash, "rows": rows,
                                                 "largest_ms": hi, "cheapest_ms": lo})
     lines = ["# EfficientViT parameter allocation on the trained efficientvit-tiny supernet", "",
-             (f"table {table.name} (measured here, busy machine); largest subnet {hi:.3f} ms, cheapest "
+             (f"table {table.name} (measured here; 1-min load {os.getloadavg()[0]:.1f} at the end); largest subnet {hi:.3f} ms, cheapest "
               f"reallocation {lo:.3f} ms"), "",
              ("| budget ms | Q/K kept | V kept | FFN kept | blocks with Q/K < V | importance kept | top-1 largest | "
               "top-1 pruned (no fine-tune) |"), "|---|---|---|---|---|---|---|---|"]
