@@ -8,7 +8,7 @@ reordering, MILP) of the largest subnet at several budgets between its cheapest 
 Reported per budget: the share of the offered maximum each block keeps of Q/K (per head), V (per head,
 of what its chunk allows) and FFN (of the largest ratio), and whether Q/K keep less than V.
 
-    python benchmarks/evit_allocation.py [--epochs 6] [--steps 30] [--budgets 0.4 0.6 0.8] [--out runs/]
+    python benchmarks/evit_allocation.py [--epochs 6] [--steps 30] [--budgets 0.4 0.6 0.8] [--seed 0] [--out runs/]
 
 The trained supernet and the table are cached under ``--out`` (a rerun skips them). Timings may come from
 a shared machine (the report prints the load): read the shares as a tendency.
@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--budgets", type=float, nargs="+", default=[0.4, 0.6, 0.8],
                     help="fractions of the way from the cheapest reallocation to the largest subnet")
     ap.add_argument("--taylor-batches", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0, help="supernet training seed (cached per --out)")
     ap.add_argument("--out", default="runs")
     args = ap.parse_args()
     space = get_space("efficientvit-tiny")
@@ -43,7 +44,7 @@ def main() -> None:
     ckpt = cache / "train" / "best.pt"
     if not ckpt.is_file():
         train_supernet(TrainConfig(space=space.name, data="builtin", epochs=args.epochs, steps_per_epoch=args.steps,
-                                   batch_size=args.batch_size, workers=0), cache / "train")
+                                   batch_size=args.batch_size, workers=0, seed=args.seed), cache / "train")
     name = "cpu-ort-efficientvit-tiny"
     try:
         table = get_table(name, lut_dir=cache / "luts")
@@ -71,8 +72,8 @@ def main() -> None:
     atomic_write_json(run / "allocation.json", {"table": table.name, "table_hash": table.hash, "rows": rows,
                                                 "largest_ms": hi, "cheapest_ms": lo})
     lines = ["# EfficientViT parameter allocation on the trained efficientvit-tiny supernet", "",
-             (f"table {table.name} (measured here; 1-min load {os.getloadavg()[0]:.1f} at the end); largest subnet {hi:.3f} ms, cheapest "
-              f"reallocation {lo:.3f} ms"), "",
+             (f"table {table.name} (measured here; 1-min load {os.getloadavg()[0]:.1f} at the end); largest "
+              f"subnet {hi:.3f} ms, cheapest reallocation {lo:.3f} ms; supernet seed {args.seed}"), "",
              ("| budget ms | Q/K kept | V kept | FFN kept | blocks with Q/K < V | importance kept | top-1 largest | "
               "top-1 pruned (no fine-tune) |"), "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -143,13 +143,14 @@ def main() -> None:
     atomic_write_json(run / "results.json", {"points": points, "shared_range_ms": [lo, hi] if shared else None,
                                              "ranges_ms": ranges, "args": vars(args), "load_at_start": load})
     atomic_write_bytes(run / "pareto.png", pareto_png(points))
-    lines = [f"# Space vs space at equal cpu-ort budgets (64 px, built-in data; 1-min load {load:.1f} at the start)", "",
-             "| space | budget ms | predicted ms | measured ms | held-out top-1 | params M | subnet |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"# Space vs space at equal cpu-ort budgets (64 px, built-in data; 1-min load {load:.1f} at the start)",
+             "", ("| space | budget ms | predicted ms | measured ms | measured / predicted | held-out top-1 | "
+                  "params M | subnet |"), "|---|---|---|---|---|---|---|---|"]
     for p in points:
         bud = "-" if p["budget_ms"] is None else f"{p['budget_ms']:.3f}"
-        pred = "-" if p["predicted_ms"] is None else f"{p['predicted_ms']:.3f}"
-        lines.append(f"| {p['group']} | {bud} | {pred} | {p['measured_ms']:.3f} | {p['top1']:.1%} | "
+        pred, ratio = ("-", "-") if p["predicted_ms"] is None else (
+            f"{p['predicted_ms']:.3f}", f"{p['measured_ms'] / p['predicted_ms']:.2f}")
+        lines.append(f"| {p['group']} | {bud} | {pred} | {p['measured_ms']:.3f} | {ratio} | {p['top1']:.1%} | "
                      f"{p['params'] / 1e6:.2f} | {p['name']} |")
     atomic_write_text(run / "report.md", "\n".join(lines) + "\n\n![pareto](pareto.png)\n")
     print(f"wrote {run}/report.md, results.json, pareto.png")
