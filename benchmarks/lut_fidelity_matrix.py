@@ -13,7 +13,8 @@ the load average beside it. ``--cells ''`` only prints the matrix of the finishe
     python benchmarks/lut_fidelity_matrix.py --space tiny@96 --out runs/lut-matrix-tiny96
 
 Resumable: every finished cell is kept in ``<out>/matrix.json``; a killed cell resumes its build (the
-table's journal) and its validation (``<out>/<cell>/``). Targets per cell: >= 95 % within ±5 %, 100 %
+table's journal) and its validation (``<out>/<cell>/``). ``--max-time-s`` is the timing cap of builds and
+validations (``slimformer lut build --max-time-s``; 0 for none, the rule of the rows before it). Targets per cell: >= 95 % within ±5 %, 100 %
 within ±10 %, tau >= 0.95; build <= 5 min at batch <= 4, <= 10 min at batch 16.
 """
 from __future__ import annotations
@@ -60,12 +61,13 @@ def run_cell(cell: str, args, space) -> dict:
         build_s, reused = table.meta.get("build", {}).get("seconds"), True
     except SlimformerError:
         table = build_table(name=name, backend=backend, threads=threads, batch=batch, space=space,
-                            lut_dir=args.lut_dir, calibration=args.calibration, progress=not args.quiet)
+                            lut_dir=args.lut_dir, calibration=args.calibration, progress=not args.quiet,
+                            max_time_s=args.max_time_s or None)
         # the build's own sum over its journal (every segment of a resumed build), else this call's time
         build_s, reused = table.meta.get("build", {}).get("seconds") or time.perf_counter() - t0, False
-    load1 = os.getloadavg()
+    load1, t1 = os.getloadavg(), time.perf_counter()
     r = validate_table(table, samples=args.samples, seed=VALIDATION_SEED, run_dir=Path(args.out) / cell,
-                       progress=not args.quiet)
+                       progress=not args.quiet, max_time_s=args.max_time_s or None)
     head = r[r["headline"]]
     ctx = table.meta.get("context") or {}
     return {"cell": cell, "threads": threads, "batch": batch, "backend": backend, "table": name,
@@ -74,6 +76,8 @@ def run_cell(cell: str, args, space) -> dict:
             "corrected": r["corrected"], "uncorrected": r["uncorrected"], "recalibrated": r["recalibrated"],
             "level": (r["level"] or {}).get("factor"), "level_noise": (r["level"] or {}).get("noise"),
             **repeatability(r["rows"]), "build_s": build_s, "reused": reused, "in_context_kept": ctx.get("kept"),
+            "build_timing": table.meta.get("build", {}).get("timing"), "validate_timing": r.get("timing"),
+            "validate_s": round(time.perf_counter() - t1, 1),
             "loadavg_build": [round(x, 2) for x in load0], "loadavg_validate": [round(x, 2) for x in load1],
             "loadavg_end": [round(x, 2) for x in os.getloadavg()], "run_dir": r["run_dir"],
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -89,6 +93,10 @@ def markdown(rows: dict, space_name: str) -> str:
             out.append(f"| {cell.replace('-', ', ')} | not run | | | | | | | | |")
             continue
         build = f"{r['build_s']:.0f} s" if r.get("build_s") else "reused"
+        if r.get("validate_s"):  # this call's validation time (a resumed one: its last segment)
+            build += f" (+ {r['validate_s']:.0f} s validation)"
+        cap = (r.get("build_timing") or {}).get("max_time_s")
+        build += f", cap {cap:g} s" if cap else ""
         lv = f"×{r['level']:.3f}" if r.get("level") else "–"
         lv += " (re-scaled)" if r.get("headline") == "recalibrated" else ""
         rep = (f"{100 * r['repeat_sd']:.1f} % / {100 * r['repeat_within_5pct']:.0f} %"
@@ -110,6 +118,9 @@ def main() -> None:
     ap.add_argument("--calibration", type=int, default=30)
     ap.add_argument("--lut-dir", default=None)
     ap.add_argument("--out", default=None, help="matrix folder (default runs/lut-matrix-<space>)")
+    ap.add_argument("--max-time-s", type=float, default=1.0,
+                    help="seconds of timed calls per measurement before repeats are cut (default 1; 0: no cap, "
+                         "the rule before the eighth session)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     from slimformer._io import atomic_write_json, atomic_write_text, read_json

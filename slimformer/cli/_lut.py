@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from .._validate import NONNEG_INT, POSITIVE_INT, SEED
+from .._validate import NONNEG_FLOAT, NONNEG_INT, POSITIVE_INT, SEED
 from . import _lut_remote
 from ._options import add_json, add_quiet, add_run_folder, add_table, print_json
 
@@ -30,7 +30,9 @@ def register(sub) -> None:
     b.add_argument("--calibration", type=NONNEG_INT, default=30, help="whole subnets measured to fit the correction")
     b.add_argument("--rounds", type=POSITIVE_INT, default=2,
                    help="times each calibration subnet is measured, minutes apart; the faster is kept (default 2)")
-    b.add_argument("--repeats", type=POSITIVE_INT, default=15, help="timed runs per op (at least)")
+    b.add_argument("--repeats", type=POSITIVE_INT, default=15,
+                   help="timed runs per op or subnet (at least, unless --max-time-s cuts them)")
+    _add_time_cap(b)
     add_quiet(b)
     add_json(b, "the table's summary")
     b.set_defaults(func=_build)
@@ -38,6 +40,18 @@ def register(sub) -> None:
     _add_inspection(lut_sub)
     _lut_remote.register(lut_sub)
 
+
+
+def _add_time_cap(p) -> None:
+    from ..latency_lut._measure import MIN_REPEATS, TIME_CAP_S
+
+    p.add_argument("--max-time-s", type=NONNEG_FLOAT, default=TIME_CAP_S,
+                   help=f"seconds of timed calls per measurement (default {TIME_CAP_S:g}): longer calls get fewer "
+                        f"repeats, never under {MIN_REPEATS}; 0 for no cap")
+
+
+def _time_cap(args) -> float | None:
+    return args.max_time_s or None
 
 
 def _add_inspection(lut_sub) -> None:
@@ -55,6 +69,7 @@ def _add_inspection(lut_sub) -> None:
                    help="level check (default on when the table holds calibration subnets): measure 10 of the "
                         "build's calibration subnets again; when the machine's speed moved beyond the noise, the "
                         "headline figures are re-scaled by it")
+    _add_time_cap(v)
     v.add_argument("--threads", type=int, default=None, help="measure at these threads (default: the table's)")
     v.add_argument("--batch", type=int, default=None, help="measure at this batch (default: the table's)")
     v.add_argument("--backend", choices=("onnxruntime", "torch"), default=None,
@@ -93,7 +108,7 @@ def _build(args) -> int:
     t = build_table(name=name, backend=args.backend, threads=args.threads, batch=args.batch, clock=args.clock,
                     space=args.space,
                     lut_dir=folder, resume=args.resume, progress=not args.quiet, calibration=args.calibration,
-                    rounds=args.rounds, repeats=args.repeats)
+                    rounds=args.rounds, repeats=args.repeats, max_time_s=_time_cap(args))
     if args.json:
         return print_json({"name": t.name, "path": str(t.path), "space": t.space.name, "entries": len(t.entries),
                            "backend": t.backend, "threads": t.threads, "batch": t.batch, "clock": t.clock,
@@ -124,7 +139,7 @@ def _validate(args) -> int:
         print(line, file=sys.stderr, flush=True)
     r = validate_table(t, samples=args.samples, seed=args.seed, run_dir=args.out, runs_root=args.runs_root,
                        progress=not args.quiet, recalibrate=args.recalibrate, rounds=args.rounds,
-                       threads=args.threads, batch=args.batch, backend=args.backend)
+                       threads=args.threads, batch=args.batch, backend=args.backend, max_time_s=_time_cap(args))
     if args.json:
         return print_json(r)
     print(f"{t.name}: {r['samples']} random subnets measured end to end ({args.backend or t.backend}, "

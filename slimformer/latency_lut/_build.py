@@ -25,7 +25,15 @@ from ..supernet import ArchConfig, SearchSpace, get_space
 from ._context import apply_context, profile_arch
 from ._fidelity import calibrate, measure_arch
 from ._keys import space_ops
-from ._measure import BACKENDS, check_clock, cpu_model, measure_module, measure_overhead, runtime_versions
+from ._measure import (
+    BACKENDS,
+    TIME_CAP_S,
+    check_clock,
+    cpu_model,
+    measure_module,
+    measure_overhead,
+    runtime_versions,
+)
 from ._ops import build_op
 from ._registry import check_name, partial_path, table_path
 from ._table import READABLE, SCHEMA, LatencyTable
@@ -71,9 +79,9 @@ def schedule(keys: list[str], n_calibration: int, rounds: int = 1, seed: int = O
 
 
 def _settings(name, backend, threads, batch, clock, space: SearchSpace, calibration: int,
-              rounds: int) -> dict[str, Any]:
+              rounds: int, max_time_s: float | None) -> dict[str, Any]:
     return {"name": name, "backend": backend, "threads": threads, "batch": batch, "clock": clock,
-            "space_hash": space.hash, "calibration_subnets": calibration, "rounds": rounds}
+            "space_hash": space.hash, "calibration_subnets": calibration, "rounds": rounds, "max_time_s": max_time_s}
 
 
 def journal_path(ppath: Path) -> Path:
@@ -153,7 +161,7 @@ class _Run:
     state: dict[str, Any]
     cal_cfgs: list[ArchConfig]
     mkw: dict[str, Any]  # backend, threads, batch, clock
-    tkw: dict[str, Any]  # repeats, min_time_s, noise, retries
+    tkw: dict[str, Any]  # repeats, min_time_s, max_time_s, noise, retries
     journal: Any
     bar: Any
     on_entry: Callable[[str, dict], None] | None
@@ -206,21 +214,24 @@ class _Run:
 def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, batch: int = 1, clock: str = "wall",
                 space: str | SearchSpace = "default", lut_dir: str | Path | None = None, resume: bool = True,
                 progress: bool = True, calibration: int = 30, rounds: int = 2, repeats: int = 15,
-                min_time_s: float = 0.02, noise: float = 0.1, retries: int = 2, context: int | None = None,
-                on_entry: Callable[[str, dict], None] | None = None) -> LatencyTable:
+                min_time_s: float = 0.02, max_time_s: float | None = TIME_CAP_S, noise: float = 0.1, retries: int = 2,
+                context: int | None = None, on_entry: Callable[[str, dict], None] | None = None) -> LatencyTable:
     """Measure every op of ``space`` with ``backend`` and write the table ``name`` into the user folder.
 
     Ops are measured in a shuffled order with ``rounds`` measurements of each of the ``calibration``
     subnets spread among them (:func:`schedule`). With onnxruntime, the first ``context`` calibration
     subnets (default: half of them) are then profiled node by node (:mod:`._context`); the table keeps
     the per-kind in-context factors if they fit its calibration subnets better than the ops alone do.
+    Each measurement times at least ``repeats`` calls, fewer when that would take over ``max_time_s``
+    (:func:`._measure.time_calls`; ``None``: no cap).
 
     ``on_entry(key, entry)`` is called after each op is measured (progress hooks, tests)."""
     _check_options(name, backend, threads, batch, rounds, clock)
     sp = get_space(space) if isinstance(space, (str, Path)) or space is None else space
     keys = space_ops(sp)
     ppath = partial_path(name, lut_dir)
-    state = _open_state(ppath, _settings(name, backend, threads, batch, clock, sp, calibration, rounds), sp, resume)
+    settings = _settings(name, backend, threads, batch, clock, sp, calibration, rounds, max_time_s)
+    state = _open_state(ppath, settings, sp, resume)
     cal_cfgs = calibration_configs(sp, calibration)
     order = schedule(keys, len(cal_cfgs), rounds)
     n_cal, entries = len(state["calibration"]), state["entries"]
@@ -228,14 +239,15 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
     bar = _progress(len(order), len(order) - len(todo), f"lut {name}", progress)
     with bar, open(journal_path(ppath), "a", encoding="utf-8") as journal:
         run = _Run(state, cal_cfgs, {"backend": backend, "threads": threads, "batch": batch, "clock": clock},
-                   {"repeats": repeats, "min_time_s": min_time_s, "noise": noise, "retries": retries},
+                   {"repeats": repeats, "min_time_s": min_time_s, "max_time_s": max_time_s, "noise": noise,
+                    "retries": retries},
                    journal, bar, on_entry)
         run.measure_overhead(ppath)
         for item in todo:
             run.step(item)
         if backend == "onnxruntime":  # the per-node profiler is onnxruntime's; each family attributes its nodes
             _profile_context(state, cal_cfgs, context, threads, batch, run.record, bar)
-    table = _finish(state, sp, name, backend, threads, batch, clock)
+    table = _finish(state, sp, name, backend, threads, batch, clock, run.tkw)
     table.save(table_path(name, lut_dir))
     ppath.unlink(missing_ok=True)
     journal_path(ppath).unlink(missing_ok=True)
@@ -257,12 +269,12 @@ def _profile_context(state: dict, cal_cfgs: list[ArchConfig], context: int | Non
 
 
 def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int, batch: int,
-            clock: str) -> LatencyTable:
+            clock: str, timing: dict[str, Any]) -> LatencyTable:
     table = LatencyTable(
         name=name, kind="measured", device=name, backend=backend, space=sp, entries=state["entries"],
         overhead_ms=state["overhead"]["median_ms"], threads=threads, batch=batch, clock=clock, cpu=cpu_model(),
         runtime=runtime_versions(backend), date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        meta={"build": {"started": state.get("started"), "overhead": state["overhead"],
+        meta={"build": {"started": state.get("started"), "overhead": state["overhead"], "timing": dict(timing),
                         "seconds": round(state.get("seconds", 0.0), 1),
                         "calibration": state["calibration"]}})
     calibrate(table, state["calibration"], method="build-time calibration subnets (in-sample fit)")

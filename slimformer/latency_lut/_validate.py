@@ -26,6 +26,7 @@ from .._errors import SlimformerError
 from .._io import atomic_write_json, atomic_write_text, make_run_dir, read_json
 from ..supernet import ArchConfig, arch_from_dict
 from ._fidelity import correction_text, fastest, fidelity, fit_level, measure_arch
+from ._measure import TIME_CAP_S
 from ._table import LatencyTable
 
 VALIDATION_SEED = 0
@@ -158,7 +159,7 @@ def _result(table: LatencyTable, rows: list[dict[str, Any]], level: dict | None,
 def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALIDATION_SEED,
                    run_dir: str | Path | None = None, runs_root: str | Path | None = None,
                    progress: bool = True, repeats: int = 15, min_time_s: float = 0.02,
-                   recalibrate: bool | None = None, calibration: int = 10, rounds: int = 2,
+                   max_time_s: float | None = TIME_CAP_S, recalibrate: bool | None = None, calibration: int = 10, rounds: int = 2,
                    threads: int | None = None, batch: int | None = None, backend: str | None = None,
                    min_level: float = 0.02) -> dict[str, Any]:
     """Fidelity figures of ``table`` on ``samples`` random subnets measured here with the table's settings
@@ -178,13 +179,14 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
     rows, again = _resume(partial, table, seed=seed, rounds=rounds, recalibrate=recalibrate, samples=samples)
     cfgs = validation_configs(table, samples, seed)
     kw = {"backend": backend or table.backend, "threads": threads or table.threads or 1, "batch": batch or table.batch,
-          "clock": table.clock, "repeats": repeats, "min_time_s": min_time_s}
+          "clock": table.clock, "repeats": repeats, "min_time_s": min_time_s, "max_time_s": max_time_s}
     then = _level_subnets(table, build_cal, calibration) if recalibrate else {}
     for i in then:
         again.setdefault(str(i), [])
     v = _Validation(table, cfgs, then, rows, again, kw)
     v.measure(_round_order(samples, then), rounds, partial, seed=seed, progress=progress)
     result = _result(table, rows, v.level(min_level), seed=seed, rounds=rounds, mismatch=mismatch, out=out)
+    result["timing"] = {"repeats": repeats, "min_time_s": min_time_s, "max_time_s": max_time_s}
     atomic_write_json(out / "validate.json", result)
     if not mismatch:
         _remember(table, result)

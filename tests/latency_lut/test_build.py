@@ -13,7 +13,7 @@ from slimformer._errors import SlimformerError
 from slimformer.latency_lut import LatencyTable, arch_ops, build_table, get_table, space_ops, validate_table
 from slimformer.latency_lut._build import schedule
 from slimformer.latency_lut._fidelity import fastest, fit_level
-from slimformer.latency_lut._measure import ONNX_EXPORT, OPSET
+from slimformer.latency_lut._measure import ONNX_EXPORT, OPSET, TIME_CAP_S
 from slimformer.latency_lut._report import describe
 
 from .conftest import FAST, micro_space
@@ -36,6 +36,8 @@ def test_built_table_covers_the_space_and_predicts(micro_table):
     assert t.predict(cfg) == pytest.approx(c["scale"] * raw + c["offset_ms"] + c["per_op_ms"] * n)
     loaded = get_table("micro-ort", lut_dir=t.path.parent)
     assert loaded.hash == t.hash and loaded.meta["build"]["calibration"]
+    assert loaded.meta["build"]["timing"] == {"repeats": 3, "min_time_s": 0.0, "max_time_s": TIME_CAP_S, "noise": 0.1,
+                                              "retries": 0}
 
 
 def _as_measured(entry: dict) -> dict:
@@ -106,6 +108,8 @@ def test_resume_refuses_other_settings_and_no_resume_starts_over(tmp_path):
         build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, threads=2, **FAST)
     with pytest.raises(SlimformerError, match="rounds 2 .now 1."):  # calibration records would not line up
         build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, **{**FAST, "rounds": 1})
+    with pytest.raises(SlimformerError, match="max_time_s 1.0 .now 0.5."):  # one timing rule per table
+        build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, **{**FAST, "max_time_s": 0.5})
     n = []
     build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, resume=False,
                 on_entry=lambda k, e: n.append(k), **FAST)
@@ -129,7 +133,7 @@ def test_validate_writes_figures_and_a_scatter(micro_table, tmp_path):
     run = tmp_path / "run"
     assert (run / "scatter.png").stat().st_size > 1000 and (run / "report.md").is_file()
     rows = json.loads((run / "validate.json").read_text())["rows"]
-    assert len(rows) == 4 and r["rounds"] == 2
+    assert len(rows) == 4 and r["rounds"] == 2 and r["timing"] == {"repeats": 3, "min_time_s": 0.0, "max_time_s": 1.0}
     again = LatencyTable.load(micro_table.path)  # the figures are remembered in the table for `lut show`
     assert again.hash == micro_table.hash and again.meta["validation"]["corrected"] == r["corrected"]
     assert "last validation" in describe(again)

@@ -19,8 +19,9 @@ def test_markdown_says_what_the_level_re_scale_changed(matrix):
     figures = {"within_5pct": 0.69, "within_10pct": 0.93, "mape_pct": 4.27, "worst_pct": 22.4, "kendall_tau": 0.92}
     row = {**figures, "headline": "recalibrated", "corrected": {**figures, "within_5pct": 0.59}, "level": 0.96,
            "build_s": 295.0, "repeat_sd": 0.052, "repeat_within_5pct": 0.7, "loadavg_build": [0.5],
-           "loadavg_validate": [1.9]}
+           "loadavg_validate": [1.9], "validate_s": 601.0, "build_timing": {"max_time_s": 1.0}}
     text = matrix.markdown({"2x4-onnxruntime": row}, "default")
     line = next(x for x in text.splitlines() if x.startswith("| 2x4, onnxruntime |"))
     assert "69 % (59 % before)" in line and "×0.960 (re-scaled)" in line and "5.2 % / 70 %" in line
+    assert "295 s (+ 601 s validation), cap 1 s" in line
     assert "| 1x1, onnxruntime | not run |" in text

@@ -9,7 +9,14 @@ import torch
 
 from slimformer._errors import SlimformerError
 from slimformer.latency_lut import build_op, export_onnx, measure_module, measure_overhead, ort_session
-from slimformer.latency_lut._measure import ONNX_EXPORT, OPSET, measure_callable, summarize, time_calls
+from slimformer.latency_lut._measure import (
+    MIN_REPEATS,
+    ONNX_EXPORT,
+    OPSET,
+    measure_callable,
+    summarize,
+    time_calls,
+)
 
 
 @pytest.mark.parametrize("key", ["mb4d-r4-c16-mlp32", "mb3d.attn-t4-h2-qk8-v16", "mb3d.proj-t4-c32-i32",
@@ -45,6 +52,22 @@ def test_one_summary_gives_median_iqr_and_percentiles():
     assert (s["median_ms"], s["spread_ms"], s["p10_ms"], s["p90_ms"], s["min_ms"], s["count"]) == (
         51.0, 50.0, 11.0, 91.0, 1.0, 101)
     assert len(time_calls(lambda: None, repeats=7, min_time_s=0.0)) == 7
+
+
+def test_long_calls_get_fewer_repeats_and_warm_ups_under_a_time_cap():
+    calls = []
+
+    def slow():  # at least 20 ms a call, however fast the machine
+        calls.append(1)
+        time.sleep(0.02)
+
+    assert len(time_calls(slow, warmup=3, repeats=15, min_time_s=0.0)) == 15 and len(calls) == 18
+    calls.clear()
+    assert len(time_calls(slow, warmup=3, repeats=15, min_time_s=0.0, max_time_s=0.03)) == MIN_REPEATS
+    assert len(calls) == 2 + MIN_REPEATS  # the warm-up stops after 2 calls once they took the cap
+    assert len(time_calls(lambda: None, repeats=15, min_time_s=0.0, max_time_s=1.0)) == 15  # short calls: no cut
+    r = measure_callable(slow, warmup=1, repeats=15, min_time_s=0.0, retries=0, max_time_s=0.03)
+    assert r["count"] == MIN_REPEATS
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
