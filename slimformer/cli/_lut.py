@@ -43,7 +43,7 @@ def register(sub) -> None:
 
 
 def _add_time_cap(p) -> None:
-    from ..latency_lut._measure import MIN_REPEATS, TIME_CAP_S
+    from ..latency_lut._runner import MIN_REPEATS, TIME_CAP_S
 
     p.add_argument("--max-time-s", type=NONNEG_FLOAT, default=TIME_CAP_S,
                    help=f"seconds of timed calls per measurement (default {TIME_CAP_S:g}): longer calls get fewer "

@@ -25,17 +25,10 @@ from ..supernet import ArchConfig, SearchSpace, get_space
 from ._context import apply_context, profile_arch
 from ._fidelity import calibrate, measure_arch
 from ._keys import space_ops
-from ._measure import (
-    BACKENDS,
-    TIME_CAP_S,
-    check_clock,
-    cpu_model,
-    measure_module,
-    measure_overhead,
-    runtime_versions,
-)
+from ._measure import BACKENDS, check_clock, cpu_model, measure_module, measure_overhead, runtime_versions
 from ._ops import build_op
 from ._registry import check_name, partial_path, table_path
+from ._runner import TIME_CAP_S
 from ._table import READABLE, SCHEMA, LatencyTable
 
 _JOURNALLED = ("entries", "calibration", "context", "seconds")  # kept in the journal, not the partial file

@@ -12,10 +12,10 @@ measuring the neighbours' load.
 A measurement whose spread (interquartile range) exceeds ``noise`` times its median is taken again (up
 to ``retries`` times) and the attempt with the lowest median is kept: on a shared machine interference
 only ever adds time.
-Tables and validations also cap each attempt's timed calls at about ``max_time_s`` (:data:`TIME_CAP_S`):
+Tables and validations also cap each attempt's timed calls at about ``max_time_s`` (:data:`._runner.TIME_CAP_S`):
 a whole subnet at batch 16 takes 0.1-2 s a call here, and 15 of them, three times over when noisy, made a
 batch-16 table take 20 min and its validation 40. Calls that long get fewer repeats (never under
-:data:`MIN_REPEATS`) and fewer warm-ups (never under 2); ops and subnets at batch <= 4 mostly keep 15.
+:data:`._runner.MIN_REPEATS`) and fewer warm-ups (never under 2); calls under 1/15 s keep all 15 repeats.
 What the cap changed is measured in the README's matrix (the rows say which rule they were built with).
 """
 from __future__ import annotations
@@ -36,13 +36,11 @@ import torch
 from torch import nn
 
 from .._errors import SlimformerError
-from ._runner import onnx_session
+from ._runner import capped, onnx_session, warm_up  # the timing cap is the runner's, so devices time alike
 
 BACKENDS = ("onnxruntime", "torch")
 CLOCKS = ("wall", "cpu")
 OPSET = 18
-TIME_CAP_S = 1.0  # seconds of timed calls per attempt in tables and validations (None: no cap)
-MIN_REPEATS = 5
 #: How every ONNX file is exported; tables and ``bench`` JSON record it next to their figures.
 ONNX_EXPORT = {"exporter": "torchscript", "opset": OPSET, "dynamic_axes": "batch (axis 0 of every input and output)"}
 
@@ -121,26 +119,12 @@ def check_clock(clock: str, threads: int) -> None:
         raise SlimformerError("the cpu clock measures the calling thread only: use it with --threads 1")
 
 
-def _warm_up(fn: Callable[[], Any], warmup: int, max_time_s: float | None) -> float:
-    """Run ``fn`` ``warmup`` times (at least once; with a cap, stop after 2 once they took ``max_time_s``);
-    the mean time of a warm-up call in seconds."""
-    t0, done = time.perf_counter(), 0
-    while done < max(1, warmup):
-        fn()
-        done += 1
-        if max_time_s is not None and done >= 2 and time.perf_counter() - t0 >= max_time_s:
-            break
-    return (time.perf_counter() - t0) / done
-
-
 def time_calls(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 15, min_time_s: float = 0.02,
                max_repeats: int = 300, max_time_s: float | None = None, clock: str = "wall") -> list[float]:
     """Per-call times in ms after warm-up; at least ``repeats`` calls and about ``min_time_s`` of timing,
-    but with ``max_time_s`` no more than about that much timing (and never under :data:`MIN_REPEATS` calls)."""
-    per_call = max(_warm_up(fn, warmup, max_time_s), 1e-7)
-    n = int(min(max_repeats, max(repeats, min_time_s / per_call)))
-    if max_time_s is not None:
-        n = min(n, max(MIN_REPEATS, int(max_time_s / per_call)))
+    but with ``max_time_s`` no more than about that much timing (and never under :data:`._runner.MIN_REPEATS` calls)."""
+    per_call = max(warm_up(fn, max(1, warmup), max_time_s), 1e-7)
+    n = capped(int(min(max_repeats, max(repeats, min_time_s / per_call))), per_call, max_time_s)
     out = []
     now = time.thread_time_ns if clock == "cpu" else time.perf_counter_ns
     for _ in range(n):

@@ -7,8 +7,9 @@ Needs only numpy plus onnxruntime (ONNX bundles), or coremltools on macOS (CoreM
     python run_bundle.py                      # the bundle in this script's folder -> results.json
     python run_bundle.py BUNDLE_DIR -o results.json --warmup 10 --repeats 50 --threads 1
 
-For each op: load the model, run it ``warmup`` times, then time ``repeats`` single calls; record the
-median, the spread (interquartile range) and the count. The bundle's calibration subnets (whole networks)
+For each op: load the model, run it ``warmup`` times, then time ``repeats`` single calls (fewer, never under
+5, when they would take over ``--max-time-s``, as ``lut build`` times them); record the median, the spread
+(interquartile range) and the count. The bundle's calibration subnets (whole networks)
 are measured the same way, spread among the ops, which are taken in a shuffled order (see ``schedule``):
 ``slimformer lut import`` fits the table's composition correction on them. A measurement whose spread exceeds ``--noise``
 times its median is taken again (up to ``--retries`` times) and the attempt with the lowest median is kept.
@@ -35,6 +36,7 @@ import time
 RESULTS_SCHEMA = "slimformer.lut-results/1"
 BUNDLE_SCHEMA = "slimformer.lut-bundle/1"
 PROFILE_WARMUP, PROFILE_RUNS = 3, 7  # a calibration subnet profiled node by node, as ``lut build`` profiles it
+TIME_CAP_S, MIN_REPEATS = 1.0, 5  # seconds of timed calls per measurement, and the fewest calls the cap leaves
 
 
 def fail(msg: str) -> None:
@@ -161,9 +163,29 @@ def schedule(items: list, n_calibration: int, rounds: int = 1, seed: int = 7) ->
 
 
 # ------------------------------------------------------------------------------------------------ timing
-def measure(fn, warmup: int, repeats: int, noise: float, retries: int) -> dict:
-    for _ in range(warmup):
+def warm_up(fn, warmup: int, max_time_s) -> float | None:
+    """Run ``fn`` ``warmup`` times (with a cap, stop after 2 once they took ``max_time_s``); the mean
+    seconds of a call, or None without warm-up."""
+    t0, done = time.perf_counter(), 0
+    while done < warmup:
         fn()
+        done += 1
+        if max_time_s and done >= 2 and time.perf_counter() - t0 >= max_time_s:
+            break
+    return (time.perf_counter() - t0) / done if done else None
+
+
+def capped(repeats: int, per_call_s: float | None, max_time_s: float | None) -> int:
+    """``repeats``, or fewer (never under ``MIN_REPEATS``) when that many calls would take over ``max_time_s``."""
+    if not max_time_s or not per_call_s:
+        return repeats
+    return min(repeats, max(MIN_REPEATS, int(max_time_s / max(per_call_s, 1e-7))))
+
+
+def measure(fn, warmup: int, repeats: int, noise: float, retries: int, max_time_s: float | None = None) -> dict:
+    """Median, spread and count of ``repeats`` calls (:func:`capped` by ``max_time_s``, as ``lut build``
+    times them)."""
+    repeats = capped(repeats, warm_up(fn, warmup, max_time_s), max_time_s)
     best = None
     for attempt in range(retries + 1):
         ts = []
@@ -194,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (onnxruntime)")
     ap.add_argument("--noise", type=float, default=0.1, help="re-measure when IQR > noise * median")
     ap.add_argument("--retries", type=int, default=2)
+    ap.add_argument("--max-time-s", type=float, default=TIME_CAP_S,
+                    help=f"seconds of timed calls per measurement (default {TIME_CAP_S:g}): longer calls get fewer "
+                         f"repeats, never under {MIN_REPEATS}; 0 for no cap")
     ap.add_argument("--profile", type=int, default=None,
                     help="ONNX: calibration subnets also run with onnxruntime's per-node profiler, so that the "
                          "import can time the ops in context as lut build does (default: half of them; 0: none)")
@@ -247,7 +272,7 @@ def new_results(manifest: dict, mid: str, info: dict, settings: dict, device_nam
 def measure_item(item, results: dict, cal: list, load, args) -> tuple[str, dict]:
     """Measure one item of the schedule (an op row, or a calibration subnet's index) into ``results``;
     returns its label and result."""
-    timing = (args.warmup, args.repeats, args.noise, args.retries)
+    timing = (args.warmup, args.repeats, args.noise, args.retries, args.max_time_s)
     if isinstance(item, int):  # a whole calibration subnet
         ci = item % len(cal)
         sub = cal[ci]
@@ -290,8 +315,10 @@ def profile_calibration(results: dict, cal: list, args, out: str) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.warmup < 0 or args.repeats < 1 or args.threads < 1 or args.retries < 0 or (args.profile or 0) < 0:
-        fail("--warmup >= 0, --repeats >= 1, --threads >= 1, --retries >= 0 and --profile >= 0, please")
+    if (args.warmup < 0 or args.repeats < 1 or args.threads < 1 or args.retries < 0 or (args.profile or 0) < 0
+            or not args.max_time_s >= 0):
+        fail("--warmup >= 0, --repeats >= 1, --threads >= 1, --retries >= 0, --profile >= 0 and --max-time-s >= 0, "
+             "please")
     manifest = read_bundle_manifest(args.bundle)
     fmt = manifest["format"]
     load, info = onnx_loader(args.threads) if fmt == "onnx" else coreml_loader(args.compute_units)
@@ -302,7 +329,7 @@ def main(argv=None) -> int:
         args.profile = (len(cal) + 1) // 2 if fmt == "onnx" else 0  # CoreML has no per-node profiler to call
     settings = {"warmup": args.warmup, "repeats": args.repeats, "threads": args.threads, "noise": args.noise,
                 "retries": args.retries, "compute_units": args.compute_units if fmt == "coreml" else None,
-                "profile": args.profile}
+                "profile": args.profile, "max_time_s": args.max_time_s}
     results = load_results(out, mid, settings, args.fresh)
     if results is None:
         results = new_results(manifest, mid, info, settings, args.device_name)
@@ -315,7 +342,7 @@ def main(argv=None) -> int:
     if results["overhead"] is None:
         noop = manifest["noop"]
         results["overhead"] = measure(load(os.path.join(args.bundle, noop["file"]), noop["inputs"]),
-                                      args.warmup, args.repeats, args.noise, args.retries)
+                                      args.warmup, args.repeats, args.noise, args.retries, args.max_time_s)
         write_json(out, results)
     measure_all(todo, len(order), results, cal, load, args, out)
     profile_calibration(results, cal, args, out)

@@ -26,7 +26,7 @@ from .._errors import SlimformerError
 from .._io import atomic_write_json, atomic_write_text, make_run_dir, read_json
 from ..supernet import ArchConfig, arch_from_dict
 from ._fidelity import correction_text, fastest, fidelity, fit_level, measure_arch
-from ._measure import TIME_CAP_S
+from ._runner import TIME_CAP_S
 from ._table import LatencyTable
 
 VALIDATION_SEED = 0

@@ -13,7 +13,8 @@ from slimformer._errors import SlimformerError
 from slimformer.latency_lut import LatencyTable, arch_ops, build_table, get_table, space_ops, validate_table
 from slimformer.latency_lut._build import schedule
 from slimformer.latency_lut._fidelity import fastest, fit_level
-from slimformer.latency_lut._measure import ONNX_EXPORT, OPSET, TIME_CAP_S
+from slimformer.latency_lut._measure import ONNX_EXPORT, OPSET
+from slimformer.latency_lut._runner import TIME_CAP_S
 from slimformer.latency_lut._report import describe
 
 from .conftest import FAST, micro_space

@@ -118,6 +118,26 @@ def test_runner_without_profiles_still_imports_and_refuses_a_negative_count(meas
     assert bad.returncode == 2 and "--profile >= 0" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_runner_caps_long_calls_as_lut_build_does(measured_bundle):
+    """The runner's timer cuts the repeats of calls that would take over --max-time-s, never under 5, and
+    records the cap in its settings (so a run under another cap does not resume into this one)."""
+    import time
+
+    from slimformer.latency_lut._runner import MIN_REPEATS, TIME_CAP_S, measure
+
+    def slow():
+        time.sleep(0.02)
+
+    assert measure(slow, 3, 15, 10.0, 0)["count"] == 15
+    assert measure(slow, 3, 15, 10.0, 0, 0.03)["count"] == MIN_REPEATS
+    assert measure(lambda: None, 3, 15, 10.0, 0, 1.0)["count"] == 15
+    _, results = measured_bundle
+    assert json.loads(results.read_text())["settings"]["max_time_s"] == TIME_CAP_S
+    bad = subprocess.run([sys.executable, str(measured_bundle[0] / "run_bundle.py"), "--max-time-s", "nan"],
+                         check=False, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--max-time-s >= 0" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def _variant(results, tmp_path, edit) -> str:
     r = json.loads(results.read_text())
     edit(r)

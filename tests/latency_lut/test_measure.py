@@ -9,14 +9,8 @@ import torch
 
 from slimformer._errors import SlimformerError
 from slimformer.latency_lut import build_op, export_onnx, measure_module, measure_overhead, ort_session
-from slimformer.latency_lut._measure import (
-    MIN_REPEATS,
-    ONNX_EXPORT,
-    OPSET,
-    measure_callable,
-    summarize,
-    time_calls,
-)
+from slimformer.latency_lut._measure import ONNX_EXPORT, OPSET, measure_callable, summarize, time_calls
+from slimformer.latency_lut._runner import MIN_REPEATS
 
 
 @pytest.mark.parametrize("key", ["mb4d-r4-c16-mlp32", "mb3d.attn-t4-h2-qk8-v16", "mb3d.proj-t4-c32-i32",
