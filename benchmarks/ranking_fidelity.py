@@ -120,35 +120,38 @@ def recipe(args, out: Path):
                        quiet=True, workers=0, device="cpu", run_root=str(out))
 
 
-def standalone_results(subnets, cfg, loader, val, out: Path, table) -> list[dict]:
-    """Stand-alone top-1 per subnet, cached in ``out/standalone/<i>.json`` (resumable, one file per subnet)."""
+def same_recipe(cfg) -> dict:
+    """The recipe fields a cached stand-alone result must share with this run to be reused."""
+    return {k: getattr(cfg, k) for k in ("data", "epochs", "steps_per_epoch", "batch_size", "lr", "warmup_epochs", "seed")}
+
+
+def standalone_row(i: int, arch, cfg, loader, val, out: Path, table) -> dict:
+    """Stand-alone top-1 of subnet ``i`` (first seed), cached in ``out/standalone/<i>.json``."""
     from slimformer._io import atomic_write_json
     from slimformer.data import evaluate
     from slimformer.supernet import count_macs
 
-    rows = []
-    same = {k: getattr(cfg, k) for k in ("data", "epochs", "steps_per_epoch", "batch_size", "lr", "warmup_epochs", "seed")}
-    for i, arch in enumerate(subnets):
-        path = out / "standalone" / f"{i:02d}.json"
-        if path.is_file():
-            row = json.loads(path.read_text())
-            if row["key"] == arch.key() and row.get("recipe", same) == same:
-                rows.append(row)
-                continue
-        t0 = time.perf_counter()
-        net = train_standalone(arch, cfg, loader)
-        acc = evaluate(net, val)
-        row = {"index": i, "key": arch.key(), "summary": arch.summary(), "arch": arch.to_dict(),
-               "predicted_ms": float(table.predict(arch)), "macs_m": count_macs(arch) / 1e6,
-               "standalone_top1": acc, "train_s": time.perf_counter() - t0, "recipe": same}
-        atomic_write_json(path, row)
-        print(f"  stand-alone {i + 1}/{len(subnets)} {arch.summary()}: {100 * acc:.1f}% "
-              f"({row['train_s']:.0f} s)", flush=True)
-        rows.append(row)
-    return rows
+    path, same = out / "standalone" / f"{i:02d}.json", same_recipe(cfg)
+    if path.is_file():
+        row = json.loads(path.read_text())
+        if row["key"] == arch.key() and row.get("recipe", same) == same:
+            return row
+    t0 = time.perf_counter()
+    acc = evaluate(train_standalone(arch, cfg, loader), val)
+    row = {"index": i, "key": arch.key(), "summary": arch.summary(), "arch": arch.to_dict(),
+           "predicted_ms": float(table.predict(arch)), "macs_m": count_macs(arch) / 1e6,
+           "standalone_top1": acc, "train_s": time.perf_counter() - t0, "recipe": same}
+    atomic_write_json(path, row)
+    print(f"  stand-alone {i + 1} {arch.summary()}: {100 * acc:.1f}% ({row['train_s']:.0f} s)", flush=True)
+    return row
 
 
-def seed_row(i: int, subnet, cfg, seed: int, first: float, loader, val, out: Path) -> dict:
+def standalone_results(subnets, cfg, loader, val, out: Path, table) -> list[dict]:
+    """Stand-alone top-1 per subnet (:func:`standalone_row`; resumable, one file per subnet)."""
+    return [standalone_row(i, arch, cfg, loader, val, out, table) for i, arch in enumerate(subnets)]
+
+
+def seed_row(i: int, subnet, cfg, seed: int, first: float | None, loader, val, out: Path) -> dict:
     """Subnet ``i`` trained stand-alone with ``seed`` instead of ``cfg.seed`` (cached in
     ``out/standalone/<i>-seed<seed>.json``): ``{index, seed, standalone_top1, first_seed_top1}``."""
     from dataclasses import replace
@@ -156,14 +159,41 @@ def seed_row(i: int, subnet, cfg, seed: int, first: float, loader, val, out: Pat
     from slimformer._io import atomic_write_json
     from slimformer.data import evaluate
 
-    path = out / "standalone" / f"{i:02d}-seed{seed}.json"
+    path, same = out / "standalone" / f"{i:02d}-seed{seed}.json", same_recipe(cfg)
     if path.is_file():
-        return json.loads(path.read_text())
+        row = json.loads(path.read_text())
+        if row.get("key", subnet.key()) == subnet.key() and row.get("recipe", same) == same:
+            return {**row, "first_seed_top1": first if first is not None else row.get("first_seed_top1")}
     acc = evaluate(train_standalone(subnet, replace(cfg, seed=seed), loader), val)
-    row = {"index": i, "seed": seed, "standalone_top1": acc, "first_seed_top1": first}
+    row = {"index": i, "seed": seed, "key": subnet.key(), "standalone_top1": acc, "first_seed_top1": first,
+           "recipe": same}
     atomic_write_json(path, row)
-    print(f"  subnet {i} with seed {seed}: {100 * acc:.1f}% (seed {cfg.seed}: {100 * first:.1f}%)", flush=True)
+    print(f"  subnet {i} with seed {seed}: {100 * acc:.1f}%", flush=True)
     return row
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    """``I/N`` with 0 <= I < N, for ``--shard``."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N (e.g. 0/2)") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= I < N")
+    return i, n
+
+
+def train_shard(shard: tuple[int, int], subnets, cfg, loader, val, out: Path, table, seeds: int) -> None:
+    """Train only this shard's stand-alone runs (``I/N``: every N-th of the (seed, subnet) runs from the
+    I-th), caching them; N processes with the same ``--out`` then share the work, and a final run without
+    ``--shard`` finds every stand-alone result cached."""
+    i, n = shard
+    runs = [(s, j) for s in range(seeds) for j in range(len(subnets))]
+    for s, j in runs[i::n]:
+        if s == 0:
+            standalone_row(j, subnets[j], cfg, loader, val, out, table)
+        else:
+            seed_row(j, subnets[j], cfg, cfg.seed + s, None, loader, val, out)
 
 
 def more_seeds(rows, subnets, cfg, loader, val, out: Path, k: int) -> dict | None:
@@ -318,6 +348,8 @@ def main() -> None:
                     help="comma-separated subnet indices to train again with seed+1 (seed-to-seed spread)")
     ap.add_argument("--standalone-seeds", type=int, default=1,
                     help="train each subnet stand-alone with this many seeds and rank by their mean")
+    ap.add_argument("--shard", type=shard_arg, default=None, metavar="I/N",
+                    help="train only the I-th of N shares of the stand-alone runs, then stop (run N at once)")
     ap.add_argument("--lut-dir", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -341,6 +373,10 @@ def main() -> None:
     print(f"{len(subnets)} subnets of {space.name!r} from {table.predict(subnets[0]):.3f} to "
           f"{table.predict(subnets[-1]):.3f} ms on {table.name}; {total} updates of batch {cfg.batch_size} each; "
           f"scored on {n_val} validation images", flush=True)
+    if args.shard:
+        train_shard(args.shard, subnets, cfg, loader, val, out, table, args.standalone_seeds)
+        print(f"shard {args.shard[0]}/{args.shard[1]} done; run again without --shard to finish: {out}")
+        return
     rows = standalone_results(subnets, cfg, loader, val, out, table)
     noise = seed_noise(subnets, [int(i) for i in args.noise_subnets.split(",") if i], cfg, loader, val, out, rows)
     consistency = more_seeds(rows, subnets, cfg, loader, val, out, args.standalone_seeds)
