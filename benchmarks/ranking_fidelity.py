@@ -185,13 +185,17 @@ def shard_arg(text: str) -> tuple[int, int]:
     return i, n
 
 
+def shard_runs(shard: tuple[int, int], n_subnets: int, seeds: int) -> list[tuple[int, int]]:
+    """This shard's (seed offset, subnet index) stand-alone runs: every N-th from the I-th, seed-major."""
+    i, n = shard
+    return [(s, j) for s in range(seeds) for j in range(n_subnets)][i::n]
+
+
 def train_shard(shard: tuple[int, int], subnets, cfg, loader, val, out: Path, table, seeds: int) -> None:
     """Train only this shard's stand-alone runs (``I/N``: every N-th of the (seed, subnet) runs from the
     I-th), caching them; N processes with the same ``--out`` then share the work, and a final run without
     ``--shard`` finds every stand-alone result cached."""
-    i, n = shard
-    runs = [(s, j) for s in range(seeds) for j in range(len(subnets))]
-    for s, j in runs[i::n]:
+    for s, j in shard_runs(shard, len(subnets), seeds):
         if s == 0:
             standalone_row(j, subnets[j], cfg, loader, val, out, table)
         else:
@@ -232,7 +236,10 @@ def reference_ceiling(rows, k: int, *, n_sim: int = 4000, seed: int = 0) -> dict
 
     runs = np.array([[100 * v for v in r["standalone_seeds"].values()] for r in rows])
     means, sd = runs.mean(axis=1), float(np.sqrt(runs.var(axis=1, ddof=1).mean()))
-    shrink = np.sqrt(max(means.var(ddof=1) - sd ** 2 / k, 0.0) / means.var(ddof=1))
+    true_var = means.var(ddof=1) - sd ** 2 / k
+    if true_var <= 0:  # the means differ no more than their own noise: no order to recover
+        return {"seed_sd_pts": sd, "true_spread_sd_pts": 0.0, "median_tau": 0.0, "tau_5_95": [0.0, 0.0]}
+    shrink = np.sqrt(true_var / means.var(ddof=1))
     truth = means.mean() + shrink * (means - means.mean())
     rng = np.random.default_rng(seed)
     taus = [kendalltau(truth, truth + rng.normal(0, sd / np.sqrt(k), len(truth))).statistic for _ in range(n_sim)]

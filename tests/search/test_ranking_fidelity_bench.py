@@ -1,0 +1,42 @@
+"""The ranking-fidelity benchmark's helpers (benchmarks/ranking_fidelity.py): shards and the reference ceiling."""
+import argparse
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "ranking_fidelity.py"
+
+
+@pytest.fixture(scope="module")
+def rf():
+    spec = importlib.util.spec_from_file_location("ranking_fidelity", _PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_shards_split_every_stand_alone_run_exactly_once(rf):
+    runs = [r for i in range(3) for r in rf.shard_runs((i, 3), 12, 3)]
+    assert sorted(runs) == [(s, j) for s in range(3) for j in range(12)]
+    assert rf.shard_arg("1/2") == (1, 2)
+    for bad in ("2/2", "x", "1/0", "-1/2"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            rf.shard_arg(bad)
+
+
+def rows(means, noise, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"standalone_seeds": {str(s): (m + rng.normal(0, noise)) / 100 for s in range(k)}} for m in means]
+
+
+def test_ceiling_is_high_when_seeds_agree_and_falls_with_seed_noise(rf):
+    means = np.linspace(80, 90, 12)
+    quiet, noisy = rf.reference_ceiling(rows(means, 0.05), 3), rf.reference_ceiling(rows(means, 3.0), 3)
+    assert quiet["median_tau"] > 0.95 and quiet["seed_sd_pts"] < 0.1
+    assert noisy["median_tau"] < quiet["median_tau"] - 0.1 and 2.0 < noisy["seed_sd_pts"] < 4.0
+    # subnets that do not differ at all: the estimate of their true spread is itself noisy, so the ceiling
+    # lands anywhere from 0 to about 0.5, well below a set that does differ
+    flat = [rf.reference_ceiling(rows(np.full(12, 85.0), 1.0, seed=s), 3, n_sim=500)["median_tau"] for s in range(10)]
+    assert np.median(flat) < 0.35 and max(flat) < 0.6 and min(flat) == 0.0
