@@ -23,7 +23,7 @@ Stand-alone runs can be split over processes: ``--shard 0/2`` and ``--shard 1/2`
 
     python benchmarks/ranking_fidelity.py --out runs/ranking-builtin [--data builtin|IMAGEFOLDER]
         [--epochs 8 --steps-per-epoch 75] [--subnets 12] [--tag base] [--num-random 2] [--kd-weight 0.5]
-        [--standalone-seeds 3]
+        [--standalone-seeds 3] [--supernet-epochs 32]
 
 Goal: tau >= 0.7.
 """
@@ -377,6 +377,8 @@ def main() -> None:
     ap.add_argument("--num-random", type=int, default=2, help="random subnets per sandwich step")
     ap.add_argument("--kd-weight", type=float, default=0.5)
     ap.add_argument("--gumbel", action="store_true")
+    ap.add_argument("--supernet-epochs", type=int, default=None,
+                    help="train the supernet this many epochs (default: --epochs, the stand-alone runs' length)")
     ap.add_argument("--noise-subnets", default="",
                     help="comma-separated subnet indices to train again with seed+1 (seed-to-seed spread)")
     ap.add_argument("--standalone-seeds", type=int, default=1,
@@ -424,16 +426,20 @@ def main() -> None:
               f"(5-95 % {c['tau_5_95'][0]:.2f}..{c['tau_5_95'][1]:.2f}; seed sd {c['seed_sd_pts']:.2f} points, "
               f"true spread sd {c['true_spread_sd_pts']:.2f})", flush=True)
     t0 = time.perf_counter()
-    ck = load_supernet(trained_supernet(recipe(args, out), out / f"supernet-{args.tag}"))
+    from dataclasses import replace
+
+    sn_cfg = replace(recipe(args, out), epochs=args.supernet_epochs or args.epochs)
+    sn_total = sn_cfg.epochs * min(len(loader), cfg.steps_per_epoch or len(loader))
+    ck = load_supernet(trained_supernet(sn_cfg, out / f"supernet-{args.tag}"))
     print(f"supernet {args.tag!r} ready ({time.perf_counter() - t0:.0f} s)", flush=True)
     for row, acc in zip(rows, inherited_top1(ck, subnets, recal, val)):
         row["inherited_top1"] = acc
     stats = rank_stats([r["standalone_top1"] for r in rows], [r["inherited_top1"] for r in rows])
-    text = (f"{total} updates, sandwich of {2 + args.num_random}{' + Gumbel' if args.gumbel else ''}, "
+    text = (f"{total} updates" + (f" ({sn_total} for the supernet)" if sn_total != total else "") + ", sandwich of {2 + args.num_random}{' + Gumbel' if args.gumbel else ''}, "
             f"KD weight {args.kd_weight:g}"
             + (f"; stand-alone mean of {args.standalone_seeds} seeds" if args.standalone_seeds > 1 else ""))
     atomic_write_json(out / f"results-{args.tag}.json", {"tag": args.tag, "data": args.data, "space": space.name,
-                                                           "table": table.name, "updates": total, "val_images": n_val,
+                                                           "table": table.name, "updates": total, "supernet_updates": sn_total, "val_images": n_val,
                                                            "recipe": cfg.to_dict(), "recipe_text": text,
                                                            "stats": stats, "subnets": rows,
                                                            "seed_noise": noise,
