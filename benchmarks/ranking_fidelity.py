@@ -35,6 +35,7 @@ import json
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,11 @@ def recipe(args, out: Path):
                        quiet=True, workers=0, device="cpu", run_root=str(out))
 
 
+def updates(cfg, loader) -> int:
+    """How many optimiser steps ``cfg`` trains for on ``loader``."""
+    return cfg.epochs * min(len(loader), cfg.steps_per_epoch or len(loader))
+
+
 def same_recipe(cfg) -> dict:
     """The recipe fields a cached stand-alone result must share with this run to be reused."""
     return {k: getattr(cfg, k) for k in ("data", "epochs", "steps_per_epoch", "batch_size", "lr", "warmup_epochs", "seed")}
@@ -156,8 +162,6 @@ def standalone_results(subnets, cfg, loader, val, out: Path, table) -> list[dict
 def seed_row(i: int, subnet, cfg, seed: int, first: float | None, loader, val, out: Path) -> dict:
     """Subnet ``i`` trained stand-alone with ``seed`` instead of ``cfg.seed`` (cached in
     ``out/standalone/<i>-seed<seed>.json``): ``{index, seed, standalone_top1, first_seed_top1}``."""
-    from dataclasses import replace
-
     from slimformer._io import atomic_write_json
     from slimformer.data import evaluate
 
@@ -377,6 +381,8 @@ def main() -> None:
     ap.add_argument("--num-random", type=int, default=2, help="random subnets per sandwich step")
     ap.add_argument("--kd-weight", type=float, default=0.5)
     ap.add_argument("--gumbel", action="store_true")
+    ap.add_argument("--supernet-seed", type=int, default=None,
+                    help="train the supernet with this seed (default: --seed; the subnets and stand-alone runs keep --seed)")
     ap.add_argument("--supernet-epochs", type=int, default=None,
                     help="train the supernet this many epochs (default: --epochs, the stand-alone runs' length)")
     ap.add_argument("--noise-subnets", default="",
@@ -404,7 +410,7 @@ def main() -> None:
     loader, recal, val = fixed_batches(args.data, img_size=space.img_size, batch_size=args.batch_size,
                                        n_val=args.val_images, seed=args.seed)
     n_val = sum(len(b[1]) for b in val)
-    total = cfg.epochs * min(len(loader), cfg.steps_per_epoch or len(loader))
+    total = updates(cfg, loader)
     print(f"{len(subnets)} subnets of {space.name!r} from {table.predict(subnets[0]):.3f} to "
           f"{table.predict(subnets[-1]):.3f} ms on {table.name}; {total} updates of batch {cfg.batch_size} each; "
           f"scored on {n_val} validation images", flush=True)
@@ -426,29 +432,32 @@ def main() -> None:
               f"(5-95 % {c['tau_5_95'][0]:.2f}..{c['tau_5_95'][1]:.2f}; seed sd {c['seed_sd_pts']:.2f} points, "
               f"true spread sd {c['true_spread_sd_pts']:.2f})", flush=True)
     t0 = time.perf_counter()
-    from dataclasses import replace
-
-    sn_cfg = replace(recipe(args, out), epochs=args.supernet_epochs or args.epochs)
-    sn_total = sn_cfg.epochs * min(len(loader), cfg.steps_per_epoch or len(loader))
+    sn_cfg = replace(recipe(args, out), epochs=args.supernet_epochs or args.epochs,
+                     seed=args.seed if args.supernet_seed is None else args.supernet_seed)
+    sn_total = updates(sn_cfg, loader)
     ck = load_supernet(trained_supernet(sn_cfg, out / f"supernet-{args.tag}"))
     print(f"supernet {args.tag!r} ready ({time.perf_counter() - t0:.0f} s)", flush=True)
     for row, acc in zip(rows, inherited_top1(ck, subnets, recal, val)):
         row["inherited_top1"] = acc
     stats = rank_stats([r["standalone_top1"] for r in rows], [r["inherited_top1"] for r in rows])
-    text = (f"{total} updates" + (f" ({sn_total} for the supernet)" if sn_total != total else "") + ", sandwich of {2 + args.num_random}{' + Gumbel' if args.gumbel else ''}, "
-            f"KD weight {args.kd_weight:g}"
+    text = (f"{total} updates" + (f" ({sn_total} for the supernet)" if sn_total != total else "")
+            + f", sandwich of {2 + args.num_random}{' + Gumbel' if args.gumbel else ''}, KD weight {args.kd_weight:g}"
             + (f"; stand-alone mean of {args.standalone_seeds} seeds" if args.standalone_seeds > 1 else ""))
     atomic_write_json(out / f"results-{args.tag}.json", {"tag": args.tag, "data": args.data, "space": space.name,
-                                                           "table": table.name, "updates": total, "supernet_updates": sn_total, "val_images": n_val,
+                                                           "table": table.name, "updates": total,
+                                                           "supernet_updates": sn_total, "val_images": n_val,
                                                            "recipe": cfg.to_dict(), "recipe_text": text,
                                                            "stats": stats, "subnets": rows,
                                                            "seed_noise": noise,
                                                            "standalone_consistency": consistency})
     scatter(out / f"scatter-{args.tag}.png", rows, stats, f"{space.name} space, {args.data} data, {args.tag}")
     write_report(out)
+    rank = {k: {r["index"]: n + 1 for n, r in enumerate(sorted(rows, key=lambda r: -r[k]))}
+            for k in ("standalone_top1", "inherited_top1")}
     for r in rows:
-        print(f"  {r['index']:2d} {r['predicted_ms']:6.3f} ms  stand-alone {100 * r['standalone_top1']:5.1f}%  "
-              f"inherited {100 * r['inherited_top1']:5.1f}%  {r['summary']}")
+        print(f"  {r['index']:2d} {r['predicted_ms']:6.3f} ms  stand-alone {100 * r['standalone_top1']:5.1f}% "
+              f"(#{rank['standalone_top1'][r['index']]:2d})  inherited {100 * r['inherited_top1']:5.1f}% "
+              f"(#{rank['inherited_top1'][r['index']]:2d})  {r['summary']}")
     print(f"Kendall tau {stats['kendall_tau']:.3f} (95 % {stats['kendall_tau_ci95'][0]:.2f}..{stats['kendall_tau_ci95'][1]:.2f}), "
           f"Spearman rho {stats['spearman_rho']:.3f} (95 % {stats['spearman_rho_ci95'][0]:.2f}.."
           f"{stats['spearman_rho_ci95'][1]:.2f}); goal tau >= 0.7: {'met' if stats['kendall_tau'] >= 0.7 else 'NOT met'}")
