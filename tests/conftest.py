@@ -33,3 +33,14 @@ def randomize_(module: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
                 else:
                     t.copy_(torch.randn(t.shape, generator=g) * 0.1)
     return module
+
+
+def load_benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (benchmarks are scripts, not a package), for testing its helpers."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

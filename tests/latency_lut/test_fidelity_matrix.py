@@ -1,18 +1,12 @@
 """The fidelity matrix's report (benchmarks/lut_fidelity_matrix.py): the repeat column and the re-scale note."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "lut_fidelity_matrix.py"
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def matrix():
-    spec = importlib.util.spec_from_file_location("lut_fidelity_matrix", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("lut_fidelity_matrix")
 
 
 def test_markdown_says_what_the_level_re_scale_changed(matrix):

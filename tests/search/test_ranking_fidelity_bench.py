@@ -1,20 +1,15 @@
 """The ranking-fidelity benchmark's helpers (benchmarks/ranking_fidelity.py): shards and the reference ceiling."""
 import argparse
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "ranking_fidelity.py"
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def rf():
-    spec = importlib.util.spec_from_file_location("ranking_fidelity", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("ranking_fidelity")
 
 
 def test_shards_split_every_stand_alone_run_exactly_once(rf):
