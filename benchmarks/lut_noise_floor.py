@@ -114,6 +114,10 @@ def composition(table_name: str, lut_dir: str | None, validation: Path) -> None:
     if rep["repeat_sd"] is not None:
         print(f"round 2 / round 1 of the same subnet: sd {100 * rep['repeat_sd']:.2f} %, "
               f"{100 * rep['repeat_within_5pct']:.0f} % of subnets agree within ±5 %")
+        ratio = np.array([r["runs"][1]["median_ms"] / r["runs"][0]["median_ms"] for r in rows if len(r.get("runs", [])) >= 2])
+        blocks = ", ".join(f"{np.median(ratio[i:i + 20]):.2f}" for i in range(0, len(ratio), 20))
+        print(f"  its median {np.median(ratio):.3f} (p10-p90 {np.percentile(ratio, 10):.2f}-{np.percentile(ratio, 90):.2f}); "
+              f"by blocks of 20 subnets in measuring order: {blocks} (a median off 1 is the machine drifting between rounds)")
 
 
 def main() -> None:
