@@ -268,6 +268,35 @@ def trained_supernet(cfg, run_dir: Path) -> Path:
     return run_dir / "last.pt"
 
 
+def split_by_stem(space, out: Path) -> dict[int, str]:
+    """Few-shot NAS on the stem width: one sub-space (a JSON file in ``out``) per stem-width choice, each
+    the whole space with that stem width only; ``{stem width: space file}``."""
+    from dataclasses import replace as dc_replace
+
+    from slimformer._io import atomic_write_json
+
+    files = {}
+    for w in space.stem_widths:
+        sub = dc_replace(space, stem_widths=(w,), name=f"{space.name}-stem{w}")
+        files[w] = str(atomic_write_json(out / f"space-{sub.name}.json", sub.to_dict()))
+    return files
+
+
+def split_inherited_top1(sn_cfg, space, subnets, recal, val, out: Path, tag: str) -> list[float]:
+    """Inherited top-1 of each subnet in the supernet of its own stem width (:func:`split_by_stem`; one
+    supernet per stem width, each trained with ``sn_cfg``), in the order of ``subnets``."""
+    from slimformer.supernet import load_supernet
+
+    accs: dict[int, float] = {}
+    for w, path in split_by_stem(space, out).items():
+        mine = [i for i, a in enumerate(subnets) if a.stem_width == w]
+        if not mine:
+            continue
+        ck = load_supernet(trained_supernet(replace(sn_cfg, space=path), out / f"supernet-{tag}-stem{w}"))
+        accs.update(zip(mine, inherited_top1(ck, [subnets[i] for i in mine], recal, val)))
+    return [accs[i] for i in range(len(subnets))]
+
+
 def inherited_top1(ck, subnets, recal, val) -> list[float]:
     """Top-1 of each subnet's inherited weights, extracted, with its own BatchNorm statistics."""
     from slimformer.data import evaluate
@@ -385,6 +414,8 @@ def main() -> None:
                     help="train the supernet with this seed (default: --seed; the subnets and stand-alone runs keep --seed)")
     ap.add_argument("--supernet-epochs", type=int, default=None,
                     help="train the supernet this many epochs (default: --epochs, the stand-alone runs' length)")
+    ap.add_argument("--split-stem", action="store_true",
+                    help="few-shot NAS: one supernet per stem width, each subnet scored in its own")
     ap.add_argument("--noise-subnets", default="",
                     help="comma-separated subnet indices to train again with seed+1 (seed-to-seed spread)")
     ap.add_argument("--standalone-seeds", type=int, default=1,
@@ -435,13 +466,17 @@ def main() -> None:
     sn_cfg = replace(recipe(args, out), epochs=args.supernet_epochs or args.epochs,
                      seed=args.seed if args.supernet_seed is None else args.supernet_seed)
     sn_total = updates(sn_cfg, loader)
-    ck = load_supernet(trained_supernet(sn_cfg, out / f"supernet-{args.tag}"))
+    if args.split_stem:
+        accs = split_inherited_top1(sn_cfg, space, subnets, recal, val, out, args.tag)
+    else:
+        accs = inherited_top1(load_supernet(trained_supernet(sn_cfg, out / f"supernet-{args.tag}")), subnets, recal, val)
     print(f"supernet {args.tag!r} ready ({time.perf_counter() - t0:.0f} s)", flush=True)
-    for row, acc in zip(rows, inherited_top1(ck, subnets, recal, val)):
+    for row, acc in zip(rows, accs):
         row["inherited_top1"] = acc
     stats = rank_stats([r["standalone_top1"] for r in rows], [r["inherited_top1"] for r in rows])
     text = (f"{total} updates" + (f" ({sn_total} for the supernet)" if sn_total != total else "")
             + f", sandwich of {2 + args.num_random}{' + Gumbel' if args.gumbel else ''}, KD weight {args.kd_weight:g}"
+            + (f", one supernet per stem width ({len(space.stem_widths)})" if args.split_stem else "")
             + (f"; stand-alone mean of {args.standalone_seeds} seeds" if args.standalone_seeds > 1 else ""))
     atomic_write_json(out / f"results-{args.tag}.json", {"tag": args.tag, "data": args.data, "space": space.name,
                                                            "table": table.name, "updates": total,

@@ -35,3 +35,15 @@ def test_ceiling_is_high_when_seeds_agree_and_falls_with_seed_noise(rf):
     # lands anywhere from 0 to about 0.5, well below a set that does differ
     flat = [rf.reference_ceiling(rows(np.full(12, 85.0), 1.0, seed=s), 3, n_sim=500)["median_tau"] for s in range(10)]
     assert np.median(flat) < 0.35 and max(flat) < 0.6 and min(flat) == 0.0
+
+
+def test_split_by_stem_gives_one_loadable_sub_space_per_stem_width(rf, tmp_path):
+    from slimformer.supernet import get_space
+
+    space = get_space("tiny")
+    files = rf.split_by_stem(space, tmp_path)
+    assert sorted(files) == list(space.stem_widths)
+    for w, path in files.items():
+        sub = get_space(path)
+        assert sub.stem_widths == (w,) and sub.stage_widths == space.stage_widths and sub.depths == space.depths
+        assert sub.smallest().stem_width == sub.largest().stem_width == w
