@@ -91,13 +91,19 @@ def pick_subnets(space, table, n: int, seed: int = 0) -> list:
     return [pool[i] for i in picked]
 
 
-def train_standalone(arch, cfg, loader, log_every: int = 0) -> torch.nn.Module:
-    """Train ``arch`` from scratch with ``cfg``'s recipe (``Optim``/``Targets``/``finetune_step``, no teacher)."""
+def train_standalone(arch, cfg, loader) -> torch.nn.Module:
+    """Train ``arch`` from scratch with ``cfg``'s recipe (:func:`fit`, seeded with ``cfg.seed``)."""
     from slimformer.supernet import EfficientFormerNet
-    from slimformer.train import Optim, Targets, finetune_step
 
     torch.manual_seed(cfg.seed)
-    net = EfficientFormerNet(arch)
+    return fit(EfficientFormerNet(arch), arch, cfg, loader)
+
+
+def fit(net, arch, cfg, loader) -> torch.nn.Module:
+    """Train ``net`` for ``cfg``'s updates with its recipe (``Optim``/``Targets``/``finetune_step``, labels only,
+    no teacher); returns it in eval mode."""
+    from slimformer.train import Optim, Targets, finetune_step
+
     net.set_distilled_training(True)
     net.train()
     steps = min(len(loader), cfg.steps_per_epoch or len(loader))
@@ -282,7 +288,7 @@ def split_by_stem(space, out: Path) -> dict[int, str]:
     return files
 
 
-def split_inherited_top1(sn_cfg, space, subnets, recal, val, out: Path, tag: str) -> list[float]:
+def split_inherited_top1(sn_cfg, space, subnets, recal, val, out: Path, tag: str, tune=None) -> list[float]:
     """Inherited top-1 of each subnet in the supernet of its own stem width (:func:`split_by_stem`; one
     supernet per stem width, each trained with ``sn_cfg``), in the order of ``subnets``."""
     from slimformer.supernet import load_supernet
@@ -293,21 +299,31 @@ def split_inherited_top1(sn_cfg, space, subnets, recal, val, out: Path, tag: str
         if not mine:
             continue
         ck = load_supernet(trained_supernet(replace(sn_cfg, space=path), out / f"supernet-{tag}-stem{w}"))
-        accs.update(zip(mine, inherited_top1(ck, [subnets[i] for i in mine], recal, val)))
+        accs.update(zip(mine, inherited_top1(ck, [subnets[i] for i in mine], recal, val, tune)))
     return [accs[i] for i in range(len(subnets))]
 
 
-def inherited_top1(ck, subnets, recal, val) -> list[float]:
-    """Top-1 of each subnet's inherited weights, extracted, with its own BatchNorm statistics."""
+def inherited_top1(ck, subnets, recal, val, tune=None) -> list[float]:
+    """Top-1 of each subnet's inherited weights, extracted, with its own BatchNorm statistics; with
+    ``tune`` (a ``(TrainConfig, loader)`` pair) each extracted subnet is first fine-tuned by :func:`fit`."""
     from slimformer.data import evaluate
     from slimformer.supernet import recalibrate_bn
 
     accs = []
     for arch in subnets:
         net = ck.model.extract_subnet(arch)
+        if tune is not None:
+            torch.manual_seed(tune[0].seed)
+            net = fit(net, arch, tune[0], tune[1])
         recalibrate_bn(net, recal)
         accs.append(evaluate(net, val))
     return accs
+
+
+def finetune_recipe(cfg, steps: int, lr: float):
+    """The short fine-tune before scoring: ``steps`` updates from the inherited weights, cosine from ``lr``
+    with no warm-up, otherwise ``cfg``'s recipe."""
+    return replace(cfg, epochs=1, steps_per_epoch=steps, warmup_epochs=0.0, lr=lr)
 
 
 # ----------------------------------------------------------------- statistics and output
@@ -416,6 +432,9 @@ def main() -> None:
                     help="train the supernet this many epochs (default: --epochs, the stand-alone runs' length)")
     ap.add_argument("--split-stem", action="store_true",
                     help="few-shot NAS: one supernet per stem width, each subnet scored in its own")
+    ap.add_argument("--finetune-steps", type=int, default=0,
+                    help="fine-tune each extracted subnet this many updates (labels only) before scoring it")
+    ap.add_argument("--finetune-lr", type=float, default=None, help="peak LR of that fine-tune (default: --lr / 4)")
     ap.add_argument("--noise-subnets", default="",
                     help="comma-separated subnet indices to train again with seed+1 (seed-to-seed spread)")
     ap.add_argument("--standalone-seeds", type=int, default=1,
@@ -466,26 +485,32 @@ def main() -> None:
     sn_cfg = replace(recipe(args, out), epochs=args.supernet_epochs or args.epochs,
                      seed=args.seed if args.supernet_seed is None else args.supernet_seed)
     sn_total = updates(sn_cfg, loader)
+    ft_lr = args.finetune_lr if args.finetune_lr is not None else args.lr / 4
+    tune = (finetune_recipe(cfg, args.finetune_steps, ft_lr), loader) if args.finetune_steps > 0 else None
+    tag = args.tag + (f"-ft{args.finetune_steps}-lr{ft_lr:g}" if tune else "")
     if args.split_stem:
-        accs = split_inherited_top1(sn_cfg, space, subnets, recal, val, out, args.tag)
+        accs = split_inherited_top1(sn_cfg, space, subnets, recal, val, out, args.tag, tune)
     else:
-        accs = inherited_top1(load_supernet(trained_supernet(sn_cfg, out / f"supernet-{args.tag}")), subnets, recal, val)
-    print(f"supernet {args.tag!r} ready ({time.perf_counter() - t0:.0f} s)", flush=True)
+        ck = load_supernet(trained_supernet(sn_cfg, out / f"supernet-{args.tag}"))
+        print(f"supernet {args.tag!r} ready ({time.perf_counter() - t0:.0f} s)", flush=True)
+        accs = inherited_top1(ck, subnets, recal, val, tune)
+    print(f"scored {len(subnets)} subnets as {tag!r} ({time.perf_counter() - t0:.0f} s)", flush=True)
     for row, acc in zip(rows, accs):
         row["inherited_top1"] = acc
     stats = rank_stats([r["standalone_top1"] for r in rows], [r["inherited_top1"] for r in rows])
     text = (f"{total} updates" + (f" ({sn_total} for the supernet)" if sn_total != total else "")
             + f", sandwich of {2 + args.num_random}{' + Gumbel' if args.gumbel else ''}, KD weight {args.kd_weight:g}"
             + (f", one supernet per stem width ({len(space.stem_widths)})" if args.split_stem else "")
+            + (f", each subnet fine-tuned {args.finetune_steps} updates (LR {ft_lr:g}) before scoring" if tune else "")
             + (f"; stand-alone mean of {args.standalone_seeds} seeds" if args.standalone_seeds > 1 else ""))
-    atomic_write_json(out / f"results-{args.tag}.json", {"tag": args.tag, "data": args.data, "space": space.name,
+    atomic_write_json(out / f"results-{tag}.json", {"tag": tag, "data": args.data, "space": space.name,
                                                            "table": table.name, "updates": total,
                                                            "supernet_updates": sn_total, "val_images": n_val,
                                                            "recipe": cfg.to_dict(), "recipe_text": text,
                                                            "stats": stats, "subnets": rows,
                                                            "seed_noise": noise,
                                                            "standalone_consistency": consistency})
-    scatter(out / f"scatter-{args.tag}.png", rows, stats, f"{space.name} space, {args.data} data, {args.tag}")
+    scatter(out / f"scatter-{tag}.png", rows, stats, f"{space.name} space, {args.data} data, {tag}")
     write_report(out)
     rank = {k: {r["index"]: n + 1 for n, r in enumerate(sorted(rows, key=lambda r: -r[k]))}
             for k in ("standalone_top1", "inherited_top1")}

@@ -47,3 +47,37 @@ def test_split_by_stem_gives_one_loadable_sub_space_per_stem_width(rf, tmp_path)
         sub = get_space(path)
         assert sub.stem_widths == (w,) and sub.stage_widths == space.stage_widths and sub.depths == space.depths
         assert sub.smallest().stem_width == sub.largest().stem_width == w
+
+
+def test_finetune_before_scoring_trains_a_copy_and_leaves_the_supernet_alone(rf):
+    import types
+
+    import torch
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    from slimformer.supernet import Supernet, get_space
+    from slimformer.train import TrainConfig
+
+    space = get_space("tiny")
+    torch.manual_seed(0)
+    sn = Supernet(space).eval()
+    before = {k: v.clone() for k, v in sn.state_dict().items()}
+    s = space.img_size
+    ds = TensorDataset(torch.randn(32, 3, s, s), torch.randint(0, space.num_classes, (32,)))
+    loader = DataLoader(ds, batch_size=8, sampler=DistributedSampler(ds, num_replicas=1, rank=0, seed=0), drop_last=True)
+    cfg = TrainConfig(space="tiny", epochs=5, steps_per_epoch=50, batch_size=8, lr=2e-3, warmup_epochs=1.0,
+                      quiet=True, workers=0, device="cpu")
+    ft = rf.finetune_recipe(cfg, 3, 5e-4)
+    assert (ft.epochs, ft.steps_per_epoch, ft.warmup_epochs, ft.lr) == (1, 3, 0.0, 5e-4)
+
+    arch = space.largest()
+    plain, tuned = sn.extract_subnet(arch), rf.fit(sn.extract_subnet(arch), arch, ft, loader)
+    moved = [k for k, v in tuned.state_dict().items() if v.is_floating_point()
+             and not torch.equal(v, plain.state_dict()[k])]
+    assert moved and not tuned.training
+    assert all(torch.equal(v, before[k]) for k, v in sn.state_dict().items())
+
+    ck, batches = types.SimpleNamespace(model=sn), [(x, y) for x, y in loader]
+    accs = rf.inherited_top1(ck, [space.smallest(), arch], batches[:2], batches, tune=(ft, loader))
+    assert len(accs) == 2 and all(0.0 <= a <= 1.0 for a in accs)
+    assert all(torch.equal(v, before[k]) for k, v in sn.state_dict().items())
