@@ -320,10 +320,12 @@ def inherited_top1(ck, subnets, recal, val, tune=None) -> list[float]:
     return accs
 
 
-def finetune_recipe(cfg, steps: int, lr: float):
-    """The short fine-tune before scoring: ``steps`` updates from the inherited weights, cosine from ``lr``
-    with no warm-up, otherwise ``cfg``'s recipe."""
-    return replace(cfg, epochs=1, steps_per_epoch=steps, warmup_epochs=0.0, lr=lr)
+def finetune_recipe(cfg, steps: int, lr: float, per_epoch: int):
+    """The short fine-tune before scoring: about ``steps`` updates from the inherited weights (as many passes
+    over a loader of ``per_epoch`` batches as that takes), cosine from ``lr`` with no warm-up, otherwise
+    ``cfg``'s recipe."""
+    epochs = -(-steps // per_epoch)
+    return replace(cfg, epochs=epochs, steps_per_epoch=-(-steps // epochs), warmup_epochs=0.0, lr=lr)
 
 
 # ----------------------------------------------------------------- statistics and output
@@ -486,8 +488,9 @@ def main() -> None:
                      seed=args.seed if args.supernet_seed is None else args.supernet_seed)
     sn_total = updates(sn_cfg, loader)
     ft_lr = args.finetune_lr if args.finetune_lr is not None else args.lr / 4
-    tune = (finetune_recipe(cfg, args.finetune_steps, ft_lr), loader) if args.finetune_steps > 0 else None
-    tag = args.tag + (f"-ft{args.finetune_steps}-lr{ft_lr:g}" if tune else "")
+    tune = (finetune_recipe(cfg, args.finetune_steps, ft_lr, len(loader)), loader) if args.finetune_steps > 0 else None
+    ft_updates = updates(tune[0], loader) if tune else 0
+    tag = args.tag + (f"-ft{ft_updates}-lr{ft_lr:g}" if tune else "")
     if args.split_stem:
         accs = split_inherited_top1(sn_cfg, space, subnets, recal, val, out, args.tag, tune)
     else:
@@ -501,7 +504,7 @@ def main() -> None:
     text = (f"{total} updates" + (f" ({sn_total} for the supernet)" if sn_total != total else "")
             + f", sandwich of {2 + args.num_random}{' + Gumbel' if args.gumbel else ''}, KD weight {args.kd_weight:g}"
             + (f", one supernet per stem width ({len(space.stem_widths)})" if args.split_stem else "")
-            + (f", each subnet fine-tuned {args.finetune_steps} updates (LR {ft_lr:g}) before scoring" if tune else "")
+            + (f", each subnet fine-tuned {ft_updates} updates (LR {ft_lr:g}) before scoring" if tune else "")
             + (f"; stand-alone mean of {args.standalone_seeds} seeds" if args.standalone_seeds > 1 else ""))
     atomic_write_json(out / f"results-{tag}.json", {"tag": tag, "data": args.data, "space": space.name,
                                                            "table": table.name, "updates": total,

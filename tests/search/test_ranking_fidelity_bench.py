@@ -67,8 +67,10 @@ def test_finetune_before_scoring_trains_a_copy_and_leaves_the_supernet_alone(rf)
     loader = DataLoader(ds, batch_size=8, sampler=DistributedSampler(ds, num_replicas=1, rank=0, seed=0), drop_last=True)
     cfg = TrainConfig(space="tiny", epochs=5, steps_per_epoch=50, batch_size=8, lr=2e-3, warmup_epochs=1.0,
                       quiet=True, workers=0, device="cpu")
-    ft = rf.finetune_recipe(cfg, 3, 5e-4)
+    ft = rf.finetune_recipe(cfg, 3, 5e-4, len(loader))
     assert (ft.epochs, ft.steps_per_epoch, ft.warmup_epochs, ft.lr) == (1, 3, 0.0, 5e-4)
+    # more updates than one pass holds: several passes, not a silent cap at one (78 batches -> 100, 300)
+    assert [rf.updates(rf.finetune_recipe(cfg, n, 5e-4, 78), range(78)) for n in (100, 300, 78, 79)] == [100, 300, 78, 80]
 
     arch = space.largest()
     plain, tuned = sn.extract_subnet(arch), rf.fit(sn.extract_subnet(arch), arch, ft, loader)
