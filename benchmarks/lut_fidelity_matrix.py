@@ -11,6 +11,7 @@ the load average beside it. ``--cells ''`` only prints the matrix of the finishe
     python benchmarks/lut_fidelity_matrix.py                                 # all 12 cells, default space
     python benchmarks/lut_fidelity_matrix.py --cells 2x4-onnxruntime,1x1-onnxruntime
     python benchmarks/lut_fidelity_matrix.py --space tiny@96 --out runs/lut-matrix-tiny96
+    python benchmarks/lut_fidelity_matrix.py --cells 1x1-torch-cuda,1x64-torch-cuda   # on a CUDA GPU
 
 Resumable: every finished cell is kept in ``<out>/matrix.json``; a killed cell resumes its build (the
 table's journal) and its validation (``<out>/<cell>/``). ``--max-time-s`` is the timing cap of builds and
@@ -27,6 +28,8 @@ import time
 from pathlib import Path
 
 CELLS = [f"{t}x{b}-{be}" for be, t, b in itertools.product(("onnxruntime", "torch"), (1, 2), (1, 4, 16))]
+#: Cells that need a CUDA GPU (``--cells 1x1-torch-cuda,1x64-torch-cuda``: scripts/gpu_session.sh runs them there).
+CUDA_CELLS = ["1x1-torch-cuda", "1x64-torch-cuda"]
 VALIDATION_SEED = 2026  # never used by a build
 
 
@@ -87,10 +90,10 @@ def markdown(rows: dict, space_name: str) -> str:
     out = [(f"| threads × batch, backend ({space_name}) | ±5 % | ±10 % | MAPE | worst | τ | build | level | "
             "repeat: sd / ±5 % | load (1-min avg: build / validate) |"),
            "|---|---|---|---|---|---|---|---|---|---|"]
-    for cell in CELLS:
+    for cell in CELLS + [c for c in CUDA_CELLS if c in rows]:
         r = rows.get(cell)
         if r is None:
-            out.append(f"| {cell.replace('-', ', ')} | not run | | | | | | | | |")
+            out.append(f"| {cell.replace('-', ', ', 1)} | not run | | | | | | | | |")
             continue
         build = f"{r['build_s']:.0f} s" if r.get("build_s") else "reused"
         if r.get("validate_s"):  # this call's validation time (a resumed one: its last segment)
@@ -104,7 +107,7 @@ def markdown(rows: dict, space_name: str) -> str:
         w5 = f"{100 * r['within_5pct']:.0f} %"
         if r.get("headline") == "recalibrated":  # what the build's correction alone gave
             w5 += f" ({100 * r['corrected']['within_5pct']:.0f} % before)"
-        out.append(f"| {cell.replace('-', ', ')} | {w5} | {100 * r['within_10pct']:.0f} % | "
+        out.append(f"| {cell.replace('-', ', ', 1)} | {w5} | {100 * r['within_10pct']:.0f} % | "
                    f"{r['mape_pct']:.2f} % | {r['worst_pct']:.1f} % | {r['kendall_tau']:.3f} | {build} | {lv} | {rep} | "
                    f"{r['loadavg_build'][0]:.1f} / {r['loadavg_validate'][0]:.1f} |")
     return "\n".join(out)
@@ -136,8 +139,8 @@ def main() -> None:
         if "repeat_sd" not in row and val.is_file():
             row.update(repeatability(read_json(val, "validation")["rows"]))
     for cell in [c.strip() for c in args.cells.split(",") if c.strip()]:
-        if cell not in CELLS:
-            raise SystemExit(f"unknown cell {cell!r}: choose from {', '.join(CELLS)}")
+        if cell not in CELLS + CUDA_CELLS:
+            raise SystemExit(f"unknown cell {cell!r}: choose from {', '.join(CELLS + CUDA_CELLS)}")
         if cell in rows:
             print(f"{cell}: done before ({rows[cell]['date']})")
             continue
@@ -145,7 +148,7 @@ def main() -> None:
         rows[cell] = run_cell(cell, args, space)
         atomic_write_json(state_path, {"space": space.name, "rows": rows})
         print(next(x for x in markdown({cell: rows[cell]}, space.name).splitlines()
-                   if x.startswith(f"| {cell.replace('-', ', ')} |")), flush=True)
+                   if x.startswith(f"| {cell.replace('-', ', ', 1)} |")), flush=True)
     table = markdown(rows, space.name)
     atomic_write_text(Path(args.out) / "matrix.md", table + "\n")
     print(table)

@@ -7,6 +7,7 @@ import sys
 import time
 
 from .._validate import NONNEG_FLOAT, NONNEG_INT, POSITIVE_INT, SEED
+from ..latency_lut._runner import BACKENDS
 from . import _lut_remote
 from ._options import add_json, add_quiet, add_run_folder, add_table, print_json
 
@@ -17,7 +18,7 @@ def register(sub) -> None:
 
     b = lut_sub.add_parser("build", help="measure every op of a search space on this machine")
     add_table(b, required=True, help="table name (e.g. cpu-ort) or path NAME.json to write")
-    b.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime", help="runtime the ops are measured with")
+    b.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="runtime the ops are measured with")
     b.add_argument("--threads", type=POSITIVE_INT, default=1, help="intra-op threads (default 1)")
     b.add_argument("--batch", type=POSITIVE_INT, default=1, help="batch size of each measured op")
     b.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -72,7 +73,7 @@ def _add_inspection(lut_sub) -> None:
     _add_time_cap(v)
     v.add_argument("--threads", type=int, default=None, help="measure at these threads (default: the table's)")
     v.add_argument("--batch", type=int, default=None, help="measure at this batch (default: the table's)")
-    v.add_argument("--backend", choices=("onnxruntime", "torch"), default=None,
+    v.add_argument("--backend", choices=BACKENDS, default=None,
                    help="measure with this backend (default: the table's)")
     add_quiet(v)
     add_json(v, "the validation figures")

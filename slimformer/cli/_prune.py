@@ -5,6 +5,7 @@ from pathlib import Path
 
 from .._errors import SlimformerError
 from .._validate import IMG_SIZE, NONNEG_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED
+from ..latency_lut._runner import BACKENDS
 from ._options import add_json, add_quiet, add_run_folder, add_table, print_json, progress
 
 
@@ -24,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--budget-params", type=POSITIVE_FLOAT,
                    help="parameter budget for --model: a count, or a fraction of the model's when <= 1")
     p.add_argument("--img-size", type=IMG_SIZE, default=None, help="input size for --model (default: the model's)")
-    p.add_argument("--backend", default=None, choices=("onnxruntime", "torch"),
+    p.add_argument("--backend", default=None, choices=BACKENDS,
                    help="--model with --budget-ms: runtime the model's op latencies are measured with")
     p.add_argument("--threads", type=POSITIVE_INT, default=None,
                    help="threads: for --model the measurement's (default 1); with --table the setting the "

@@ -2,7 +2,7 @@
 
 A table stores the latency of every op of a search space on one device (:mod:`._keys` names the ops);
 ``LatencyTable.predict(cfg)`` sums them. ``build_table`` measures one on this machine
-(onnxruntime or torch), ``validate_table`` checks its fidelity against whole subnets measured end to end.
+(onnxruntime, torch, or torch on a CUDA GPU), ``validate_table`` checks its fidelity against whole subnets measured end to end.
 
 Names load their module on first use (:mod:`slimformer._lazy`): tables, keys and the registry are
 plain Python, so ``slimformer lut list`` runs without torch; measuring, bundles and the shipped iPhone

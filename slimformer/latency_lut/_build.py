@@ -25,7 +25,15 @@ from ..supernet import ArchConfig, SearchSpace, get_space
 from ._context import apply_context, profile_arch
 from ._fidelity import calibrate, measure_arch
 from ._keys import space_ops
-from ._measure import BACKENDS, check_clock, cpu_model, measure_module, measure_overhead, runtime_versions
+from ._measure import (
+    BACKENDS,
+    check_clock,
+    cpu_model,
+    cuda_device,
+    measure_module,
+    measure_overhead,
+    runtime_versions,
+)
 from ._ops import build_op
 from ._registry import check_name, partial_path, table_path
 from ._runner import TIME_CAP_S
@@ -133,6 +141,8 @@ def _check_options(name: str, backend: str, threads: int, batch: int, rounds: in
     if threads < 1 or batch < 1 or rounds < 1:
         raise SlimformerError("--threads, --batch and --rounds must be at least 1")
     check_clock(clock, threads)
+    if backend == "torch-cuda":
+        cuda_device()  # one line before anything is written where there is no GPU
 
 
 def _open_state(ppath: Path, settings: dict[str, Any], sp: SearchSpace, resume: bool) -> dict[str, Any]:

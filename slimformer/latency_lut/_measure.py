@@ -36,9 +36,13 @@ import torch
 from torch import nn
 
 from .._errors import SlimformerError
-from ._runner import capped, onnx_session, warm_up  # the timing cap is the runner's, so devices time alike
+from ._runner import (  # the timing cap is the runner's, so devices time alike
+    BACKENDS,
+    capped,
+    onnx_session,
+    warm_up,
+)
 
-BACKENDS = ("onnxruntime", "torch")
 CLOCKS = ("wall", "cpu")
 OPSET = 18
 #: How every ONNX file is exported; tables and ``bench`` JSON record it next to their figures.
@@ -105,10 +109,33 @@ def runner(module: nn.Module, example, *, backend: str = "onnxruntime", threads:
         return lambda: run(outs, feeds)
     module = module.eval()
     torch.set_num_threads(threads)
+    if backend == "torch-cuda":
+        return _cuda_runner(module, example)
 
     def fwd():
         with torch.inference_mode():
             return module(*example)
+    return fwd
+
+
+def cuda_device() -> torch.device:
+    """The CUDA GPU the ``torch-cuda`` backend runs on, or one clear line where this machine has none."""
+    if not torch.cuda.is_available():
+        raise SlimformerError("backend torch-cuda needs a CUDA GPU and this machine has none (torch "
+                              f"{torch.__version__}); use onnxruntime or torch here")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def _cuda_runner(module: nn.Module, example: tuple[torch.Tensor, ...]) -> Callable[[], Any]:
+    dev = cuda_device()
+    module = module.to(dev)
+    example = tuple(x.to(dev) for x in example)
+
+    def fwd():
+        with torch.inference_mode():
+            out = module(*example)
+        torch.cuda.synchronize(dev)
+        return out
     return fwd
 
 
@@ -164,7 +191,8 @@ def measure_module(module: nn.Module, example, *, backend: str = "onnxruntime", 
     """Latency of one call of ``module(*example)``: ``{median_ms, spread_ms, count, attempts}``.
 
     ``backend="onnxruntime"`` exports to ONNX and runs a CPU session with ``threads`` intra-op threads;
-    ``"torch"`` runs eager PyTorch in inference mode with ``torch.set_num_threads(threads)``.
+    ``"torch"`` runs eager PyTorch in inference mode with ``torch.set_num_threads(threads)``; ``"torch-cuda"``
+    the same on the CUDA GPU, synchronising after each call.
     ``clock`` is ``"wall"`` or ``"cpu"`` (see the module docstring)."""
     check_clock(clock, threads)
     fn = runner(module, example, backend=backend, threads=threads, batch=batch)
@@ -202,5 +230,9 @@ def runtime_versions(backend: str) -> dict[str, str]:
 
         v.update(onnxruntime=onnxruntime.__version__, onnx=onnx.__version__, opset=str(OPSET),
                  dynamic_axes=ONNX_EXPORT["dynamic_axes"])
+    if backend == "torch-cuda":
+        dev = cuda_device()
+        v.update(gpu=torch.cuda.get_device_name(dev), cuda=str(torch.version.cuda),
+                 cudnn=str(torch.backends.cudnn.version()))
     v["cpu_count"] = str(os.cpu_count())
     return v

@@ -36,6 +36,9 @@ import time
 RESULTS_SCHEMA = "slimformer.lut-results/1"
 BUNDLE_SCHEMA = "slimformer.lut-bundle/1"
 PROFILE_WARMUP, PROFILE_RUNS = 3, 7  # a calibration subnet profiled node by node, as ``lut build`` profiles it
+#: What tables are measured with: onnxruntime's CPU session, eager PyTorch on the CPU, and eager PyTorch on the
+#: first CUDA GPU (``torch-cuda``: each call ends with ``torch.cuda.synchronize()`` so the host clock times the GPU).
+BACKENDS = ("onnxruntime", "torch", "torch-cuda")
 TIME_CAP_S, MIN_REPEATS = 1.0, 5  # seconds of timed calls per measurement, and the fewest calls the cap leaves
 
 

@@ -26,7 +26,7 @@ from .._errors import SlimformerError
 from .._io import atomic_write_json, atomic_write_text, make_run_dir, read_json
 from ..supernet import ArchConfig, arch_from_dict
 from ._fidelity import correction_text, fastest, fidelity, fit_level, measure_arch
-from ._runner import TIME_CAP_S
+from ._runner import BACKENDS, TIME_CAP_S
 from ._table import LatencyTable
 
 VALIDATION_SEED = 0
@@ -38,7 +38,7 @@ def validation_configs(table: LatencyTable, n: int, seed: int = VALIDATION_SEED)
 
 
 def _check_options(table: LatencyTable, samples: int, rounds: int) -> None:
-    if table.kind != "measured" or table.backend not in ("onnxruntime", "torch"):
+    if table.kind != "measured" or table.backend not in BACKENDS:
         raise SlimformerError(f"table {table.name!r} is {table.kind} for {table.device!r} ({table.backend}); "
                               f"validation measures on this machine, so it applies to tables built here with "
                               f"`slimformer lut build`")

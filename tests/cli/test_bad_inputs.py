@@ -204,6 +204,8 @@ CASES = [
     "nosuchcommand",
     "train --nosuchoption 3",
 ]
+if not torch.cuda.is_available():  # a CUDA table asked for on a machine without a GPU
+    CASES += ["lut build --table cuda-x --backend torch-cuda --space tiny"]
 
 
 def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:

@@ -258,3 +258,25 @@ def test_an_efficientvit_table_is_built_and_profiled_in_context_like_a_metablock
     assert ctx["subnets"] == 2 and set(ctx["factors"]) <= {op_kind(k) for k in t.entries}
     assert {"evit.head", "evit.dwffn", "evit.mix"} <= set(ctx["factors"])
     assert all(("alone_ms" in e) == ctx["kept"] for e in t.entries.values())
+
+
+def test_the_cuda_backend_builds_and_validates_through_the_same_path(tmp_path, monkeypatch):
+    """torch-cuda with the GPU faked by the CPU: the table says which GPU and backend, validation re-measures
+    with the table's backend (the real run is scripts/gpu_session.sh on a CUDA machine)."""
+    import torch
+
+    from slimformer.latency_lut import _build, _measure
+
+    synced = []
+    for mod in (_measure, _build):
+        monkeypatch.setattr(mod, "cuda_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda dev=None: synced.append(dev))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev=None: "Fake GPU")
+    t = build_table(name="micro-cuda", backend="torch-cuda", space=micro_space(), lut_dir=tmp_path, progress=False,
+                    **FAST)
+    assert t.backend == "torch-cuda" and t.runtime["gpu"] == "Fake GPU" and "cuda" in t.runtime
+    assert set(t.entries) == set(space_ops(micro_space())) and synced  # every call ended with a synchronize
+    assert "context" not in t.meta  # the per-node profiler is onnxruntime's
+    r = validate_table(t, samples=3, rounds=1, run_dir=tmp_path / "val", progress=False, recalibrate=False)
+    assert r["samples"] == 3 and r["corrected"]["mape_pct"] >= 0
+    assert t.mismatch(backend="torch") is not None and t.mismatch(backend="torch-cuda") is None

@@ -19,3 +19,13 @@ def test_markdown_says_what_the_level_re_scale_changed(matrix):
     assert "69 % (59 % before)" in line and "×0.960 (re-scaled)" in line and "5.2 % / 70 %" in line
     assert "295 s (+ 601 s validation), cap 1 s" in line
     assert "| 1x1, onnxruntime | not run |" in text
+
+
+def test_cuda_cells_are_listed_only_once_they_ran(matrix):
+    figures = {"within_5pct": 0.9, "within_10pct": 1.0, "mape_pct": 2.0, "worst_pct": 9.0, "kendall_tau": 0.97}
+    row = {**figures, "headline": "corrected", "level": None, "build_s": 60.0, "loadavg_build": [0.1],
+           "loadavg_validate": [0.1]}
+    assert "torch-cuda" not in matrix.markdown({}, "default")
+    text = matrix.markdown({"1x64-torch-cuda": row}, "default")
+    assert "| 1x64, torch-cuda | 90 % | 100 % |" in text and "1x1, torch-cuda" not in text
+    assert matrix.parse_cell("1x64-torch-cuda") == (1, 64, "torch-cuda")

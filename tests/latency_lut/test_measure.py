@@ -64,7 +64,10 @@ def test_long_calls_get_fewer_repeats_and_warm_ups_under_a_time_cap():
     assert r["count"] == MIN_REPEATS
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+CUDA = pytest.param("torch-cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"))
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch", CUDA])
 def test_measure_module_reports_median_spread_count(backend):
     m, x = build_op("mb4d-r4-c16-mlp32")
     r = measure_module(m, x, backend=backend, repeats=5, min_time_s=0.0, batch=2)
@@ -98,6 +101,13 @@ def test_overhead_is_small_and_options_are_checked():
         measure_module(m, x, backend="tvm")
     with pytest.raises(SlimformerError, match="--threads 1"):
         measure_module(m, x, clock="cpu", threads=2)
+
+
+def test_the_cuda_backend_without_a_gpu_is_one_clear_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    m, x = build_op("flat-t4-c16")
+    with pytest.raises(SlimformerError, match="torch-cuda needs a CUDA GPU"):
+        measure_module(m, x, backend="torch-cuda")
 
 
 def test_fit_correction_recovers_scale_and_offset_and_fidelity_figures():

@@ -107,6 +107,13 @@ def _v_cols(heads: int, v: int, max_v: int) -> torch.Tensor:
     return torch.tensor([i * max_v + j for i in range(heads) for j in range(v)], dtype=torch.long)
 
 
+@lru_cache(maxsize=4096)
+def _index_on(device: torch.device, qk: int, v: int, heads: int, max_qk: int, max_v: int):
+    """The Q/K/V rows and V columns of one choice on ``device``, made once per choice and device: without it
+    every forward of a CGA block on a GPU copied two index tensors host -> device."""
+    return _qkv_rows(qk, v, max_qk).to(device), _v_cols(heads, v, max_v).to(device)
+
+
 class ElasticCGA(nn.Module):
     """Cascaded group attention at its largest: per head position a qkv ConvNorm and a query depthwise conv."""
 
@@ -121,8 +128,7 @@ class ElasticCGA(nn.Module):
         self.register_buffer("attention_bias_idxs", relative_position_index(window), persistent=False)
 
     def _index(self, b: EViTBlockConfig) -> tuple[torch.Tensor, torch.Tensor]:
-        dev = self.attention_biases.device
-        return (_qkv_rows(b.qk_dim, b.v_dim, self.max_qk).to(dev), _v_cols(b.heads, b.v_dim, self.max_v).to(dev))
+        return _index_on(self.attention_biases.device, b.qk_dim, b.v_dim, b.heads, self.max_qk, self.max_v)
 
     def slices(self, prefix: str, dim: int, b: EViTBlockConfig) -> Slices:
         rows, cols = self._index(b)
