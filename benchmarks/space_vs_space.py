@@ -1,7 +1,7 @@
 """EfficientFormer MetaBlock space vs EfficientViT space at equal ``cpu-ort`` budgets, plus the timm presets.
 
 Both toy spaces at 64 px and 10 classes (``tiny`` re-sized to 64 px, ``efficientvit-tiny``): each supernet
-is trained here on the built-in data with the same recipe (sandwich rule + in-place KD), each space gets
+is trained here on the built-in data (or an ImageFolder, ``--data``) with the same recipe (sandwich rule + in-place KD), each space gets
 a latency table measured here (onnxruntime, 1 thread), and at 5 budgets spread over the latency range the
 two spaces share, an accuracy-driven search (optuna TPE, inherited weights) picks each space's subnet.
 Every answer is measured end to end (onnxruntime, 1 thread, median) and evaluated on the held-out split
@@ -9,6 +9,7 @@ with its own BN statistics. EfficientFormer-L1 and EfficientViT-M0 (at 64 px, 10
 scratch for ``--preset-steps`` on the same data and drawn as points. One Pareto PNG, a JSON and a report.
 
     python benchmarks/space_vs_space.py [--epochs 4] [--steps 25] [--trials 12] [--preset-steps 150] [--out runs/]
+        [--data builtin|IMAGEFOLDER]   (e.g. data/photo10 from scripts/photo_patches_imagefolder.py)
 
 Supernets and tables are cached under ``--out``. The machine is shared: latencies are noisy, toy accuracy
 after minutes of CPU training says little about ImageNet; read the figure as a smoke test of the pipeline.
@@ -32,6 +33,7 @@ from slimformer.supernet import SearchSpace, build_model, get_arch, get_space, r
 from slimformer.train import TrainConfig, train_supernet
 
 IMG = 64
+SEARCH_BATCHES, HELD_OUT_BATCHES = 2, 8  # validation batches the search selects on; the next ones report top-1
 
 
 def spaces(cache: Path) -> dict[str, Path]:
@@ -49,7 +51,7 @@ def spaces(cache: Path) -> dict[str, Path]:
 def prepare(name: str, path: Path, cache: Path, args):
     ckpt = cache / f"train-{name}" / "best.pt"
     if not ckpt.is_file():
-        train_supernet(TrainConfig(space=str(path), data="builtin", epochs=args.epochs, steps_per_epoch=args.steps,
+        train_supernet(TrainConfig(space=str(path), data=args.data, epochs=args.epochs, steps_per_epoch=args.steps,
                                    batch_size=32, workers=0), cache / f"train-{name}")
     table_name = f"cpu-ort-{name}"
     try:
@@ -61,9 +63,11 @@ def prepare(name: str, path: Path, cache: Path, args):
 
 
 def held_out(model, loaders, recal: bool = True) -> float:
+    """Top-1 on the validation batches after those the search selected on (disjoint since the twelfth session)."""
     if recal:
         recalibrate_bn(model, itertools.islice(iter(loaders.train), 8))
-    return float(evaluate(model.eval(), loaders.val, max_batches=8))
+    batches = itertools.islice(iter(loaders.val), SEARCH_BATCHES, SEARCH_BATCHES + HELD_OUT_BATCHES)
+    return float(evaluate(model.eval(), batches))
 
 
 def train_preset(cfg, loaders, steps: int) -> torch.nn.Module:
@@ -83,7 +87,7 @@ def train_preset(cfg, loaders, steps: int) -> torch.nn.Module:
     return model.eval()
 
 
-def pareto_png(points: list[dict]) -> bytes:
+def pareto_png(points: list[dict], data: str = "builtin") -> bytes:
 
     import matplotlib
     matplotlib.use("Agg")
@@ -98,7 +102,7 @@ def pareto_png(points: list[dict]) -> bytes:
             ax.plot(p["measured_ms"], 100 * p["top1"], "k*", ms=10)
             ax.annotate(p["name"], (p["measured_ms"], 100 * p["top1"]), fontsize=8)
     ax.set_xlabel("measured latency, ms (onnxruntime, 1 thread)")
-    ax.set_ylabel("held-out top-1 %, built-in data 64 px")
+    ax.set_ylabel(f"held-out top-1 %, {'built-in data' if data == 'builtin' else Path(data).name} 64 px")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return figure_png(fig)
@@ -111,6 +115,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--preset-steps", type=int, default=150)
     ap.add_argument("--out", default="runs")
+    ap.add_argument("--data", default="builtin", help="'builtin' or an ImageFolder root with train/ and val/ (10 classes)")
     args = ap.parse_args()
     load = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     cache = Path(args.out) / "space-vs-space-cache"
@@ -118,7 +123,7 @@ def main() -> None:
     ranges = {n: (t.predict(t.space.smallest()), t.predict(t.space.largest())) for n, (_, t) in prepared.items()}
     lo, hi = max(r[0] for r in ranges.values()), min(r[1] for r in ranges.values())
     shared = lo < hi
-    loaders = build_loaders("builtin", img_size=IMG, batch_size=32, seed=1)
+    loaders = build_loaders(args.data, img_size=IMG, batch_size=32, seed=1)
     run = make_run_dir(args.out, "space-vs-space")
     points = []
     for name, (ckpt, table) in prepared.items():
@@ -126,7 +131,7 @@ def main() -> None:
         for i in range(5):
             budget = a + (b - a) * (0.1 + 0.8 * i / 4)
             r = search(budget_ms=budget, table=table, supernet=ckpt, strategy="optuna", trials=args.trials,
-                       batch_size=32, recal_batches=2, val_batches=2)
+                       batch_size=32, recal_batches=2, val_batches=SEARCH_BATCHES)
             net = build_model(r.arch)
             net.load_state_dict(r.subnet_state)
             points.append({"group": name, "name": r.arch.summary(), "budget_ms": budget, "predicted_ms": r.predicted_ms,
@@ -142,8 +147,8 @@ def main() -> None:
         print(f"preset {cfg.name}: {points[-1]}", flush=True)
     atomic_write_json(run / "results.json", {"points": points, "shared_range_ms": [lo, hi] if shared else None,
                                              "ranges_ms": ranges, "args": vars(args), "load_at_start": load})
-    atomic_write_bytes(run / "pareto.png", pareto_png(points))
-    lines = [f"# Space vs space at equal cpu-ort budgets (64 px, built-in data; 1-min load {load:.1f} at the start)",
+    atomic_write_bytes(run / "pareto.png", pareto_png(points, args.data))
+    lines = [f"# Space vs space at equal cpu-ort budgets (64 px, {args.data} data; 1-min load {load:.1f} at the start)",
              "", ("| space | budget ms | predicted ms | measured ms | measured / predicted | held-out top-1 | "
                   "params M | subnet |"), "|---|---|---|---|---|---|---|---|"]
     for p in points:
