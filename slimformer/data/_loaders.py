@@ -13,6 +13,7 @@ from ._builtin import CLASSES, BuiltinShapes
 
 BUILTIN = "builtin"
 BUILTIN_SIZES = {"train": 5000, "val": 1000}
+VAL_ORDER_SEED = 0  # the one fixed order of every ImageFolder validation split (see _interleaved)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -72,6 +73,16 @@ def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
     return Subset(ds, sorted(idx[:n]))
 
 
+def _interleaved(ds: Dataset) -> Dataset:
+    """``ds`` in a fixed random order, the same for every run and seed.
+
+    An ImageFolder lists its images class by class, so the first N validation batches (what a search selects
+    on, or a held-out split cut after them) would hold one or two classes; in this order every prefix is a
+    random sample of all of them. Evaluating the whole split gives the same figure either way."""
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(VAL_ORDER_SEED)).tolist()
+    return Subset(ds, idx)
+
+
 def build_datasets(data: str | Path, *, img_size: int, seed: int = 0, train_size: int | None = None,
                    val_size: int | None = None, **transform_kw: Any) -> tuple[Dataset, Dataset, list[str]]:
     """(train, val, class_names) of ``data``: ``"builtin"`` or an ImageFolder root with ``train/`` and ``val/``."""
@@ -88,7 +99,7 @@ def build_datasets(data: str | Path, *, img_size: int, seed: int = 0, train_size
     if train.classes != val.classes:
         raise SlimformerError(f"train/ and val/ of {root} have different class folders "
                               f"({len(train.classes)} vs {len(val.classes)})")
-    return _subset(train, train_size, seed), _subset(val, val_size, seed + 1), list(train.classes)
+    return _subset(train, train_size, seed), _interleaved(_subset(val, val_size, seed + 1)), list(train.classes)
 
 
 def build_loaders(data: str | Path, *, img_size: int, batch_size: int, workers: int = 0, seed: int = 0,
@@ -98,7 +109,8 @@ def build_loaders(data: str | Path, *, img_size: int, batch_size: int, workers: 
 
     The training order is shuffled from ``seed`` and the epoch (``Loaders.set_epoch``), so a resumed run sees
     the same order; with ``distributed`` each process reads its own shard (``DistributedSampler``) of the
-    training set. Validation is never shuffled. Extra keywords go to timm's ``create_transform`` for the
+    training set. Validation is never reshuffled: the built-in data is generated in random class order, and an
+    ImageFolder's validation images come in one fixed random order (:func:`_interleaved`). Extra keywords go to timm's ``create_transform`` for the
     training split of an ImageFolder (e.g. ``auto_augment``); the built-in data is rendered already varied.
     """
     if batch_size <= 0:

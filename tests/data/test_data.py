@@ -56,6 +56,17 @@ def test_image_folder(tmp_path):
     assert len(sub.train.dataset) == 4 and len(sub.val.dataset) == 1
 
 
+def test_image_folder_validation_is_one_fixed_mix_of_all_classes(tmp_path):
+    """ImageFolder lists images class by class: the first validation batch must not be one class."""
+    classes = [f"c{i}" for i in range(4)]
+    _folder(tmp_path, "train", classes, n=2)
+    _folder(tmp_path, "val", classes, n=8)
+    a = [y.tolist() for _x, y in build_loaders(tmp_path, img_size=32, batch_size=8, seed=0).val]
+    b = [y.tolist() for _x, y in build_loaders(tmp_path, img_size=32, batch_size=8, seed=5).val]
+    assert a == b  # the same order whatever the training seed
+    assert len(set(a[0])) >= 3 and sorted(sum(a, [])) == sorted(i for i in range(4) for _ in range(8))
+
+
 def test_bad_data_paths(tmp_path):
     with pytest.raises(SlimformerError, match="builtin"):
         build_loaders(tmp_path / "nope", img_size=32, batch_size=2)
