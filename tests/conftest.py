@@ -35,12 +35,17 @@ def randomize_(module: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
     return module
 
 
-def load_benchmark(name: str):
-    """The module ``benchmarks/<name>.py`` (benchmarks are scripts, not a package), for testing its helpers."""
+def load_benchmark(name: str, folder: str = "benchmarks"):
+    """The module ``<folder>/<name>.py`` (benchmarks and scripts are not a package), for testing its helpers."""
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / folder / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def load_script(name: str):
+    """The module ``scripts/<name>.py``."""
+    return load_benchmark(name, "scripts")

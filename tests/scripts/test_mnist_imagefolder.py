@@ -1,21 +1,16 @@
 """scripts/mnist_imagefolder.py: a stratified, seeded ImageFolder tree that the data loaders read."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("mnist_imagefolder", ROOT / "scripts" / "mnist_imagefolder.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("mnist_imagefolder")
 
 
 def test_split_is_stratified_and_seeded():

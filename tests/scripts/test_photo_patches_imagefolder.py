@@ -1,21 +1,16 @@
 """scripts/photo_patches_imagefolder.py: patches from disjoint columns, a seeded tree the data loaders read."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("photo_patches", ROOT / "scripts" / "photo_patches_imagefolder.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("photo_patches_imagefolder")
 
 
 def test_training_and_validation_patches_come_from_disjoint_columns():
@@ -49,6 +44,6 @@ def test_tree_is_seeded_and_read_by_build_loaders(tmp_path, monkeypatch):
 def test_real_photographs_from_scikit_image():
     pytest.importorskip("skimage")
     m = _script()
-    for _, (loader, _lic) in m.PHOTOS.items():
+    for loader, _lic in m.PHOTOS.values():
         photo = m.load_photo(loader)
         assert photo.dtype == np.uint8 and photo.ndim == 2 and min(photo.shape) == m.SHORT_SIDE
