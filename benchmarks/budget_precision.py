@@ -5,6 +5,9 @@ resumable), search the subnet (no supernet: latency-driven slimming with the MAC
 the budget), export it (BatchNorm folded, ONNX) and measure it end to end with onnxruntime using the
 table's settings (1 thread, batch 1). Prints measured / budget for each (target: every ratio in
 [0.95, 1.03]) and measured / predicted. Timings on a shared machine are noisy: run it when it is idle.
+A table that keeps a reference subnet (built since the thirteenth session) also has every searched subnet
+timed in alternation with it, and prints measured/budget at the build's level (ratio x the reference's
+build-time median), the figure its predictions are made for.
 
     python benchmarks/budget_precision.py [--img-size 96] [--lut-dir DIR] [--repeats 30]
     python benchmarks/budget_precision.py --threads 2 --batch 4      # off the default setting
@@ -82,14 +85,23 @@ def main() -> None:
     lo, hi = table.predict(space.smallest()), table.predict(space.largest())
     print(f"{args.threads} thread(s), batch {args.batch}; load average {os.getloadavg()[0]:.1f}")
     print(f"space {space.name}: predicted {lo:.3f} .. {hi:.3f} ms; correction {table.correction}")
-    rows = []
+    rows, paired = [], []
+    ref = (table.meta.get("build") or {}).get("reference")
+    ref_fn = None
+    if ref:
+        from slimformer.latency_lut._fidelity import reference_runner
+        from slimformer.supernet import arch_from_dict
+
+        ref_fn = reference_runner(arch_from_dict(ref["arch"]), threads=args.threads, batch=args.batch)
     for f in (float(x) for x in args.fractions.split(",")):
         budget = round(lo + f * (hi - lo), 3)
         r = search(budget_ms=budget, table=table)
         net = fold_bn(EfficientFormerNet(r.arch).eval())
         x = torch.randn(1, 3, space.img_size, space.img_size, generator=torch.Generator().manual_seed(0))
         m = measure_module(net, (x,), backend="onnxruntime", threads=args.threads, batch=args.batch,
-                           repeats=args.repeats)
+                           repeats=args.repeats, reference=ref_fn)
+        if ref_fn is not None:
+            paired.append(m["ratio"] * ref["median_ms"] / budget)
         rows.append((budget, r.predicted_ms, m["median_ms"], m["spread_ms"], r.arch.summary()))
         print(f"budget {budget:7.3f} ms  predicted {r.predicted_ms:7.3f}  measured {m['median_ms']:7.3f} "
               f"(spread {m['spread_ms']:.3f})  measured/budget {m['median_ms'] / budget:5.3f}  "
@@ -98,6 +110,10 @@ def main() -> None:
     inside = sum(0.95 <= q <= 1.03 for q in ratios)
     print(f"\nmeasured/budget: median {statistics.median(ratios):.3f}, min {min(ratios):.3f}, max {max(ratios):.3f}; "
           f"{inside}/{len(ratios)} in [0.95, 1.03]")
+    if paired:
+        print(f"paired with the table's reference subnet (at the build's level): measured/budget "
+              f"{', '.join(f'{q:.3f}' for q in paired)}; median {statistics.median(paired):.3f}; "
+              f"{sum(0.95 <= q <= 1.03 for q in paired)}/{len(paired)} in [0.95, 1.03]")
     level = machine_level(table, args)
     if level is not None:
         lv = [q / level["factor"] for q in ratios]

@@ -8,6 +8,12 @@ it moved beyond its noise), build time, the machine's level, how well the measur
 round 2 / round 1 of the same subnets, and the share of subnets whose two rounds agree within ±5 %), and
 the load average beside it. ``--cells ''`` only prints the matrix of the finished cells.
 
+Tables built since the thirteenth session time their calibration subnets, and their validations every
+sample, in alternation with a reference subnet (``slimformer.latency_lut._fidelity``): the headline is
+then ``paired`` (each sample at the build's level), and the row also keeps the figures without the pairing
+(the build's correction, re-scaled when the level moved) and how well the paired ratios repeat.
+``--rounds 2`` measures every sample twice so both repeat figures are printed.
+
     python benchmarks/lut_fidelity_matrix.py                                 # all 12 cells, default space
     python benchmarks/lut_fidelity_matrix.py --cells 2x4-onnxruntime,1x1-onnxruntime
     python benchmarks/lut_fidelity_matrix.py --space tiny@96 --out runs/lut-matrix-tiny96
@@ -70,13 +76,16 @@ def run_cell(cell: str, args, space) -> dict:
         build_s, reused = table.meta.get("build", {}).get("seconds") or time.perf_counter() - t0, False
     load1, t1 = os.getloadavg(), time.perf_counter()
     r = validate_table(table, samples=args.samples, seed=VALIDATION_SEED, run_dir=Path(args.out) / cell,
-                       progress=not args.quiet, max_time_s=args.max_time_s or None)
+                       progress=not args.quiet, max_time_s=args.max_time_s or None, rounds=args.rounds)
     head = r[r["headline"]]
+    unpaired = r["recalibrated"] if r["level"] and r["level"].get("moved") else r["corrected"] or r["uncorrected"]
     ctx = table.meta.get("context") or {}
     return {"cell": cell, "threads": threads, "batch": batch, "backend": backend, "table": name,
             "samples": r["samples"], "headline": r["headline"], **{k: head[k] for k in
             ("within_5pct", "within_10pct", "mape_pct", "worst_pct", "kendall_tau")},
             "corrected": r["corrected"], "uncorrected": r["uncorrected"], "recalibrated": r["recalibrated"],
+            "paired": r.get("paired"), "unpaired": unpaired,
+            "paired_repeat_sd": repeatability(r["rows"], "ratio")["repeat_sd"],
             "level": (r["level"] or {}).get("factor"), "level_noise": (r["level"] or {}).get("noise"),
             **repeatability(r["rows"]), "build_s": build_s, "reused": reused, "in_context_kept": ctx.get("kept"),
             "build_timing": table.meta.get("build", {}).get("timing"), "validate_timing": r.get("timing"),
@@ -88,12 +97,13 @@ def run_cell(cell: str, args, space) -> dict:
 
 def markdown(rows: dict, space_name: str) -> str:
     out = [(f"| threads × batch, backend ({space_name}) | ±5 % | ±10 % | MAPE | worst | τ | build | level | "
-            "repeat: sd / ±5 % | load (1-min avg: build / validate) |"),
-           "|---|---|---|---|---|---|---|---|---|---|"]
+            "repeat: sd / ±5 % | load (1-min avg: build / validate) | without pairing: ±5 % / ±10 % / τ | "
+            "paired repeat sd |"),
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cell in CELLS + [c for c in CUDA_CELLS if c in rows]:
         r = rows.get(cell)
         if r is None:
-            out.append(f"| {cell.replace('-', ', ', 1)} | not run | | | | | | | | |")
+            out.append(f"| {cell.replace('-', ', ', 1)} | not run | | | | | | | | | | |")
             continue
         build = f"{r['build_s']:.0f} s" if r.get("build_s") else "reused"
         if r.get("validate_s"):  # this call's validation time (a resumed one: its last segment)
@@ -109,8 +119,18 @@ def markdown(rows: dict, space_name: str) -> str:
             w5 += f" ({100 * r['corrected']['within_5pct']:.0f} % before)"
         out.append(f"| {cell.replace('-', ', ', 1)} | {w5} | {100 * r['within_10pct']:.0f} % | "
                    f"{r['mape_pct']:.2f} % | {r['worst_pct']:.1f} % | {r['kendall_tau']:.3f} | {build} | {lv} | {rep} | "
-                   f"{r['loadavg_build'][0]:.1f} / {r['loadavg_validate'][0]:.1f} |")
+                   f"{r['loadavg_build'][0]:.1f} / {r['loadavg_validate'][0]:.1f} | {_unpaired(r)} |")
     return "\n".join(out)
+
+
+def _unpaired(r: dict) -> str:
+    """The last two columns: a paired row's figures without the pairing, and how its ratios repeat."""
+    u = r.get("unpaired") if r.get("headline") == "paired" else None
+    if not u:
+        return "– | –"
+    sd = r.get("paired_repeat_sd")
+    return (f"{100 * u['within_5pct']:.0f} % / {100 * u['within_10pct']:.0f} % / {u['kendall_tau']:.3f} | "
+            + (f"{100 * sd:.1f} %" if sd is not None else "–"))
 
 
 def main() -> None:
@@ -124,6 +144,8 @@ def main() -> None:
     ap.add_argument("--max-time-s", type=float, default=1.0,
                     help="seconds of timed calls per measurement before repeats are cut (default 1; 0: no cap, "
                          "the rule before the eighth session)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="rounds per validation sample (default: 1 for paired tables, 2 otherwise)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     from slimformer._io import atomic_write_json, atomic_write_text, read_json

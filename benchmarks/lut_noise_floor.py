@@ -11,6 +11,9 @@ Two measurements, both on the default space at the table's setting:
    validation's subnets; then fits them on the validation subnets themselves (in-sample, an oracle). The
    oracle's share within ±5 % is a ceiling for any per-kind linear composition of these entries. When the
    table kept in-context factors, it also scores the ops timed alone with the correction refitted.
+   A validation of a paired table (its samples timed in alternation with the table's reference subnet) is
+   scored against the samples at the build's level (``paired_ms``), and the calibration subnets likewise;
+   ``--unpaired`` scores the samples' own medians instead.
 
     python benchmarks/lut_noise_floor.py --seconds 150
     python benchmarks/lut_noise_floor.py --table matrix-default-1x1-onnxruntime --validation runs/lut-matrix-default/1x1-onnxruntime
@@ -80,16 +83,19 @@ def _alone_table(table, calibration: list):
     return alone
 
 
-def composition(table_name: str, lut_dir: str | None, validation: Path) -> None:
+def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired: bool = False) -> None:
     from slimformer.latency_lut import fidelity, get_table, repeatability
-    from slimformer.latency_lut._fidelity import fastest
+    from slimformer.latency_lut._fidelity import at_reference, fastest
     from slimformer.supernet import arch_from_dict
 
     table = get_table(table_name, lut_dir=lut_dir)
     rows = json.loads((validation / "validate.json").read_text())["rows"]
-    cal = fastest(table.meta["build"]["calibration"])
+    ref = None if unpaired else (table.meta["build"].get("reference") or {}).get("median_ms")
+    truth = "paired_ms" if ref and rows and "paired_ms" in rows[0] else "measured_ms"
+    print(f"ground truth: {'each sample at the build level (paired)' if truth == 'paired_ms' else 'its own median'}")
+    cal = fastest(at_reference(table.meta["build"]["calibration"], ref if truth == "paired_ms" else None))
     cal_f = [(_features(table, arch_from_dict(c["arch"])), c["median_ms"]) for c in cal]
-    val_f = [(_features(table, arch_from_dict(r["arch"])), r["measured_ms"]) for r in rows]
+    val_f = [(_features(table, arch_from_dict(r["arch"])), r[truth]) for r in rows]
     kinds = sorted({k for (f, _), _ in cal_f + val_f for k in f})
 
     def design(data):
@@ -118,6 +124,10 @@ def composition(table_name: str, lut_dir: str | None, validation: Path) -> None:
         blocks = ", ".join(f"{np.median(ratio[i:i + 20]):.2f}" for i in range(0, len(ratio), 20))
         print(f"  its median {np.median(ratio):.3f} (p10-p90 {np.percentile(ratio, 10):.2f}-{np.percentile(ratio, 90):.2f}); "
               f"by blocks of 20 subnets in measuring order: {blocks} (a median off 1 is the machine drifting between rounds)")
+    rep = repeatability(rows, "ratio")
+    if rep["repeat_sd"] is not None:
+        print(f"the same for the ratio to the reference subnet (paired): sd {100 * rep['repeat_sd']:.2f} %, "
+              f"{100 * rep['repeat_within_5pct']:.0f} % of subnets agree within ±5 %")
 
 
 def main() -> None:
@@ -128,6 +138,7 @@ def main() -> None:
     ap.add_argument("--table", default=None)
     ap.add_argument("--lut-dir", default=None)
     ap.add_argument("--validation", type=Path, default=None, help="a lut validate run directory")
+    ap.add_argument("--unpaired", action="store_true", help="score a paired validation's own medians")
     args = ap.parse_args()
     if args.seconds <= 0 and args.validation is None:
         raise SystemExit("give --seconds S, or --table NAME --validation DIR (or both)")
@@ -136,7 +147,7 @@ def main() -> None:
     if args.validation is not None:
         if not args.table:
             raise SystemExit("--validation needs --table (the table that run validated)")
-        composition(args.table, args.lut_dir, args.validation)
+        composition(args.table, args.lut_dir, args.validation, args.unpaired)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ from typing import Any
 
 from .._errors import SlimformerError
 from .._io import atomic_write_json, exclusive_lock, read_json
-from ..supernet import ArchConfig, SearchSpace, get_space
+from ..supernet import ArchConfig, SearchSpace, arch_from_dict, get_space
 from ._context import apply_context, profile_arch
-from ._fidelity import calibrate, measure_arch
+from ._fidelity import at_reference, calibrate, measure_arch, reference_config, reference_ms, reference_runner
 from ._keys import space_ops
 from ._measure import (
     BACKENDS,
@@ -80,9 +80,10 @@ def schedule(keys: list[str], n_calibration: int, rounds: int = 1, seed: int = O
 
 
 def _settings(name, backend, threads, batch, clock, space: SearchSpace, calibration: int,
-              rounds: int, max_time_s: float | None) -> dict[str, Any]:
+              rounds: int, max_time_s: float | None, paired: bool) -> dict[str, Any]:
     return {"name": name, "backend": backend, "threads": threads, "batch": batch, "clock": clock,
-            "space_hash": space.hash, "calibration_subnets": calibration, "rounds": rounds, "max_time_s": max_time_s}
+            "space_hash": space.hash, "calibration_subnets": calibration, "rounds": rounds, "max_time_s": max_time_s,
+            "reference": reference_config(space).to_dict() if paired else None}
 
 
 def journal_path(ppath: Path) -> Path:
@@ -168,6 +169,7 @@ class _Run:
     journal: Any
     bar: Any
     on_entry: Callable[[str, dict], None] | None
+    ref: Callable[[], Any] | None = None  # the reference subnet calibration subnets alternate with
 
     def record(self, rec: dict) -> None:
         self.journal.write(json.dumps(rec) + "\n")
@@ -194,10 +196,15 @@ class _Run:
         n = len(self.cal_cfgs)
         cfg = self.cal_cfgs[item % n]
         self.bar.set_postfix_str(f"subnet {cfg.summary()}", refresh=False)
-        r = measure_arch(cfg, **self.mkw, **self.tkw)
+        if self.ref is None and self.state.get("reference"):
+            self.ref = reference_runner(arch_from_dict(self.state["reference"]), **self.mkw_runner())
+        r = measure_arch(cfg, **self.mkw, **self.tkw, reference=self.ref)
         cal = self.state["calibration"]
         cal.append({"arch": cfg.to_dict(), "index": item % n, "round": item // n, **r})
         self.record({"calibration": cal[-1], "s": time.perf_counter() - t0})
+
+    def mkw_runner(self) -> dict[str, Any]:
+        return {k: self.mkw[k] for k in ("backend", "threads", "batch")}
 
     def _op(self, key: str, t0: float) -> None:
         """One op alone, its per-call overhead taken off."""
@@ -218,7 +225,8 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
                 space: str | SearchSpace = "default", lut_dir: str | Path | None = None, resume: bool = True,
                 progress: bool = True, calibration: int = 30, rounds: int = 2, repeats: int = 15,
                 min_time_s: float = 0.02, max_time_s: float | None = TIME_CAP_S, noise: float = 0.1, retries: int = 2,
-                context: int | None = None, on_entry: Callable[[str, dict], None] | None = None) -> LatencyTable:
+                context: int | None = None, paired: bool = True,
+                on_entry: Callable[[str, dict], None] | None = None) -> LatencyTable:
     """Measure every op of ``space`` with ``backend`` and write the table ``name`` into the user folder.
 
     Ops are measured in a shuffled order with ``rounds`` measurements of each of the ``calibration``
@@ -226,14 +234,16 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
     subnets (default: half of them) are then profiled node by node (:mod:`._context`); the table keeps
     the per-kind in-context factors if they fit its calibration subnets better than the ops alone do.
     Each measurement times at least ``repeats`` calls, fewer when that would take over ``max_time_s``
-    (:func:`._measure.time_calls`; ``None``: no cap).
+    (:func:`._measure.time_calls`; ``None``: no cap). With ``paired`` (the default) calibration subnets are
+    timed in alternation with the table's reference subnet and fitted at the build's level
+    (:func:`._fidelity.at_reference`).
 
     ``on_entry(key, entry)`` is called after each op is measured (progress hooks, tests)."""
     _check_options(name, backend, threads, batch, rounds, clock)
     sp = get_space(space) if isinstance(space, (str, Path)) or space is None else space
     keys = space_ops(sp)
     ppath = partial_path(name, lut_dir)
-    settings = _settings(name, backend, threads, batch, clock, sp, calibration, rounds, max_time_s)
+    settings = _settings(name, backend, threads, batch, clock, sp, calibration, rounds, max_time_s, paired)
     state = _open_state(ppath, settings, sp, resume)
     cal_cfgs = calibration_configs(sp, calibration)
     order = schedule(keys, len(cal_cfgs), rounds)
@@ -273,14 +283,19 @@ def _profile_context(state: dict, cal_cfgs: list[ArchConfig], context: int | Non
 
 def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int, batch: int,
             clock: str, timing: dict[str, Any]) -> LatencyTable:
+    ref_ms = reference_ms(state["calibration"])
+    reference = {"arch": state["reference"], "median_ms": ref_ms} if state.get("reference") and ref_ms else None
     table = LatencyTable(
         name=name, kind="measured", device=name, backend=backend, space=sp, entries=state["entries"],
         overhead_ms=state["overhead"]["median_ms"], threads=threads, batch=batch, clock=clock, cpu=cpu_model(),
         runtime=runtime_versions(backend), date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         meta={"build": {"started": state.get("started"), "overhead": state["overhead"], "timing": dict(timing),
                         "seconds": round(state.get("seconds", 0.0), 1),
-                        "calibration": state["calibration"]}})
-    calibrate(table, state["calibration"], method="build-time calibration subnets (in-sample fit)")
+                        "calibration": state["calibration"], "reference": reference}})
+    cal = at_reference(state["calibration"], ref_ms if reference else None)
+    method = "build-time calibration subnets (in-sample fit)" + (
+        ", timed in alternation with the reference subnet" if reference else "")
+    calibrate(table, cal, method=method)
     if state.get("context"):
-        apply_context(table, state["context"], state["calibration"])
+        apply_context(table, state["context"], cal, method=method)
     return table

@@ -189,6 +189,17 @@ def _write_noop(out: Path, *, fmt: str, ct) -> str:
     return rel
 
 
+def _write_reference(out: Path, space: SearchSpace, *, fmt: str, ct) -> dict[str, Any]:
+    """The reference subnet the calibration subnets alternate with (as ``lut build`` times them); its manifest row."""
+    from ._fidelity import reference_config
+
+    cfg = reference_config(space)
+    rel = f"models/_reference{'.onnx' if fmt == 'onnx' else '.mlpackage'}"
+    module, example = _calibration_net(cfg)
+    _write_model(out / rel, module, example, fmt=fmt, ct=ct, what=f"the reference subnet ({cfg.summary()})")
+    return {"arch": cfg.to_dict(), "file": rel, "inputs": _inputs(example)}
+
+
 def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: str = "onnx",
                  calibration: int = 10, progress: bool = True) -> Path:
     """Write the bundle for ``space`` into ``out_dir``; returns the manifest path. Resumes a partial bundle.
@@ -216,6 +227,8 @@ def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: 
                 "batch": 1, "slimformer": __version__, "torch": torch.__version__,
                 "noop": {"file": noop_rel, "inputs": [{"name": "x0", "shape": [1, 1]}]}, "ops": ops,
                 "calibration": cal, "calibration_rounds": 2 if cal else 1}
+    if cal:
+        manifest["reference"] = _write_reference(out, space, fmt=fmt, ct=ct)
     if fmt == "onnx":
         manifest["onnx_export"] = dict(ONNX_EXPORT)  # the models were exported as tables and deployments are
     return atomic_write_json(out / "manifest.json", manifest)
@@ -261,7 +274,7 @@ def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path |
     Checks, each failing with one clear error: the file is complete results of a bundle, its space is
     intact (and is ``space`` if given), it comes from ``bundle`` if given, and it measured exactly the
     ops of its space."""
-    from ._fidelity import calibrate
+    from ._fidelity import at_reference, calibrate, reference_ms
     from ._registry import table_path
     from ._table import LatencyTable
 
@@ -296,6 +309,10 @@ def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path |
             meta={"host": r.get("device"), "platform": r.get("platform"), "settings": r.get("settings"),
                   "manifest_id": r["manifest_id"], "overhead_spread_ms": ov.get("spread_ms")})
         calibration = list(r.get("calibration", {}).values())
+        ref_ms = reference_ms(calibration)  # paired with the bundle's reference subnet (newer bundles)
+        if ref_ms is not None:
+            table.meta["reference"] = {"median_ms": ref_ms}
+            calibration = at_reference(calibration, ref_ms)
         method = "the bundle's calibration subnets, measured on the device (in-sample fit)"
         calibrate(table, calibration, method=method)
         _apply_device_context(table, r.get("context") or [], calibration, method=method)

@@ -5,6 +5,14 @@
 loss), where ``raw`` is the table's sum of entries and ``n_ops`` the number of ops summed; ``fidelity``
 gives the figures (share within +-5% / +-10%, MAPE, worst error, Kendall tau).
 
+Paired timing: whole subnets (calibration and validation) are timed call by call in alternation with a
+*reference* subnet of the same space (:func:`reference_config`, fixed per table), and each keeps the ratio
+of its median to the reference's. This machine's speed moves by 4-5 % on a scale of seconds and less, and
+two networks timed in alternation move together: their ratio repeats to about 1 % at 1 thread where a
+network's own median repeats to 5 % (README, issue 17). A paired record's latency *at the build's level*
+is ``ratio * reference_ms``, where ``reference_ms`` is the reference's median over the build
+(:func:`at_reference`); the correction is fitted on those, and validation compares against them.
+
 Why a per-op term: an op measured alone, over and over, finds its weights in cache; inside a network
 every op's weights were pushed out by the ops before it, and the runtime hands tensors from op to op.
 On this project's 2-core CPU that costs 0.06-0.07 ms per op, which a scale and an offset cannot express
@@ -12,23 +20,58 @@ On this project's 2-core CPU that costs 0.06-0.07 ms per op, which a scale and a
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..supernet import ArchConfig, arch_from_dict, build_model
-from ._measure import measure_module
+from ._measure import measure_module, runner
+
+REFERENCE_SEED = 20_261_206  # the reference subnet comes from its own stream, apart from calibration and validation
+
+
+def _example(cfg: ArchConfig) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn((1, cfg.in_chans, cfg.img_size, cfg.img_size), generator=g)
 
 
 def measure_arch(cfg: ArchConfig, *, backend: str = "onnxruntime", threads: int = 1, batch: int = 1,
                  **kw) -> dict[str, Any]:
-    """End-to-end latency of the standalone model of ``cfg`` (random weights; eval mode)."""
-    g = torch.Generator().manual_seed(0)
-    net = build_model(cfg).eval()
-    x = torch.randn((1, cfg.in_chans, cfg.img_size, cfg.img_size), generator=g)
-    return measure_module(net, (x,), backend=backend, threads=threads, batch=batch, **kw)
+    """End-to-end latency of the standalone model of ``cfg`` (random weights; eval mode); with
+    ``reference=`` (a :func:`reference_runner`) timed in alternation with it."""
+    return measure_module(build_model(cfg).eval(), (_example(cfg),), backend=backend, threads=threads, batch=batch,
+                          **kw)
+
+
+def reference_config(space) -> ArchConfig:
+    """The subnet every whole-subnet measurement of a table is paired with: one random subnet of ``space``,
+    drawn from its own seed, so a typical size for the space."""
+    return space.sample(random.Random(REFERENCE_SEED))
+
+
+def reference_runner(cfg: ArchConfig, *, backend: str = "onnxruntime", threads: int = 1,
+                     batch: int = 1) -> Callable[[], Any]:
+    """A no-argument callable that runs the reference subnet ``cfg`` once, as :func:`measure_arch` runs a subnet."""
+    return runner(build_model(cfg).eval(), (_example(cfg),), backend=backend, threads=threads, batch=batch)
+
+
+def reference_ms(records: Sequence[dict[str, Any]]) -> float | None:
+    """The reference's latency over a build: the median of its medians in the paired ``records``
+    (``None`` when none was paired)."""
+    refs = [float(r["ref_ms"]) for r in records if "ref_ms" in r]
+    return float(np.median(refs)) if refs else None
+
+
+def at_reference(records: Sequence[dict[str, Any]], ref_ms: float | None) -> list[dict[str, Any]]:
+    """``records`` with each paired one's ``median_ms`` replaced by ``ratio * ref_ms``, its latency at the
+    build's level (the measured median kept as ``unpaired_ms``); unpaired records, or ``ref_ms`` None, unchanged."""
+    if ref_ms is None:
+        return list(records)
+    return [{**r, "unpaired_ms": r["median_ms"], "median_ms": r["ratio"] * ref_ms} if "ratio" in r else r
+            for r in records]
 
 
 def fastest(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -46,12 +89,13 @@ def fastest(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(best.values())
 
 
-def repeatability(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+def repeatability(rows: Sequence[dict[str, Any]], key: str = "median_ms") -> dict[str, float | None]:
     """How well the ground truth repeats: round 2 / round 1 of each validation row measured in 2+ rounds.
     ``repeat_sd`` (sd of that ratio - 1) and ``repeat_within_5pct`` (share of rows whose rounds agree within
-    ±5 %); both ``None`` when no row has two rounds."""
-    d = np.array([r["runs"][1]["median_ms"] / r["runs"][0]["median_ms"] - 1 for r in rows
-                  if len(r.get("runs", [])) >= 2])
+    ±5 %); both ``None`` when no row has two rounds. ``key="ratio"``: the same for paired samples' ratios
+    to the reference subnet."""
+    d = np.array([r["runs"][1][key] / r["runs"][0][key] - 1 for r in rows
+                  if len(r.get("runs", [])) >= 2 and key in r["runs"][0]])
     if not len(d):
         return {"repeat_sd": None, "repeat_within_5pct": None}
     return {"repeat_sd": float(d.std()), "repeat_within_5pct": float(np.mean(np.abs(d) <= 0.05))}

@@ -36,10 +36,12 @@ import torch
 from torch import nn
 
 from .._errors import SlimformerError
-from ._runner import (  # the timing cap is the runner's, so devices time alike
+from ._runner import (  # the timing cap and the paired timer are the runner's, so devices time alike
     BACKENDS,
     capped,
     onnx_session,
+    paired_figures,
+    time_paired,
     warm_up,
 )
 
@@ -146,19 +148,38 @@ def check_clock(clock: str, threads: int) -> None:
         raise SlimformerError("the cpu clock measures the calling thread only: use it with --threads 1")
 
 
+def _calls(fn: Callable[[], Any], warmup: int, repeats: int, min_time_s: float, max_repeats: int,
+           max_time_s: float | None) -> int:
+    """How many calls to time after warming ``fn`` up (see :func:`time_calls`)."""
+    per_call = max(warm_up(fn, max(1, warmup), max_time_s), 1e-7)
+    return capped(int(min(max_repeats, max(repeats, min_time_s / per_call))), per_call, max_time_s)
+
+
+def _now(clock: str):
+    return time.thread_time_ns if clock == "cpu" else time.perf_counter_ns
+
+
 def time_calls(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 15, min_time_s: float = 0.02,
                max_repeats: int = 300, max_time_s: float | None = None, clock: str = "wall") -> list[float]:
     """Per-call times in ms after warm-up; at least ``repeats`` calls and about ``min_time_s`` of timing,
     but with ``max_time_s`` no more than about that much timing (and never under :data:`._runner.MIN_REPEATS` calls)."""
-    per_call = max(warm_up(fn, max(1, warmup), max_time_s), 1e-7)
-    n = capped(int(min(max_repeats, max(repeats, min_time_s / per_call))), per_call, max_time_s)
+    n = _calls(fn, warmup, repeats, min_time_s, max_repeats, max_time_s)
     out = []
-    now = time.thread_time_ns if clock == "cpu" else time.perf_counter_ns
+    now = _now(clock)
     for _ in range(n):
         a = now()
         fn()
         out.append((now() - a) / 1e6)
     return out
+
+
+def time_paired_calls(fn: Callable[[], Any], ref: Callable[[], Any], *, warmup: int = 3, repeats: int = 15,
+                      min_time_s: float = 0.02, max_repeats: int = 300, max_time_s: float | None = None,
+                      clock: str = "wall") -> tuple[list[float], list[float]]:
+    """Per-call ms of ``fn`` and of the reference ``ref``, called in alternation (:func:`._runner.time_paired`);
+    the number of calls as :func:`time_calls` counts them for the pair."""
+    n = _calls(lambda: (fn(), ref()), warmup, repeats, min_time_s, max_repeats, max_time_s)
+    return time_paired(fn, ref, n, _now(clock))
 
 
 def summarize(times_ms: Sequence[float]) -> dict[str, float]:
@@ -170,12 +191,18 @@ def summarize(times_ms: Sequence[float]) -> dict[str, float]:
 
 def measure_callable(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 15, min_time_s: float = 0.02,
                      noise: float = 0.1, retries: int = 2, clock: str = "wall",
-                     max_time_s: float | None = None) -> dict[str, Any]:
-    """Median/spread/count of ``fn``; noisy attempts are retried (see the module docstring)."""
+                     max_time_s: float | None = None, reference: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Median/spread/count of ``fn``; noisy attempts are retried (see the module docstring). With a
+    ``reference`` callable, ``fn``'s calls alternate with it and ``ref_ms`` and ``ratio`` are added
+    (:func:`._runner.paired_figures`)."""
     best = None
+    tkw = {"warmup": warmup, "repeats": repeats, "min_time_s": min_time_s, "max_time_s": max_time_s, "clock": clock}
     for attempt in range(retries + 1):
-        s = summarize(time_calls(fn, warmup=warmup, repeats=repeats, min_time_s=min_time_s, max_time_s=max_time_s,
-                                 clock=clock))
+        if reference is None:
+            s = summarize(time_calls(fn, **tkw))
+        else:
+            a, b = time_paired_calls(fn, reference, **tkw)
+            s = {**summarize(a), **paired_figures(a, b)}
         s["attempts"] = attempt + 1
         if best is None or s["median_ms"] < best["median_ms"]:
             best = {**s}
@@ -187,8 +214,10 @@ def measure_callable(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 1
 
 def measure_module(module: nn.Module, example, *, backend: str = "onnxruntime", threads: int = 1, batch: int = 1,
                    warmup: int = 3, repeats: int = 15, min_time_s: float = 0.02, noise: float = 0.1,
-                   retries: int = 2, clock: str = "wall", max_time_s: float | None = None) -> dict[str, Any]:
-    """Latency of one call of ``module(*example)``: ``{median_ms, spread_ms, count, attempts}``.
+                   retries: int = 2, clock: str = "wall", max_time_s: float | None = None,
+                   reference: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Latency of one call of ``module(*example)``: ``{median_ms, spread_ms, count, attempts}`` (and
+    ``ref_ms``, ``ratio`` when timed in alternation with a ``reference`` callable).
 
     ``backend="onnxruntime"`` exports to ONNX and runs a CPU session with ``threads`` intra-op threads;
     ``"torch"`` runs eager PyTorch in inference mode with ``torch.set_num_threads(threads)``; ``"torch-cuda"``
@@ -197,7 +226,7 @@ def measure_module(module: nn.Module, example, *, backend: str = "onnxruntime", 
     check_clock(clock, threads)
     fn = runner(module, example, backend=backend, threads=threads, batch=batch)
     return measure_callable(fn, warmup=warmup, repeats=repeats, min_time_s=min_time_s, noise=noise, retries=retries,
-                            clock=clock, max_time_s=max_time_s)
+                            clock=clock, max_time_s=max_time_s, reference=reference)
 
 
 class _Identity(nn.Module):

@@ -142,6 +142,10 @@ def describe(table: LatencyTable, cfg: ArchConfig | None = None) -> str:
     c = table.correction
     lines.append(f"  correction: {correction_text(c)} (fitted on {c.get('samples', '?')} whole subnets)"
                  if c else "  correction: none")
+    ref = (table.meta.get("build") or {}).get("reference") or table.meta.get("reference")
+    if ref:
+        lines.append(f"  reference: whole subnets timed in alternation with a reference subnet "
+                     f"({ref['median_ms']:.3f} ms at build time); predictions are at the build's level")
     lines += ["  " + x for x in error_lines(table)]
     faults = table.space.check(cfg) if cfg is not None else []
     if faults:

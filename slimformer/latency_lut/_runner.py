@@ -185,28 +185,61 @@ def capped(repeats: int, per_call_s: float | None, max_time_s: float | None) -> 
     return min(repeats, max(MIN_REPEATS, int(max_time_s / max(per_call_s, 1e-7))))
 
 
-def measure(fn, warmup: int, repeats: int, noise: float, retries: int, max_time_s: float | None = None) -> dict:
+def summary(ts: list) -> dict:
+    """Median, spread (interquartile range) and count of per-call times in ms."""
+    ts = sorted(ts)
+    n = len(ts)
+    med = ts[n // 2] if n % 2 else (ts[n // 2 - 1] + ts[n // 2]) / 2
+    return {"median_ms": med, "spread_ms": ts[(3 * n) // 4] - ts[n // 4], "count": n}
+
+
+def time_paired(fn, ref, n: int, now=time.perf_counter_ns) -> tuple:
+    """``n`` calls of ``fn`` and of the reference ``ref`` in alternation (fn, ref, fn, ref, ...): the per-call
+    ms of each. The machine's speed moves on a scale of seconds and less; two networks timed call by call
+    move together, so their ratio repeats where each one's own median does not (README, issue 17)."""
+    a, b = [], []
+    for _ in range(n):
+        t0 = now()
+        fn()
+        t1 = now()
+        ref()
+        b.append((now() - t1) / 1e6)
+        a.append((t1 - t0) / 1e6)
+    return a, b
+
+
+def paired_figures(a: list, b: list) -> dict:
+    """``ref_ms`` (the reference's median in these calls) and ``ratio`` (``fn``'s median over it)."""
+    ref_ms = summary(b)["median_ms"]
+    return {"ref_ms": ref_ms, "ratio": summary(a)["median_ms"] / max(ref_ms, 1e-9)}
+
+
+def measure(fn, warmup: int, repeats: int, noise: float, retries: int, max_time_s: float | None = None,
+            ref=None) -> dict:
     """Median, spread and count of ``repeats`` calls (:func:`capped` by ``max_time_s``, as ``lut build``
-    times them)."""
-    repeats = capped(repeats, warm_up(fn, warmup, max_time_s), max_time_s)
+    times them); with a reference ``ref``, the calls alternate with it and :func:`paired_figures` are added."""
+    pair = (lambda: (fn(), ref())) if ref is not None else fn
+    repeats = capped(repeats, warm_up(pair, warmup, max_time_s), max_time_s)
     best = None
     for attempt in range(retries + 1):
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter_ns()
-            fn()
-            ts.append((time.perf_counter_ns() - t0) / 1e6)
-        ts.sort()
-        n = len(ts)
-        med = ts[n // 2] if n % 2 else (ts[n // 2 - 1] + ts[n // 2]) / 2
-        spread = ts[(3 * n) // 4] - ts[n // 4]
-        cur = {"median_ms": med, "spread_ms": spread, "count": n, "attempts": attempt + 1}
+        if ref is None:
+            cur = summary([time_one(fn) for _ in range(repeats)])
+        else:
+            a, b = time_paired(fn, ref, repeats)
+            cur = {**summary(a), **paired_figures(a, b)}
+        cur["attempts"] = attempt + 1
         if best is None or cur["median_ms"] < best["median_ms"]:
             best = cur
-        if spread <= noise * med:
+        if cur["spread_ms"] <= noise * cur["median_ms"]:
             break
     best["attempts"] = attempt + 1
     return best
+
+
+def time_one(fn) -> float:
+    t0 = time.perf_counter_ns()
+    fn()
+    return (time.perf_counter_ns() - t0) / 1e6
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,28 +305,29 @@ def new_results(manifest: dict, mid: str, info: dict, settings: dict, device_nam
     }
 
 
-def measure_item(item, results: dict, cal: list, load, args) -> tuple[str, dict]:
+def measure_item(item, results: dict, cal: list, load, args, ref=None) -> tuple[str, dict]:
     """Measure one item of the schedule (an op row, or a calibration subnet's index) into ``results``;
-    returns its label and result."""
+    returns its label and result. Calibration subnets alternate call by call with the bundle's reference
+    network ``ref`` when it has one (as ``lut build`` times them)."""
     timing = (args.warmup, args.repeats, args.noise, args.retries, args.max_time_s)
     if isinstance(item, int):  # a whole calibration subnet
         ci = item % len(cal)
         sub = cal[ci]
         fn = load(os.path.join(args.bundle, sub["file"]), sub["inputs"])
         r = results["calibration"][str(item)] = {"arch": sub["arch"], "index": ci, "round": item // len(cal),
-                                                 **measure(fn, *timing)}
+                                                 **measure(fn, *timing, ref=ref)}
         return f"calibration subnet {ci}", r
     fn = load(os.path.join(args.bundle, item["file"]), item["inputs"])
     r = results["entries"][item["key"]] = measure(fn, *timing)
     return item["key"], r
 
 
-def measure_all(todo: list, total: int, results: dict, cal: list, load, args, out: str) -> None:
+def measure_all(todo: list, total: int, results: dict, cal: list, load, args, out: str, ref=None) -> None:
     """Measure ``todo`` (the rest of a schedule of ``total`` items), writing ``out`` after each one and
     printing a progress line."""
     t_start = time.time()
     for i, item in enumerate(todo):
-        label, r = measure_item(item, results, cal, load, args)
+        label, r = measure_item(item, results, cal, load, args, ref)
         write_json(out, results)
         done = total - len(todo) + i + 1
         el = time.time() - t_start
@@ -347,7 +381,9 @@ def main(argv=None) -> int:
         results["overhead"] = measure(load(os.path.join(args.bundle, noop["file"]), noop["inputs"]),
                                       args.warmup, args.repeats, args.noise, args.retries, args.max_time_s)
         write_json(out, results)
-    measure_all(todo, len(order), results, cal, load, args, out)
+    reference = manifest.get("reference")
+    ref = load(os.path.join(args.bundle, reference["file"]), reference["inputs"]) if reference and todo else None
+    measure_all(todo, len(order), results, cal, load, args, out, ref)
     profile_calibration(results, cal, args, out)
     results["complete"] = True
     results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

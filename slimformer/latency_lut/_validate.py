@@ -11,6 +11,13 @@ which the machine now runs slower or faster than when the build measured the sam
 machine every timing drifts by a per cent or two over minutes with the neighbours' load, and this
 separates that drift from the table's own error. The table is not changed.
 
+A table whose build timed its calibration subnets in alternation with a reference subnet
+(``meta["build"]["reference"]``, see :mod:`._fidelity`) has every sample timed the same way, and the
+headline compares its predictions with each sample's latency at the build's level (``paired_ms``: the
+sample's ratio to the reference times the reference's build-time median); the samples' own medians are
+still compared as before. Paired samples are measured in one round by default: the pairing, not a second
+round, is what takes the machine's drift out.
+
 Writes into one run directory: ``validate.json`` (figures and every sample), ``scatter.png``
 (predicted vs measured, with and without the correction) and ``report.md``. Samples are saved as they
 are measured (``samples.partial.json``), so a killed validation given the same ``run_dir`` resumes.
@@ -22,10 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._errors import SlimformerError
 from .._io import atomic_write_json, atomic_write_text, make_run_dir, read_json
 from ..supernet import ArchConfig, arch_from_dict
-from ._fidelity import correction_text, fastest, fidelity, fit_level, measure_arch
+from ._fidelity import correction_text, fastest, fidelity, fit_level, measure_arch, reference_runner
 from ._runner import BACKENDS, TIME_CAP_S
 from ._table import LatencyTable
 
@@ -49,12 +58,13 @@ def _check_options(table: LatencyTable, samples: int, rounds: int) -> None:
 
 
 def _resume(partial: Path, table: LatencyTable, *, seed: int, rounds: int, recalibrate: bool,
-            samples: int) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+            samples: int, paired: bool) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     """The rows and calibration re-measurements of a killed validation with the same settings, else none."""
     if partial.is_file():
         d = read_json(partial, "validation samples")
         if (isinstance(d, dict) and d.get("table_hash") == table.hash and d.get("seed") == seed
-                and d.get("rounds") == rounds and bool(d.get("again")) == recalibrate):
+                and d.get("rounds") == rounds and bool(d.get("again")) == recalibrate
+                and bool(d.get("paired")) == paired):
             return list(d.get("rows", []))[:samples], dict(d.get("again") or {})
     return [], {}
 
@@ -85,6 +95,8 @@ class _Validation:
     rows: list[dict[str, Any]]
     again: dict[str, list[float]]  # calibration subnet index -> its medians measured now, one per round
     measure_kw: dict[str, Any]
+    ref: Any = None  # the table's reference subnet (a runner) when samples are paired with it
+    ref_ms: float | None = None  # its median over the build
 
     def done(self) -> int:
         return sum(len(r["runs"]) for r in self.rows) + sum(len(v) for v in self.again.values())
@@ -104,15 +116,17 @@ class _Validation:
 
     def _sample(self, i: int) -> None:
         cfg = self.cfgs[i]
-        r = measure_arch(cfg, **self.measure_kw)
+        r = measure_arch(cfg, **self.measure_kw, reference=self.ref)
         if i == len(self.rows):
             self.rows.append({"summary": cfg.summary(), "arch": cfg.to_dict(), "runs": [],
                               "predicted_ms": self.table.predict(cfg, corrected=False),
                               "corrected_ms": self.table.predict(cfg)})
         row = self.rows[i]
-        row["runs"].append({"median_ms": r["median_ms"], "spread_ms": r["spread_ms"]})
+        row["runs"].append({k: r[k] for k in ("median_ms", "spread_ms", "ratio", "ref_ms") if k in r})
         best = min(row["runs"], key=lambda x: x["median_ms"])
         row["measured_ms"], row["spread_ms"] = best["median_ms"], best["spread_ms"]
+        if self.ref is not None:  # the ratios of the rounds, averaged, at the build's level
+            row["paired_ms"] = self.ref_ms * sum(x["ratio"] for x in row["runs"]) / len(row["runs"])
 
     def measure(self, order: list[tuple[str, int]], rounds: int, partial: Path, *, seed: int,
                 progress: bool) -> None:
@@ -126,7 +140,8 @@ class _Validation:
                     if not self.step(what, i, rnd):
                         continue
                     atomic_write_json(partial, {"table_hash": self.table.hash, "seed": seed, "rounds": rounds,
-                                                "rows": self.rows, "again": self.again})
+                                                "paired": self.ref is not None, "rows": self.rows,
+                                                "again": self.again})
                     bar.update(1)
 
     def level(self, min_level: float) -> dict[str, Any] | None:
@@ -140,8 +155,17 @@ class _Validation:
         return level
 
 
+def _paired(table: LatencyTable, rows: list[dict[str, Any]], ref_ms: float | None) -> dict[str, Any] | None:
+    """The predictions against each sample's latency at the build's level, and the reference's level now."""
+    if not rows or "paired_ms" not in rows[0]:
+        return None
+    now = [x["ref_ms"] for r in rows for x in r["runs"]]
+    return {**fidelity([r["corrected_ms"] for r in rows], [r["paired_ms"] for r in rows]),
+            "reference_ms": ref_ms, "reference_level": float(np.median(now)) / ref_ms}
+
+
 def _result(table: LatencyTable, rows: list[dict[str, Any]], level: dict | None, *, seed: int, rounds: int,
-            mismatch, out: Path) -> dict[str, Any]:
+            mismatch, out: Path, ref_ms: float | None = None) -> dict[str, Any]:
     m = [r["measured_ms"] for r in rows]
     result = {"table": table.name, "table_hash": table.hash, "device": table.device, "backend": table.backend,
               "threads": table.threads, "batch": table.batch, "clock": table.clock, "samples": len(rows),
@@ -150,8 +174,9 @@ def _result(table: LatencyTable, rows: list[dict[str, Any]], level: dict | None,
               "corrected": fidelity([r["corrected_ms"] for r in rows], m) if table.correction else None,
               "correction": table.correction,
               "recalibrated": fidelity([r["recalibrated_ms"] for r in rows], m) if level else None,
+              "paired": _paired(table, rows, ref_ms),
               "level": level, "mismatch": mismatch, "run_dir": str(out), "rows": rows}
-    result["headline"] = ("recalibrated" if level and level["moved"] else
+    result["headline"] = ("paired" if result["paired"] else "recalibrated" if level and level["moved"] else
                           "corrected" if result["corrected"] else "uncorrected")
     return result
 
@@ -159,7 +184,8 @@ def _result(table: LatencyTable, rows: list[dict[str, Any]], level: dict | None,
 def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALIDATION_SEED,
                    run_dir: str | Path | None = None, runs_root: str | Path | None = None,
                    progress: bool = True, repeats: int = 15, min_time_s: float = 0.02,
-                   max_time_s: float | None = TIME_CAP_S, recalibrate: bool | None = None, calibration: int = 10, rounds: int = 2,
+                   max_time_s: float | None = TIME_CAP_S, recalibrate: bool | None = None, calibration: int = 10,
+                   rounds: int | None = None,
                    threads: int | None = None, batch: int | None = None, backend: str | None = None,
                    min_level: float = 0.02) -> dict[str, Any]:
     """Fidelity figures of ``table`` on ``samples`` random subnets measured here with the table's settings
@@ -167,16 +193,22 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
 
     The level check is on by default (``recalibrate=None``: whenever the table holds calibration subnets
     measured in rounds): when the machine's level moved by more than its noise (and at least
-    ``min_level``), the headline figures are the build's predictions re-scaled by it."""
+    ``min_level``), the headline figures are the build's predictions re-scaled by it. A table with a reference
+    subnet has its samples paired with it (unless measured at other settings than the table's) and its
+    headline is the paired comparison; ``rounds`` defaults to 1 for paired samples and 2 otherwise."""
+    reference = (table.meta.get("build") or {}).get("reference")
+    mismatch = table.mismatch(threads=threads, batch=batch, backend=backend)
+    paired = bool(reference) and not mismatch
+    rounds = rounds if rounds is not None else 1 if paired else 2
     _check_options(table, samples, rounds)
     build_cal = table.meta.get("build", {}).get("calibration", [])
     if recalibrate is None:
         recalibrate = len([c for c in fastest(build_cal) if "index" in c]) >= 3
-    mismatch = table.mismatch(threads=threads, batch=batch, backend=backend)
     out = Path(run_dir) if run_dir is not None else make_run_dir(runs_root, f"lut-validate-{table.name}")
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "samples.partial.json"
-    rows, again = _resume(partial, table, seed=seed, rounds=rounds, recalibrate=recalibrate, samples=samples)
+    rows, again = _resume(partial, table, seed=seed, rounds=rounds, recalibrate=recalibrate, samples=samples,
+                          paired=paired)
     cfgs = validation_configs(table, samples, seed)
     kw = {"backend": backend or table.backend, "threads": threads or table.threads or 1, "batch": batch or table.batch,
           "clock": table.clock, "repeats": repeats, "min_time_s": min_time_s, "max_time_s": max_time_s}
@@ -184,8 +216,12 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
     for i in then:
         again.setdefault(str(i), [])
     v = _Validation(table, cfgs, then, rows, again, kw)
+    if paired:
+        v.ref_ms = float(reference["median_ms"])
+        v.ref = reference_runner(arch_from_dict(reference["arch"]), **{k: kw[k] for k in ("backend", "threads", "batch")})
     v.measure(_round_order(samples, then), rounds, partial, seed=seed, progress=progress)
-    result = _result(table, rows, v.level(min_level), seed=seed, rounds=rounds, mismatch=mismatch, out=out)
+    result = _result(table, rows, v.level(min_level), seed=seed, rounds=rounds, mismatch=mismatch, out=out,
+                     ref_ms=v.ref_ms)
     result["timing"] = {"repeats": repeats, "min_time_s": min_time_s, "max_time_s": max_time_s}
     atomic_write_json(out / "validate.json", result)
     if not mismatch:
@@ -206,6 +242,7 @@ def _remember(table: LatencyTable, result: dict[str, Any]) -> None:
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "samples": result["samples"],
         "seed": result["seed"], "rounds": result["rounds"], "uncorrected": result["uncorrected"],
         "corrected": result["corrected"], "level": result["level"], "with_level": result["recalibrated"],
+        "paired": result["paired"],
         "run_dir": result["run_dir"]}
     table.save(table.path)
 
@@ -226,6 +263,11 @@ def figure_lines(result: dict[str, Any], *, bullet: str = "  ") -> list[str]:
         c = result["level"]
         lines.append(f"{bullet}with the build's correction times the machine's level now (x{c['factor']:.4f}, from "
                      f"{c['samples']} calibration subnets measured again): {format_figures(result['recalibrated'])}")
+    p = result.get("paired")
+    if p:
+        lines.append(f"{bullet}paired with the reference subnet (each sample's ratio to it x its build-time "
+                     f"{p['reference_ms']:.3f} ms; the reference runs x{p['reference_level']:.3f} of that now): "
+                     f"{format_figures(p)}")
     lv = result.get("level")
     if lv and "noise" in lv:
         lines.append(f"{bullet}level check: " + (
@@ -251,11 +293,11 @@ def scatter_plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     m = np.array([r["measured_ms"] for r in rows])
     fig, ax = plt.subplots(figsize=(5.5, 5.0), dpi=120)
-    lo, hi = 0.9 * m.min(), 1.1 * m.max()
+    both = np.r_[m, [r["paired_ms"] for r in rows if "paired_ms" in r]]
+    lo, hi = 0.9 * both.min(), 1.1 * both.max()
     xs = np.array([lo, hi])
     ax.fill_between(xs, xs * 0.9, xs * 1.1, color="0.92", label="±10%")
     ax.fill_between(xs, xs * 0.95, xs * 1.05, color="0.82", label="±5%")
@@ -263,6 +305,9 @@ def scatter_plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> Path:
     ax.scatter(m, [r["predicted_ms"] for r in rows], s=12, marker="x", color="tab:orange", label="sum of ops")
     if any(r["corrected_ms"] != r["predicted_ms"] for r in rows):
         ax.scatter(m, [r["corrected_ms"] for r in rows], s=12, color="tab:blue", label="corrected")
+    if rows and "paired_ms" in rows[0]:
+        ax.scatter([r["paired_ms"] for r in rows], [r["corrected_ms"] for r in rows], s=10, marker="s",
+                   color="tab:purple", label="corrected vs paired measurement")
     if rows and "recalibrated_ms" in rows[0]:
         ax.scatter(m, [r["recalibrated_ms"] for r in rows], s=10, marker="^", color="tab:green",
                    label="corrected x level now")

@@ -14,8 +14,8 @@ from slimformer.latency_lut import LatencyTable, arch_ops, build_table, get_tabl
 from slimformer.latency_lut._build import schedule
 from slimformer.latency_lut._fidelity import fastest, fit_level
 from slimformer.latency_lut._measure import ONNX_EXPORT, OPSET
-from slimformer.latency_lut._runner import TIME_CAP_S
 from slimformer.latency_lut._report import describe
+from slimformer.latency_lut._runner import TIME_CAP_S
 
 from .conftest import FAST, micro_space
 
@@ -128,7 +128,7 @@ def test_build_rejects_bad_options(tmp_path, kw, msg):
 
 def test_validate_writes_figures_and_a_scatter(micro_table, tmp_path):
     r = validate_table(micro_table, samples=4, run_dir=tmp_path / "run", progress=False, repeats=3,
-                       min_time_s=0.0)
+                       min_time_s=0.0, rounds=2)
     assert r["samples"] == 4 and 0 <= r["uncorrected"]["within_10pct"] <= 1
     assert r["corrected"]["n"] == 4 and r["uncorrected"]["mape_pct"] >= 0
     run = tmp_path / "run"
@@ -157,12 +157,12 @@ def test_a_killed_validation_resumes_in_its_second_round(micro_table, tmp_path, 
     monkeypatch.setattr(V, "measure_arch", flaky)
     with pytest.raises(KeyboardInterrupt):
         validate_table(micro_table, samples=4, run_dir=tmp_path / "run", progress=False, repeats=3, min_time_s=0.0,
-                       recalibrate=False)
+                       recalibrate=False, rounds=2)
     part = json.loads((tmp_path / "run" / "samples.partial.json").read_text())
     assert [len(x["runs"]) for x in part["rows"]] == [1, 1, 1, 1]
     monkeypatch.setattr(V, "measure_arch", real)
     r = validate_table(micro_table, samples=4, run_dir=tmp_path / "run", progress=False, repeats=3, min_time_s=0.0,
-                       recalibrate=False)
+                       recalibrate=False, rounds=2)
     assert [len(x["runs"]) for x in r["rows"]] == [2, 2, 2, 2]
     assert [x["runs"][0] for x in r["rows"]] == [x["runs"][0] for x in part["rows"]]  # round 1 kept
 

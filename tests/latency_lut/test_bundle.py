@@ -34,6 +34,10 @@ def test_bundle_holds_every_op_a_manifest_and_a_standalone_runner(measured_bundl
     assert all((b / op["file"]).is_file() for op in m["ops"]) and (b / m["noop"]["file"]).is_file()
     assert len(m["calibration"]) == 10 and all((b / c["file"]).is_file() for c in m["calibration"])
     assert m["calibration_rounds"] == 2
+    from slimformer.latency_lut._fidelity import reference_config
+
+    assert m["reference"]["arch"] == reference_config(get_space("tiny")).to_dict()  # paired, as lut build times
+    assert (b / m["reference"]["file"]).is_file()
     assert m["onnx_export"]["opset"] == 18 and "batch" in m["onnx_export"]["dynamic_axes"]
     runner = (b / "run_bundle.py").read_text()
     assert "slimformer" not in "".join(l for l in runner.splitlines() if l.startswith(("import", "from")))
@@ -58,6 +62,11 @@ def test_round_trip_gives_a_usable_imported_table(measured_bundle, tmp_path, cap
     assert 0 < t.predict(sp.smallest()) < t.predict(sp.largest())
     # the composition correction is fitted on the device's calibration subnets, the faster of 2 rounds each
     assert len(r["calibration"]) == 20 and t.correction["samples"] == 10 and t.error["samples"] == 10
+    # each calibration subnet timed in alternation with the bundle's reference subnet, fitted at the run's level
+    from slimformer.latency_lut._fidelity import reference_ms
+
+    assert all(c["ratio"] > 0 and c["ref_ms"] > 0 for c in r["calibration"].values())
+    assert t.meta["reference"]["median_ms"] == pytest.approx(reference_ms(list(r["calibration"].values())))
     assert set(t.error) >= {"uncorrected", "corrected"} and t.correction["scale"] > 0
 
 

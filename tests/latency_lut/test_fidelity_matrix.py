@@ -29,3 +29,15 @@ def test_cuda_cells_are_listed_only_once_they_ran(matrix):
     text = matrix.markdown({"1x64-torch-cuda": row}, "default")
     assert "| 1x64, torch-cuda | 90 % | 100 % |" in text and "1x1, torch-cuda" not in text
     assert matrix.parse_cell("1x64-torch-cuda") == (1, 64, "torch-cuda")
+
+
+def test_a_paired_row_keeps_its_figures_without_the_pairing(matrix):
+    figures = {"within_5pct": 0.97, "within_10pct": 1.0, "mape_pct": 1.9, "worst_pct": 6.1, "kendall_tau": 0.98}
+    row = {**figures, "headline": "paired", "level": 1.01, "build_s": 250.0, "repeat_sd": 0.045,
+           "repeat_within_5pct": 0.75, "loadavg_build": [0.5], "loadavg_validate": [0.9],
+           "unpaired": {**figures, "within_5pct": 0.71, "within_10pct": 0.96, "kendall_tau": 0.93},
+           "paired_repeat_sd": 0.012}
+    line = next(x for x in matrix.markdown({"1x1-onnxruntime": row}, "default").splitlines()
+                if x.startswith("| 1x1, onnxruntime |"))
+    assert line.startswith("| 1x1, onnxruntime | 97 % | 100 % |")
+    assert line.endswith("| 71 % / 96 % / 0.930 | 1.2 % |") and "4.5 % / 75 %" in line

@@ -1,0 +1,119 @@
+"""Paired timing: whole subnets timed call by call in alternation with a reference subnet (issue 17)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from slimformer.latency_lut import build_table, validate_table
+from slimformer.latency_lut._fidelity import at_reference, reference_config, reference_ms
+from slimformer.latency_lut._measure import measure_callable
+from slimformer.latency_lut._runner import measure, paired_figures, time_paired
+
+from .conftest import FAST, micro_space
+
+
+class _Machine:
+    """A fake clock (ns) and two workloads whose cost scales with the machine's speed of the moment."""
+
+    def __init__(self):
+        self.t, self.slow, self.calls = 0, 1.0, []
+
+    def now(self) -> int:
+        return self.t
+
+    def work(self, name: str, ms: float):
+        def run():
+            self.calls.append(name)
+            self.t += int(ms * self.slow * 1e6)
+        return run
+
+
+def test_time_paired_alternates_the_two_calls_and_times_each_apart():
+    m = _Machine()
+    a, b = time_paired(m.work("net", 3.0), m.work("ref", 2.0), 4, m.now)
+    assert m.calls == ["net", "ref"] * 4
+    assert a == [3.0] * 4 and b == [2.0] * 4
+
+
+def test_the_ratio_to_the_reference_takes_out_a_shared_slowdown():
+    """The machine running 30 % slower makes both medians 30 % longer and leaves their ratio alone."""
+    m = _Machine()
+    net, ref = m.work("net", 3.0), m.work("ref", 2.0)
+    quick = paired_figures(*time_paired(net, ref, 5, m.now))
+    m.slow = 1.3
+    slow = paired_figures(*time_paired(net, ref, 5, m.now))
+    assert slow["ref_ms"] == pytest.approx(1.3 * quick["ref_ms"])
+    assert quick["ratio"] == pytest.approx(1.5) and slow["ratio"] == pytest.approx(quick["ratio"])
+
+
+def test_measure_with_a_reference_adds_the_paired_figures_locally_and_in_the_runner():
+    calls = []
+    fn, ref = (lambda: calls.append("f")), (lambda: calls.append("r"))
+    local = measure_callable(fn, repeats=5, min_time_s=0.0, retries=0, reference=ref)
+    assert {"ref_ms", "ratio", "median_ms"} <= set(local) and local["count"] == 5
+    assert calls[-10:] == ["f", "r"] * 5
+    remote = measure(fn, 1, 5, 0.1, 0, None, ref=ref)  # the bundle runner's timer
+    assert {"ref_ms", "ratio"} <= set(remote) and remote["count"] == 5
+    assert "ratio" not in measure(fn, 1, 5, 0.1, 0, None)
+
+
+def test_at_reference_puts_paired_records_at_the_builds_level():
+    recs = [{"median_ms": 10.0, "ratio": 2.0, "ref_ms": 5.5}, {"median_ms": 9.0, "ratio": 1.5, "ref_ms": 4.5},
+            {"median_ms": 7.0}]
+    assert reference_ms(recs) == pytest.approx(5.0)
+    out = at_reference(recs, 5.0)
+    assert [r["median_ms"] for r in out] == [10.0, 7.5, 7.0] and out[1]["unpaired_ms"] == 9.0
+    assert at_reference(recs, None) == recs and reference_ms([{"median_ms": 1.0}]) is None
+
+
+@pytest.fixture(scope="module")
+def paired_table(tmp_path_factory):
+    return build_table(name="micro-paired", space=micro_space(), lut_dir=tmp_path_factory.mktemp("luts"),
+                       progress=False, **FAST)
+
+
+def test_a_build_pairs_its_calibration_subnets_with_the_reference_and_fits_at_its_level(paired_table):
+    t = paired_table
+    ref = t.meta["build"]["reference"]
+    assert ref["arch"] == reference_config(micro_space()).to_dict()
+    cal = t.meta["build"]["calibration"]
+    assert len(cal) == 6 and all("ratio" in c and c["ref_ms"] > 0 for c in cal)
+    assert ref["median_ms"] == pytest.approx(reference_ms(cal))
+    assert "alternation with the reference" in t.error["method"]
+    from slimformer.latency_lut._report import describe
+
+    assert "reference: whole subnets timed in alternation" in describe(t)  # what `lut show` prints
+    again = type(t).load(t.path)  # the reference survives a save and load
+    assert again.meta["build"]["reference"] == ref and again.hash == t.hash
+
+
+def test_a_paired_table_validates_paired_in_one_round_with_the_unpaired_figures_kept(paired_table, tmp_path):
+    t = paired_table
+    r = validate_table(t, samples=3, run_dir=tmp_path / "v", progress=False, repeats=3, min_time_s=0.0,
+                       recalibrate=False)
+    assert r["headline"] == "paired" and r["rounds"] == 1 and r["corrected"]["n"] == 3
+    ref_ms = t.meta["build"]["reference"]["median_ms"]
+    assert r["paired"]["reference_ms"] == ref_ms and r["paired"]["reference_level"] > 0
+    for row in r["rows"]:
+        assert row["paired_ms"] == pytest.approx(ref_ms * row["runs"][0]["ratio"])
+        assert row["measured_ms"] == row["runs"][0]["median_ms"]
+    assert "paired with the reference subnet" in (tmp_path / "v" / "report.md").read_text()
+    assert json.loads((tmp_path / "v" / "validate.json").read_text())["paired"] == r["paired"]
+
+
+def test_a_validation_at_other_settings_is_not_paired(paired_table, tmp_path):
+    """The reference's build-time median holds at the table's own settings only."""
+    r = validate_table(paired_table, samples=2, run_dir=tmp_path / "v", progress=False, repeats=3, min_time_s=0.0,
+                       recalibrate=False, batch=2)
+    assert r["mismatch"] and r["paired"] is None and r["headline"] != "paired" and r["rounds"] == 2
+    assert all("paired_ms" not in row for row in r["rows"])
+
+
+def test_an_unpaired_build_validates_as_before(tmp_path):
+    t = build_table(name="micro-unpaired", space=micro_space(), lut_dir=tmp_path, progress=False, paired=False,
+                    **FAST)
+    assert t.meta["build"]["reference"] is None and all("ratio" not in c for c in t.meta["build"]["calibration"])
+    r = validate_table(t, samples=2, run_dir=tmp_path / "v", progress=False, repeats=3, min_time_s=0.0,
+                       recalibrate=False)
+    assert r["paired"] is None and r["rounds"] == 2 and r["headline"] in ("corrected", "uncorrected")
