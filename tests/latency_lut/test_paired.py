@@ -117,3 +117,15 @@ def test_an_unpaired_build_validates_as_before(tmp_path):
     r = validate_table(t, samples=2, run_dir=tmp_path / "v", progress=False, repeats=3, min_time_s=0.0,
                        recalibrate=False)
     assert r["paired"] is None and r["rounds"] == 2 and r["headline"] in ("corrected", "uncorrected")
+
+
+def test_the_pairing_benchmark_divides_each_round_by_the_references_of_the_same_calls():
+    from tests.conftest import load_benchmark
+
+    bench = load_benchmark("lut_pairing")
+    m = _Machine()
+    nets, refs = [m.work("a", 4.0), m.work("b", 6.0)], {"r": m.work("r", 2.0)}
+    bench.one_call = lambda fn: (lambda t0: (fn(), (m.now() - t0) / 1e9)[1])(m.now())  # the fake clock
+    own, ratio = bench.rounds(nets, refs, 2, 3)
+    assert own == [[0.004, 0.004], [0.006, 0.006]] and ratio["r"] == [[2.0, 2.0], [3.0, 3.0]]
+    assert bench.sd_pct([1.0, 1.0]) == 0.0 and bench.sd_pct([0.9, 1.1]) == pytest.approx(10.0)
