@@ -37,6 +37,7 @@ from torch import nn
 
 from .._errors import SlimformerError
 from ._runner import (  # the timing cap and the paired timer are the runner's, so devices time alike
+    ALLOW_SPINNING,
     BACKENDS,
     capped,
     onnx_session,
@@ -258,7 +259,7 @@ def runtime_versions(backend: str) -> dict[str, str]:
         import onnxruntime
 
         v.update(onnxruntime=onnxruntime.__version__, onnx=onnx.__version__, opset=str(OPSET),
-                 dynamic_axes=ONNX_EXPORT["dynamic_axes"])
+                 dynamic_axes=ONNX_EXPORT["dynamic_axes"], allow_spinning=ALLOW_SPINNING)
     if backend == "torch-cuda":
         dev = cuda_device()
         v.update(gpu=torch.cuda.get_device_name(dev), cuda=str(torch.version.cuda),

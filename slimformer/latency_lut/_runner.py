@@ -40,6 +40,11 @@ PROFILE_WARMUP, PROFILE_RUNS = 3, 7  # a calibration subnet profiled node by nod
 #: first CUDA GPU (``torch-cuda``: each call ends with ``torch.cuda.synchronize()`` so the host clock times the GPU).
 BACKENDS = ("onnxruntime", "torch", "torch-cuda")
 TIME_CAP_S, MIN_REPEATS = 1.0, 5  # seconds of timed calls per measurement, and the fewest calls the cap leaves
+#: onnxruntime's intra-op threads do not spin between parallel sections (``session.intra_op.allow_spinning``).
+#: Measured at 2 threads / batch 4 on a 2-core machine (README, issue 17): with spinning, 4 random subnets ran
+#: 1.3-1.7x slower and a 3x3 convolution's median moved 4x as much between rounds, since the spinning thread
+#: takes the core the work needs. Every session here, and every session a bundle runner opens, is made so.
+ALLOW_SPINNING = "0"
 
 
 def fail(msg: str) -> None:
@@ -65,8 +70,9 @@ def manifest_id(manifest: dict) -> str:
 
 # ------------------------------------------------------------------------------------------------ backends
 def onnx_session(model, threads: int, profile_prefix: str | None = None):
-    """An onnxruntime CPU session (ONNX bytes or a file path) with ``threads`` intra-op threads, every graph
-    optimisation on, sequential execution; with ``profile_prefix`` its per-node profiler is on."""
+    """An onnxruntime CPU session (ONNX bytes or a file path) with ``threads`` intra-op threads that do not
+    spin (:data:`ALLOW_SPINNING`), every graph optimisation on, sequential execution; with ``profile_prefix``
+    its per-node profiler is on."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -75,6 +81,7 @@ def onnx_session(model, threads: int, profile_prefix: str | None = None):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", ALLOW_SPINNING)
     if profile_prefix:
         so.enable_profiling, so.profile_file_prefix = True, profile_prefix
     model = model if isinstance(model, bytes) else os.fspath(model)
@@ -98,7 +105,7 @@ def onnx_loader(threads: int):
         return lambda: run(None, feeds)
 
     info = {"runtime": "onnxruntime", "onnxruntime": ort.__version__, "numpy": np.__version__,
-            "providers": ["CPUExecutionProvider"]}
+            "providers": ["CPUExecutionProvider"], "allow_spinning": ALLOW_SPINNING}
     return load, info
 
 

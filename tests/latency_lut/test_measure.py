@@ -141,3 +141,13 @@ def test_repeatability_compares_the_two_rounds_of_each_subnet():
     assert r["repeat_within_5pct"] == pytest.approx(0.5)
     assert r["repeat_sd"] == pytest.approx(0.0648, abs=1e-3)  # population sd of +2, -10, 0, +8 %
     assert repeatability([{"runs": [{"median_ms": 1.0}]}]) == {"repeat_sd": None, "repeat_within_5pct": None}
+
+
+def test_onnxruntime_sessions_do_not_spin_between_ops():
+    """Spinning intra-op threads took the cores the work needed at 2 threads here (README, issue 17)."""
+    from slimformer.latency_lut._measure import export_onnx, runtime_versions
+    from slimformer.latency_lut._runner import onnx_session
+
+    s = onnx_session(export_onnx(torch.nn.ReLU(), (torch.zeros(1, 4),)), 2)
+    assert s.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert runtime_versions("onnxruntime")["allow_spinning"] == "0"  # what a table records
