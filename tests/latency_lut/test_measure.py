@@ -151,3 +151,13 @@ def test_onnxruntime_sessions_do_not_spin_between_ops():
     s = onnx_session(export_onnx(torch.nn.ReLU(), (torch.zeros(1, 4),)), 2)
     assert s.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert runtime_versions("onnxruntime")["allow_spinning"] == "0"  # what a table records
+
+
+def test_the_spinning_benchmark_makes_sessions_with_spinning_on_and_off():
+    from tests.conftest import load_benchmark
+
+    bench = load_benchmark("ort_spinning")
+    for spin in (True, False):
+        out = bench.session(torch.nn.ReLU(), torch.zeros(1, 4), threads=1, batch=3, spin=spin)()
+        assert out[0].shape == (3, 4)
+    assert bench.sd_pct([2.0, 2.0]) == 0.0
