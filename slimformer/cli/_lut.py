@@ -64,8 +64,10 @@ def _add_inspection(lut_sub) -> None:
     v.add_argument("--lut-dir", default=None, help="user table folder (default ~/.cache/slimformer/luts)")
     add_run_folder(v, "lut-validate", old="--run-dir",
                    help="exactly the validation folder to write into (an earlier one is resumed)")
-    v.add_argument("--rounds", type=POSITIVE_INT, default=2,
-                   help="times each subnet is measured (all once, then all again); the faster is kept (default 2)")
+    v.add_argument("--rounds", type=POSITIVE_INT, default=None,
+                   help="times each subnet is measured (all once, then all again); the faster is kept, or for a "
+                        "table paired with a reference subnet the ratios averaged (default 1 for paired tables, 2 "
+                        "for others)")
     v.add_argument("--recalibrate", action=argparse.BooleanOptionalAction, default=None,
                    help="level check (default on when the table holds calibration subnets): measure 10 of the "
                         "build's calibration subnets again; when the machine's speed moved beyond the noise, the "
@@ -132,7 +134,7 @@ def _build(args) -> int:
 
 def _validate(args) -> int:
     from ..latency_lut import get_table
-    from ..latency_lut._validate import figure_lines, validate_table
+    from ..latency_lut._validate import figure_lines, rounds_text, validate_table
 
     t = get_table(args.table, lut_dir=args.lut_dir)
     line = t.mismatch(threads=args.threads, batch=args.batch, backend=args.backend)
@@ -144,8 +146,7 @@ def _validate(args) -> int:
     if args.json:
         return print_json(r)
     print(f"{t.name}: {r['samples']} random subnets measured end to end ({args.backend or t.backend}, "
-          f"{args.threads or t.threads} thread(s), batch {args.batch or t.batch}, {t.clock} clock; the faster of "
-          f"{r['rounds']} round(s) each)")
+          f"{args.threads or t.threads} thread(s), batch {args.batch or t.batch}, {t.clock} clock; {rounds_text(r)})")
     print("\n".join(figure_lines(r)))
     print(f"wrote {r['run_dir']} (validate.json, scatter.png, report.md)")
     return 0

@@ -277,12 +277,20 @@ def figure_lines(result: dict[str, Any], *, bullet: str = "  ") -> list[str]:
     return lines
 
 
+def rounds_text(result: dict[str, Any]) -> str:
+    """How each sample was measured, e.g. ``the faster of 2 round(s) each``."""
+    n = result.get("rounds", 1)
+    if result.get("paired"):
+        return f"each timed in alternation with the table's reference subnet, {n} round(s)"
+    return f"the faster of {n} round(s) each"
+
+
 def report(result: dict[str, Any]) -> str:
     lines = [f"# Latency table fidelity: {result['table']}", "",
              (f"- table hash {result['table_hash']}, backend {result['backend']}, threads {result['threads']}, "
               f"batch {result['batch']}, clock {result['clock']}"),
              (f"- {result['samples']} random subnets (seed {result['seed']}), measured end to end with the table's "
-              f"backend and settings, the faster of {result.get('rounds', 1)} round(s) each"), ""]
+              f"backend and settings, {rounds_text(result)}"), ""]
     lines += figure_lines(result, bullet="- ")
     lines += ["", "![predicted vs measured](scatter.png)", ""]
     return "\n".join(lines)

@@ -58,6 +58,9 @@ def test_validate_cli(capsys, micro_table, tmp_path):
     code, out, _ = run(capsys, "lut", "validate", "--table", str(micro_table.path), "--samples", "3",
                        "--runs-root", str(tmp_path / "runs"), "--quiet")
     assert code == 0 and "within ±5%" in out and "Kendall tau" in out and "scatter.png" in out
+    # the micro table pairs its subnets with a reference subnet: one round by default, the paired line printed
+    assert "alternation with the table's reference subnet, 1 round(s)" in out
+    assert "paired with the reference subnet" in out
 
 
 @pytest.mark.parametrize("argv, msg", [
