@@ -16,7 +16,6 @@ import argparse
 import os
 import random
 import statistics
-import time
 
 import numpy as np
 
@@ -48,6 +47,8 @@ def one_setting(spin: bool, args) -> str:
     from torch import nn
 
     from slimformer.latency_lut._fidelity import reference_config
+    from slimformer.latency_lut._measure import time_calls
+    from slimformer.latency_lut._runner import paired_figures, time_paired
     from slimformer.supernet import build_model, get_space
 
     sp, x, rng = get_space("default"), torch.randn(1, 3, 224, 224), random.Random(args.seed)
@@ -61,25 +62,13 @@ def one_setting(spin: bool, args) -> str:
     own, paired, cv = [[] for _ in nets], [[] for _ in nets], []
     for _ in range(args.rounds):
         for i, f in enumerate(nets):
-            a, b = [], []
-            for _ in range(7):
-                t0 = time.perf_counter()
-                f()
-                t1 = time.perf_counter()
-                ref()
-                a.append(t1 - t0)
-                b.append(time.perf_counter() - t1)
-            own[i].append(statistics.median(a))
-            paired[i].append(statistics.median(a) / statistics.median(b))
-        cc = []
-        for _ in range(15):
-            t0 = time.perf_counter()
-            conv()
-            cc.append(time.perf_counter() - t0)
-        cv.append(statistics.median(cc))
-    ms = ", ".join(f"{1000 * np.median(v):.1f}" for v in own)
+            p = paired_figures(*time_paired(f, ref, 7))  # the tables' paired timer
+            own[i].append(p["ratio"] * p["ref_ms"])
+            paired[i].append(p["ratio"])
+        cv.append(statistics.median(time_calls(conv, warmup=0, repeats=15, min_time_s=0.0)))
+    ms = ", ".join(f"{np.median(v):.1f}" for v in own)
     return (f"spinning {'on ' if spin else 'off'}: subnets {ms} ms; between rounds sd {np.median([sd_pct(v) for v in own]):.2f} % "
-            f"(paired {np.median([sd_pct(v) for v in paired]):.2f} %); 3x3 conv alone {1000 * np.median(cv):.2f} ms, "
+            f"(paired {np.median([sd_pct(v) for v in paired]):.2f} %); 3x3 conv alone {np.median(cv):.2f} ms, "
             f"sd {sd_pct(cv):.2f} %")
 
 
