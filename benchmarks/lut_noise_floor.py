@@ -124,10 +124,23 @@ def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired
         blocks = ", ".join(f"{np.median(ratio[i:i + 20]):.2f}" for i in range(0, len(ratio), 20))
         print(f"  its median {np.median(ratio):.3f} (p10-p90 {np.percentile(ratio, 10):.2f}-{np.percentile(ratio, 90):.2f}); "
               f"by blocks of 20 subnets in measuring order: {blocks} (a median off 1 is the machine drifting between rounds)")
+    _calibration_repeat(table.meta["build"]["calibration"])
     rep = repeatability(rows, "ratio")
     if rep["repeat_sd"] is not None:
         print(f"the same for the ratio to the reference subnet (paired): sd {100 * rep['repeat_sd']:.2f} %, "
               f"{100 * rep['repeat_within_5pct']:.0f} % of subnets agree within ±5 %")
+
+
+def _calibration_repeat(records: list) -> None:
+    """Round 2 / round 1 of the build's own calibration subnets: their medians, and their ratios when paired."""
+    by: dict = {}
+    for r in records:
+        by.setdefault(r.get("index"), []).append(r)
+    pairs = [v[:2] for k, v in by.items() if k is not None and len(v) >= 2]
+    for key, what in (("median_ms", "medians"), ("ratio", "ratios to the reference")):
+        d = [b[key] / a[key] - 1 for a, b in pairs if key in a]
+        if d:
+            print(f"the build's {len(d)} calibration subnets, round 2 / round 1 of their {what}: sd {100 * np.std(d):.2f} %")
 
 
 def main() -> None:
