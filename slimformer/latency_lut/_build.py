@@ -23,7 +23,16 @@ from .._errors import SlimformerError
 from .._io import atomic_write_json, exclusive_lock, read_json
 from ..supernet import ArchConfig, SearchSpace, arch_from_dict, get_space
 from ._context import apply_context, profile_arch
-from ._fidelity import at_reference, calibrate, measure_arch, reference_config, reference_ms, reference_runner
+from ._fidelity import (
+    at_reference,
+    calibrate,
+    entries_at_reference,
+    measure_arch,
+    reference_config,
+    reference_ms,
+    reference_op,
+    reference_runner,
+)
 from ._keys import space_ops
 from ._measure import (
     BACKENDS,
@@ -32,6 +41,7 @@ from ._measure import (
     cuda_device,
     measure_module,
     measure_overhead,
+    runner,
     runtime_versions,
 )
 from ._ops import build_op
@@ -83,7 +93,8 @@ def _settings(name, backend, threads, batch, clock, space: SearchSpace, calibrat
               rounds: int, max_time_s: float | None, paired: bool) -> dict[str, Any]:
     return {"name": name, "backend": backend, "threads": threads, "batch": batch, "clock": clock,
             "space_hash": space.hash, "calibration_subnets": calibration, "rounds": rounds, "max_time_s": max_time_s,
-            "reference": reference_config(space).to_dict() if paired else None}
+            "reference": reference_config(space).to_dict() if paired else None,
+            "reference_op": reference_op(space) if paired else None}
 
 
 def journal_path(ppath: Path) -> Path:
@@ -170,6 +181,7 @@ class _Run:
     bar: Any
     on_entry: Callable[[str, dict], None] | None
     ref: Callable[[], Any] | None = None  # the reference subnet calibration subnets alternate with
+    ref_op: Callable[[], Any] | None = None  # the reference op every op alternates with
 
     def record(self, rec: dict) -> None:
         self.journal.write(json.dumps(rec) + "\n")
@@ -207,14 +219,18 @@ class _Run:
         return {k: self.mkw[k] for k in ("backend", "threads", "batch")}
 
     def _op(self, key: str, t0: float) -> None:
-        """One op alone, its per-call overhead taken off."""
+        """One op alone, its per-call overhead taken off; in alternation with the reference op when the
+        build is paired (its ``ratio`` and ``ref_ms`` journalled, put at the build's level in ``_finish``)."""
         self.bar.set_postfix_str(key, refresh=False)
+        if self.ref_op is None and self.state.get("reference_op"):
+            self.ref_op = runner(*build_op(self.state["reference_op"]), **self.mkw_runner())
         module, example = build_op(key)
-        r = measure_module(module, example, **self.mkw, **self.tkw)
+        r = measure_module(module, example, **self.mkw, **self.tkw, reference=self.ref_op)
         overhead = self.state["overhead"]["median_ms"]
         entries = self.state["entries"]
         entries[key] = {"median_ms": max(r["median_ms"] - overhead, 0.0), "spread_ms": r["spread_ms"],
-                        "count": r["count"], "raw_ms": r["median_ms"], "attempts": r["attempts"]}
+                        "count": r["count"], "raw_ms": r["median_ms"], "attempts": r["attempts"],
+                        **{k: r[k] for k in ("ratio", "ref_ms") if k in r}}
         self.record({"key": key, "entry": entries[key], "s": time.perf_counter() - t0})
         if self.on_entry is not None:
             self.on_entry(key, entries[key])
@@ -236,7 +252,8 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
     Each measurement times at least ``repeats`` calls, fewer when that would take over ``max_time_s``
     (:func:`._measure.time_calls`; ``None``: no cap). With ``paired`` (the default) calibration subnets are
     timed in alternation with the table's reference subnet and fitted at the build's level
-    (:func:`._fidelity.at_reference`).
+    (:func:`._fidelity.at_reference`), and every op in alternation with its reference op, its entry put
+    at the build's level too (:func:`._fidelity.entries_at_reference`).
 
     ``on_entry(key, entry)`` is called after each op is measured (progress hooks, tests)."""
     _check_options(name, backend, threads, batch, rounds, clock)
@@ -285,13 +302,15 @@ def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int,
             clock: str, timing: dict[str, Any]) -> LatencyTable:
     ref_ms = reference_ms(state["calibration"])
     reference = {"arch": state["reference"], "median_ms": ref_ms} if state.get("reference") and ref_ms else None
+    op_level = entries_at_reference(state["entries"], state["overhead"]["median_ms"])
+    ref_op = {"key": state["reference_op"], "median_ms": op_level} if op_level is not None else None
     table = LatencyTable(
         name=name, kind="measured", device=name, backend=backend, space=sp, entries=state["entries"],
         overhead_ms=state["overhead"]["median_ms"], threads=threads, batch=batch, clock=clock, cpu=cpu_model(),
         runtime=runtime_versions(backend), date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         meta={"build": {"started": state.get("started"), "overhead": state["overhead"], "timing": dict(timing),
                         "seconds": round(state.get("seconds", 0.0), 1),
-                        "calibration": state["calibration"], "reference": reference}})
+                        "calibration": state["calibration"], "reference": reference, "reference_op": ref_op}})
     cal = at_reference(state["calibration"], ref_ms if reference else None)
     method = "build-time calibration subnets (in-sample fit)" + (
         ", timed in alternation with the reference subnet" if reference else "")

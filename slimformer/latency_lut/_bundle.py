@@ -227,8 +227,11 @@ def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: 
                 "batch": 1, "slimformer": __version__, "torch": torch.__version__,
                 "noop": {"file": noop_rel, "inputs": [{"name": "x0", "shape": [1, 1]}]}, "ops": ops,
                 "calibration": cal, "calibration_rounds": 2 if cal else 1}
-    if cal:
+    if cal:  # paired like `lut build`: subnets with the reference subnet, every op with the reference op
+        from ._fidelity import reference_op
+
         manifest["reference"] = _write_reference(out, space, fmt=fmt, ct=ct)
+        manifest["reference_op"] = next(row for row in ops if row["key"] == reference_op(space))
     if fmt == "onnx":
         manifest["onnx_export"] = dict(ONNX_EXPORT)  # the models were exported as tables and deployments are
     return atomic_write_json(out / "manifest.json", manifest)
@@ -267,6 +270,15 @@ def _check_op_set(space: SearchSpace, entries: dict, src: str) -> None:
     raise SlimformerError(f"{src} does not match its space: {'; '.join(parts)}")
 
 
+def _imported_entry(e: dict, overhead: float) -> dict[str, Any]:
+    """A runner's op result as a table entry: the overhead taken off (the ratio to the reference op kept)."""
+    out = {"median_ms": max(float(e["median_ms"]) - overhead, 0.0), "spread_ms": float(e["spread_ms"]),
+           "count": int(e["count"])}
+    if "ratio" in e:
+        out.update(ratio=float(e["ratio"]), ref_ms=float(e["ref_ms"]))
+    return out
+
+
 def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path | None = None,
                    bundle: str | Path | None = None, space: SearchSpace | None = None):
     """Turn a runner's results JSON into a saved table of kind ``imported``; returns the table.
@@ -274,7 +286,7 @@ def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path |
     Checks, each failing with one clear error: the file is complete results of a bundle, its space is
     intact (and is ``space`` if given), it comes from ``bundle`` if given, and it measured exactly the
     ops of its space."""
-    from ._fidelity import at_reference, calibrate, reference_ms
+    from ._fidelity import at_reference, calibrate, entries_at_reference, reference_ms
     from ._registry import table_path
     from ._table import LatencyTable
 
@@ -301,13 +313,16 @@ def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path |
         table = LatencyTable(
             name=name, kind="imported", device=name, backend="onnxruntime" if r["format"] == "onnx" else "coreml",
             space=rspace, overhead_ms=overhead, correction=None, error=None,
-            entries={k: {"median_ms": max(float(e["median_ms"]) - overhead, 0.0), "spread_ms": float(e["spread_ms"]),
-                         "count": int(e["count"])} for k, e in entries.items()},
+            entries={k: _imported_entry(e, overhead) for k, e in entries.items()},
             threads=r["settings"].get("threads"), batch=int(r.get("batch", 1)),
             cpu=r["platform"].get("processor") or r["platform"].get("machine"), runtime=r.get("runtime"),
             date=(r.get("finished") or r.get("started") or "")[:10] or None,
             meta={"host": r.get("device"), "platform": r.get("platform"), "settings": r.get("settings"),
                   "manifest_id": r["manifest_id"], "overhead_spread_ms": ov.get("spread_ms")})
+        op_level = entries_at_reference(table.entries, overhead)  # ops paired with the bundle's reference op
+        if op_level is not None:
+            table.meta["reference_op"] = {"key": r.get("reference_op"), "median_ms": op_level}
+            table.refresh()
         calibration = list(r.get("calibration", {}).values())
         ref_ms = reference_ms(calibration)  # paired with the bundle's reference subnet (newer bundles)
         if ref_ms is not None:

@@ -72,6 +72,11 @@ _IGNORE = {"clone", "contiguous", "copy_", "copy", "empty_like", "empty", "zeros
 
 _COMPUTE = ("conv_flops", "dwconv_flops", "linear_flops", "attn_flops")
 
+
+def compute_flops(f: dict[str, float]) -> float:
+    """Convolution, linear and attention FLOPs of a feature dict (elementwise work left out)."""
+    return float(sum(f.get(k, 0.0) for k in _COMPUTE))
+
 # --------------------------------------------------------------------------- the A14's roofline
 # Apple, "Apple unveils all-new iPad Air with A14 Bionic" (press release, 15 Sep 2020): the A14 Neural
 # Engine "is capable of performing up to 11 trillion operations per second".

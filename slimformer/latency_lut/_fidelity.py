@@ -13,6 +13,12 @@ network's own median repeats to 5 % (README, issue 17). A paired record's latenc
 is ``ratio * reference_ms``, where ``reference_ms`` is the reference's median over the build
 (:func:`at_reference`); the correction is fitted on those, and validation compares against them.
 
+Ops are paired the same way, with a *reference op* (:func:`reference_op`): at 2 threads an op's own median,
+timed alone at one moment of a build, repeats between rounds with sd 37 % (a subnet's sum of entries, 6.5 %),
+its ratio to an op timed in the same calls with 13 % (2.3 %; ``benchmarks/lut_op_pairing.py``). A paired
+entry is ``ratio * level - overhead``, the level being the reference op's median over the build
+(:func:`entries_at_reference`).
+
 Why a per-op term: an op measured alone, over and over, finds its weights in cache; inside a network
 every op's weights were pushed out by the ops before it, and the runtime hands tensors from op to op.
 On this project's 2-core CPU that costs 0.06-0.07 ms per op, which a scale and an offset cannot express
@@ -50,6 +56,32 @@ def reference_config(space) -> ArchConfig:
     """The subnet every whole-subnet measurement of a table is paired with: one random subnet of ``space``,
     drawn from its own seed, so a typical size for the space."""
     return space.sample(random.Random(REFERENCE_SEED))
+
+
+def reference_op(space) -> str:
+    """The op every op measurement of a table is paired with: of the reference subnet's ops, the one with
+    the median FLOPs (shapes only, on the meta device), so a typical op of the space."""
+    from ._features import compute_flops, op_features
+    from ._keys import arch_ops
+    from ._ops import build_op
+
+    flops = sorted((compute_flops(op_features(*build_op(k))), k) for k in set(arch_ops(reference_config(space))))
+    return flops[len(flops) // 2][1]
+
+
+def entries_at_reference(entries: dict[str, dict[str, Any]], overhead_ms: float) -> float | None:
+    """Entries timed in alternation with the reference op (``ratio``, ``ref_ms``) put at the build's level, in
+    place: ``own_ms`` keeps the op's own ``median_ms`` (the overhead taken off), ``median_ms`` becomes
+    ``ratio * level - overhead``. Returns the level (the reference op's median of
+    medians), or ``None`` when no entry was paired (then nothing changes)."""
+    level = reference_ms(list(entries.values()))
+    if level is None:
+        return None
+    for e in entries.values():
+        if "ratio" in e:
+            e["own_ms"] = e.get("own_ms", e["median_ms"])
+            e["median_ms"] = max(e["ratio"] * level - overhead_ms, 0.0)
+    return level
 
 
 def reference_runner(cfg: ArchConfig, *, backend: str = "onnxruntime", threads: int = 1,

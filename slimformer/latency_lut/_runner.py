@@ -11,7 +11,9 @@ For each op: load the model, run it ``warmup`` times, then time ``repeats`` sing
 5, when they would take over ``--max-time-s``, as ``lut build`` times them); record the median, the spread
 (interquartile range) and the count. The bundle's calibration subnets (whole networks)
 are measured the same way, spread among the ops, which are taken in a shuffled order (see ``schedule``):
-``slimformer lut import`` fits the table's composition correction on them. A measurement whose spread exceeds ``--noise``
+``slimformer lut import`` fits the table's composition correction on them. As ``lut build`` times them, each
+calibration subnet alternates call by call with the bundle's reference subnet and each op with its reference
+op (``ratio`` and ``ref_ms`` recorded): the import puts every measurement at the run's level. A measurement whose spread exceeds ``--noise``
 times its median is taken again (up to ``--retries`` times) and the attempt with the lowest median is kept.
 With an ONNX bundle, the first half of the calibration subnets (``--profile N``) then run with onnxruntime's
 per-node profiler, as ``lut build`` runs them: the import gives each node's time to its op and keeps the
@@ -312,10 +314,10 @@ def new_results(manifest: dict, mid: str, info: dict, settings: dict, device_nam
     }
 
 
-def measure_item(item, results: dict, cal: list, load, args, ref=None) -> tuple[str, dict]:
+def measure_item(item, results: dict, cal: list, load, args, ref=None, ref_op=None) -> tuple[str, dict]:
     """Measure one item of the schedule (an op row, or a calibration subnet's index) into ``results``;
     returns its label and result. Calibration subnets alternate call by call with the bundle's reference
-    network ``ref`` when it has one (as ``lut build`` times them)."""
+    network ``ref``, ops with its reference op ``ref_op``, when it has them (as ``lut build`` times them)."""
     timing = (args.warmup, args.repeats, args.noise, args.retries, args.max_time_s)
     if isinstance(item, int):  # a whole calibration subnet
         ci = item % len(cal)
@@ -325,16 +327,17 @@ def measure_item(item, results: dict, cal: list, load, args, ref=None) -> tuple[
                                                  **measure(fn, *timing, ref=ref)}
         return f"calibration subnet {ci}", r
     fn = load(os.path.join(args.bundle, item["file"]), item["inputs"])
-    r = results["entries"][item["key"]] = measure(fn, *timing)
+    r = results["entries"][item["key"]] = measure(fn, *timing, ref=ref_op)
     return item["key"], r
 
 
-def measure_all(todo: list, total: int, results: dict, cal: list, load, args, out: str, ref=None) -> None:
+def measure_all(todo: list, total: int, results: dict, cal: list, load, args, out: str, ref=None,
+                ref_op=None) -> None:
     """Measure ``todo`` (the rest of a schedule of ``total`` items), writing ``out`` after each one and
     printing a progress line."""
     t_start = time.time()
     for i, item in enumerate(todo):
-        label, r = measure_item(item, results, cal, load, args, ref)
+        label, r = measure_item(item, results, cal, load, args, ref, ref_op)
         write_json(out, results)
         done = total - len(todo) + i + 1
         el = time.time() - t_start
@@ -390,7 +393,10 @@ def main(argv=None) -> int:
         write_json(out, results)
     reference = manifest.get("reference")
     ref = load(os.path.join(args.bundle, reference["file"]), reference["inputs"]) if reference and todo else None
-    measure_all(todo, len(order), results, cal, load, args, out, ref)
+    ref_op = manifest.get("reference_op")
+    results["reference_op"] = ref_op["key"] if ref_op else None
+    ref_op = load(os.path.join(args.bundle, ref_op["file"]), ref_op["inputs"]) if ref_op and todo else None
+    measure_all(todo, len(order), results, cal, load, args, out, ref, ref_op)
     profile_calibration(results, cal, args, out)
     results["complete"] = True
     results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -4,19 +4,19 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from slimformer._errors import SlimformerError
 from slimformer.cli import main
 from slimformer.latency_lut import get_table, space_ops
 from slimformer.latency_lut._bundle import import_results, read_manifest, write_bundle
+from slimformer.supernet import get_space
 
 
 @pytest.fixture(scope="module")
 def measured_bundle(tmp_path_factory):
     """The tiny space's ONNX bundle, measured by its own runner in a subprocess (few repeats)."""
-    from slimformer.supernet import get_space
-
     d = tmp_path_factory.mktemp("bundle")
     manifest = write_bundle(d / "b", space=get_space("tiny"), fmt="onnx", progress=False)
     out = subprocess.run([sys.executable, str(d / "b" / "run_bundle.py"), "--warmup", "1", "--repeats", "3",
@@ -38,9 +38,16 @@ def test_bundle_holds_every_op_a_manifest_and_a_standalone_runner(measured_bundl
 
     assert m["reference"]["arch"] == reference_config(get_space("tiny")).to_dict()  # paired, as lut build times
     assert (b / m["reference"]["file"]).is_file()
+    from slimformer.latency_lut._fidelity import reference_op
+
+    assert m["reference_op"] in m["ops"] and m["reference_op"]["key"] == reference_op(get_space("tiny"))
     assert m["onnx_export"]["opset"] == 18 and "batch" in m["onnx_export"]["dynamic_axes"]
     runner = (b / "run_bundle.py").read_text()
     assert "slimformer" not in "".join(l for l in runner.splitlines() if l.startswith(("import", "from")))
+
+
+def m_ref_op(bundle) -> dict:
+    return json.loads((bundle / "manifest.json").read_text())["reference_op"]
 
 
 def test_round_trip_gives_a_usable_imported_table(measured_bundle, tmp_path, capsys):
@@ -54,9 +61,15 @@ def test_round_trip_gives_a_usable_imported_table(measured_bundle, tmp_path, cap
     assert t.kind == "imported" and t.backend == "onnxruntime" and t.space.name == "tiny"
     assert t.overhead_ms == pytest.approx(r["overhead"]["median_ms"])
     key = next(iter(r["entries"]))
-    # the op alone, overhead off; when the device's context profiles were kept, median_ms is that scaled per kind
-    e = t.entries[key]
-    assert e.get("alone_ms", e["median_ms"]) == pytest.approx(max(r["entries"][key]["median_ms"] - t.overhead_ms, 0))
+    # each op timed in alternation with the bundle's reference op: its own median (overhead off) kept as own_ms,
+    # median_ms its ratio at the run's level, overhead off (when the device's context profiles were kept, that
+    # moves to alone_ms and median_ms is scaled per kind)
+    e, re_ = t.entries[key], r["entries"][key]
+    level = t.meta["reference_op"]["median_ms"]
+    assert r["reference_op"] == m_ref_op(b)["key"] == t.meta["reference_op"]["key"]
+    assert level == pytest.approx(float(np.median([x["ref_ms"] for x in r["entries"].values()])))
+    assert e["own_ms"] == pytest.approx(max(re_["median_ms"] - t.overhead_ms, 0))
+    assert e.get("alone_ms", e["median_ms"]) == pytest.approx(max(re_["ratio"] * level - t.overhead_ms, 0))
     assert ("alone_ms" in e) == t.meta.get("context", {}).get("kept", False)
     sp = t.space
     assert 0 < t.predict(sp.smallest()) < t.predict(sp.largest())

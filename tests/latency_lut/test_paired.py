@@ -5,8 +5,14 @@ import json
 
 import pytest
 
-from slimformer.latency_lut import build_table, validate_table
-from slimformer.latency_lut._fidelity import at_reference, reference_config, reference_ms
+from slimformer.latency_lut import arch_ops, build_table, validate_table
+from slimformer.latency_lut._fidelity import (
+    at_reference,
+    entries_at_reference,
+    reference_config,
+    reference_ms,
+    reference_op,
+)
 from slimformer.latency_lut._measure import measure_callable
 from slimformer.latency_lut._runner import measure, paired_figures, time_paired
 
@@ -88,6 +94,34 @@ def test_a_build_pairs_its_calibration_subnets_with_the_reference_and_fits_at_it
     assert again.meta["build"]["reference"] == ref and again.hash == t.hash
 
 
+def test_entries_at_reference_puts_paired_ops_at_the_builds_level_less_the_overhead():
+    entries = {"a": {"median_ms": 0.9, "ratio": 0.5, "ref_ms": 2.2}, "b": {"median_ms": 3.9, "ratio": 2.0, "ref_ms": 1.8},
+               "c": {"median_ms": 0.01, "ratio": 0.01, "ref_ms": 2.0}, "d": {"median_ms": 4.0}}
+    assert entries_at_reference(entries, 0.1) == pytest.approx(2.0)
+    assert entries["a"]["median_ms"] == pytest.approx(0.9) and entries["a"]["own_ms"] == 0.9  # 0.5 * 2.0 - 0.1
+    assert entries["b"]["median_ms"] == pytest.approx(3.9) and entries["c"]["median_ms"] == 0.0  # never negative
+    assert entries["d"] == {"median_ms": 4.0}  # an unpaired entry stays as it was measured
+    alone = {"a": {"median_ms": 1.0}}
+    assert entries_at_reference(alone, 0.1) is None and alone == {"a": {"median_ms": 1.0}}
+
+
+def test_the_reference_op_is_an_op_of_the_reference_subnet():
+    sp = micro_space()
+    key = reference_op(sp)
+    assert key in arch_ops(reference_config(sp)) and reference_op(sp) == key  # fixed per space
+
+
+def test_a_build_pairs_every_op_with_the_reference_op(paired_table):
+    t = paired_table
+    ref_op = t.meta["build"]["reference_op"]
+    assert ref_op["key"] == reference_op(micro_space()) and ref_op["median_ms"] > 0
+    assert ref_op["median_ms"] == pytest.approx(reference_ms(list(t.entries.values())))
+    for e in t.entries.values():
+        level_ms = e.get("alone_ms", e["median_ms"])  # before in-context factors, when the build kept them
+        assert level_ms == pytest.approx(max(e["ratio"] * ref_op["median_ms"] - t.overhead_ms, 0.0))
+        assert e["own_ms"] == pytest.approx(max(e["raw_ms"] - t.overhead_ms, 0.0))
+
+
 def test_a_paired_table_validates_paired_in_one_round_with_the_unpaired_figures_kept(paired_table, tmp_path):
     t = paired_table
     r = validate_table(t, samples=3, run_dir=tmp_path / "v", progress=False, repeats=3, min_time_s=0.0,
@@ -114,6 +148,7 @@ def test_an_unpaired_build_validates_as_before(tmp_path):
     t = build_table(name="micro-unpaired", space=micro_space(), lut_dir=tmp_path, progress=False, paired=False,
                     **FAST)
     assert t.meta["build"]["reference"] is None and all("ratio" not in c for c in t.meta["build"]["calibration"])
+    assert t.meta["build"]["reference_op"] is None and all("ratio" not in e for e in t.entries.values())
     r = validate_table(t, samples=2, run_dir=tmp_path / "v", progress=False, repeats=3, min_time_s=0.0,
                        recalibrate=False)
     assert r["paired"] is None and r["rounds"] == 2 and r["headline"] in ("corrected", "uncorrected")
@@ -125,7 +160,12 @@ def test_the_pairing_benchmark_divides_each_round_by_the_references_of_the_same_
     bench = load_benchmark("lut_pairing")
     m = _Machine()
     nets, refs = [m.work("a", 4.0), m.work("b", 6.0)], {"r": m.work("r", 2.0)}
-    bench.one_call = lambda fn: (lambda t0: (fn(), (m.now() - t0) / 1e9)[1])(m.now())  # the fake clock
+    def one_call(fn):  # the fake clock
+        t0 = m.now()
+        fn()
+        return (m.now() - t0) / 1e9
+
+    bench.one_call = one_call
     own, ratio = bench.rounds(nets, refs, 2, 3)
     assert own == [[0.004, 0.004], [0.006, 0.006]] and ratio["r"] == [[2.0, 2.0], [3.0, 3.0]]
     assert bench.sd_pct([1.0, 1.0]) == 0.0 and bench.sd_pct([0.9, 1.1]) == pytest.approx(10.0)

@@ -1,0 +1,100 @@
+"""Do the table's entries repeat, and does pairing each op with a reference op make them repeat better? (issue 17)
+
+At 2 threads the per-kind oracle of ``lut_noise_floor.py`` stays near 66 % within ±5 %: what is left is in
+the entries themselves. This script takes the ops of a few random default-space subnets (their union of
+table keys), measures every op twice, in two rounds of different shuffled order, the way ``lut build`` does
+(:func:`slimformer.latency_lut._measure.measure_callable`, overhead not taken off), each time both alone and
+timed in alternation with each candidate reference op. It prints:
+
+- per op, how much round 2 differs from round 1 (sd and share within ±5 %), alone and as a ratio to each
+  reference;
+- per subnet, how much the *sum* of its entries differs between rounds: the table-level noise that entries
+  timed at different moments of a build carry into every prediction.
+
+    python benchmarks/lut_op_pairing.py --threads 2 --batch 1 --subnets 6
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import numpy as np
+
+REFERENCES = ("mb4d-r28-c128-mlp256", "mb3d.mlp-t49-c496-mlp1488", "ds-r28-c96-o320")
+
+
+def runners(keys, threads: int, batch: int) -> dict:
+    from slimformer.latency_lut._measure import runner
+    from slimformer.latency_lut._ops import build_op
+
+    out = {}
+    for k in keys:
+        m, ex = build_op(k)
+        out[k] = runner(m, ex, threads=threads, batch=batch)
+    return out
+
+
+def one_round(keys, fns: dict, refs: dict, order_seed: int) -> dict:
+    """Per key: its median alone and its ratio to each reference (paired calls)."""
+    from slimformer.latency_lut._measure import measure_callable
+
+    order = list(keys)
+    random.Random(order_seed).shuffle(order)
+    out = {}
+    for i, k in enumerate(order):
+        row = {"alone": measure_callable(fns[k])["median_ms"]}
+        for name, g in refs.items():
+            r = measure_callable(fns[k], reference=g)
+            row[name] = r["ratio"]
+            row[name + ":ref_ms"] = r["ref_ms"]
+        out[k] = row
+        if (i + 1) % 50 == 0:
+            print(f"  {i + 1}/{len(order)}", flush=True)
+    return out
+
+
+def repeat(a: np.ndarray, b: np.ndarray) -> str:
+    d = b / a
+    d = d / np.median(d)
+    return f"sd {100 * d.std():5.2f} %, within ±5 % {100 * np.mean(np.abs(d - 1) <= 0.05):3.0f} %"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--subnets", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=5)
+    args = ap.parse_args()
+
+    from slimformer.latency_lut import arch_ops
+    from slimformer.supernet import get_space
+
+    sp, rng = get_space("default"), random.Random(args.seed)
+    cfgs = [sp.sample(rng) for _ in range(args.subnets)]
+    keys = sorted({k for c in cfgs for k in arch_ops(c)})
+    t0 = time.time()
+    fns = runners(keys, args.threads, args.batch)
+    refs = runners(REFERENCES, args.threads, args.batch)
+    print(f"{len(keys)} ops of {len(cfgs)} subnets, {args.threads} threads, batch {args.batch}; "
+          f"sessions ready in {time.time() - t0:.0f} s", flush=True)
+    r1 = one_round(keys, fns, refs, 1)
+    print(f"round 1 done at {time.time() - t0:.0f} s", flush=True)
+    r2 = one_round(keys, fns, refs, 2)
+    print(f"round 2 done at {time.time() - t0:.0f} s", flush=True)
+    cols = ["alone", *REFERENCES]
+    print("\nper op, round 2 / round 1:")
+    for c in cols:
+        a, b = (np.array([r[k][c] for k in keys]) for r in (r1, r2))
+        print(f"  {c:28s} {repeat(a, b)}")
+    print("\nper subnet, sum of its entries, round 2 / round 1 (paired: ratio x the reference's median over the round):")
+    for c in cols:
+        level = {id(r): (1.0 if c == "alone" else float(np.median([r[k][c + ":ref_ms"] for k in keys])))
+                 for r in (r1, r2)}
+        sums = [[sum(r[k][c] * level[id(r)] for k in arch_ops(cfg)) for cfg in cfgs] for r in (r1, r2)]
+        print(f"  {c:28s} {repeat(np.array(sums[0]), np.array(sums[1]))}")
+
+
+if __name__ == "__main__":
+    main()
