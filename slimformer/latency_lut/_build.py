@@ -46,7 +46,7 @@ from ._measure import (
 )
 from ._ops import build_op
 from ._registry import check_name, partial_path, table_path
-from ._runner import TIME_CAP_S
+from ._runner import REF_WARM, TIME_CAP_S
 from ._table import READABLE, SCHEMA, LatencyTable
 
 _JOURNALLED = ("entries", "calibration", "context", "seconds")  # kept in the journal, not the partial file
@@ -94,7 +94,7 @@ def _settings(name, backend, threads, batch, clock, space: SearchSpace, calibrat
     return {"name": name, "backend": backend, "threads": threads, "batch": batch, "clock": clock,
             "space_hash": space.hash, "calibration_subnets": calibration, "rounds": rounds, "max_time_s": max_time_s,
             "reference": reference_config(space).to_dict() if paired else None,
-            "reference_op": reference_op(space) if paired else None}
+            "reference_op": reference_op(space) if paired else None, "ref_warm": REF_WARM if paired else None}
 
 
 def journal_path(ppath: Path) -> Path:
@@ -225,7 +225,8 @@ class _Run:
         if self.ref_op is None and self.state.get("reference_op"):
             self.ref_op = runner(*build_op(self.state["reference_op"]), **self.mkw_runner())
         module, example = build_op(key)
-        r = measure_module(module, example, **self.mkw, **self.tkw, reference=self.ref_op)
+        r = measure_module(module, example, **self.mkw, **self.tkw, reference=self.ref_op,
+                           ref_warm=self.state.get("ref_warm") or 0)
         overhead = self.state["overhead"]["median_ms"]
         entries = self.state["entries"]
         entries[key] = {"median_ms": max(r["median_ms"] - overhead, 0.0), "spread_ms": r["spread_ms"],
@@ -303,7 +304,8 @@ def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int,
     ref_ms = reference_ms(state["calibration"])
     reference = {"arch": state["reference"], "median_ms": ref_ms} if state.get("reference") and ref_ms else None
     op_level = entries_at_reference(state["entries"], state["overhead"]["median_ms"])
-    ref_op = {"key": state["reference_op"], "median_ms": op_level} if op_level is not None else None
+    ref_op = ({"key": state["reference_op"], "median_ms": op_level, "warm": state.get("ref_warm")}
+              if op_level is not None else None)
     table = LatencyTable(
         name=name, kind="measured", device=name, backend=backend, space=sp, entries=state["entries"],
         overhead_ms=state["overhead"]["median_ms"], threads=threads, batch=batch, clock=clock, cpu=cpu_model(),

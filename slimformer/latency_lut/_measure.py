@@ -176,11 +176,13 @@ def time_calls(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 15, min
 
 def time_paired_calls(fn: Callable[[], Any], ref: Callable[[], Any], *, warmup: int = 3, repeats: int = 15,
                       min_time_s: float = 0.02, max_repeats: int = 300, max_time_s: float | None = None,
-                      clock: str = "wall") -> tuple[list[float], list[float]]:
-    """Per-call ms of ``fn`` and of the reference ``ref``, called in alternation (:func:`._runner.time_paired`);
-    the number of calls as :func:`time_calls` counts them for the pair."""
-    n = _calls(lambda: (fn(), ref()), warmup, repeats, min_time_s, max_repeats, max_time_s)
-    return time_paired(fn, ref, n, _now(clock))
+                      clock: str = "wall", ref_warm: int = 0) -> tuple[list[float], list[float]]:
+    """Per-call ms of ``fn`` and of the reference ``ref``, called in alternation (:func:`._runner.time_paired`,
+    ``ref_warm`` untimed reference calls before each timed one); the number of calls as :func:`time_calls`
+    counts them for the pair."""
+    n = _calls(lambda: (fn(), *(ref() for _ in range(ref_warm + 1))), warmup, repeats, min_time_s, max_repeats,
+               max_time_s)
+    return time_paired(fn, ref, n, _now(clock), ref_warm)
 
 
 def summarize(times_ms: Sequence[float]) -> dict[str, float]:
@@ -192,7 +194,8 @@ def summarize(times_ms: Sequence[float]) -> dict[str, float]:
 
 def measure_callable(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 15, min_time_s: float = 0.02,
                      noise: float = 0.1, retries: int = 2, clock: str = "wall",
-                     max_time_s: float | None = None, reference: Callable[[], Any] | None = None) -> dict[str, Any]:
+                     max_time_s: float | None = None, reference: Callable[[], Any] | None = None,
+                     ref_warm: int = 0) -> dict[str, Any]:
     """Median/spread/count of ``fn``; noisy attempts are retried (see the module docstring). With a
     ``reference`` callable, ``fn``'s calls alternate with it and ``ref_ms`` and ``ratio`` are added
     (:func:`._runner.paired_figures`)."""
@@ -202,7 +205,7 @@ def measure_callable(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 1
         if reference is None:
             s = summarize(time_calls(fn, **tkw))
         else:
-            a, b = time_paired_calls(fn, reference, **tkw)
+            a, b = time_paired_calls(fn, reference, ref_warm=ref_warm, **tkw)
             s = {**summarize(a), **paired_figures(a, b)}
         s["attempts"] = attempt + 1
         if best is None or s["median_ms"] < best["median_ms"]:
@@ -216,7 +219,7 @@ def measure_callable(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 1
 def measure_module(module: nn.Module, example, *, backend: str = "onnxruntime", threads: int = 1, batch: int = 1,
                    warmup: int = 3, repeats: int = 15, min_time_s: float = 0.02, noise: float = 0.1,
                    retries: int = 2, clock: str = "wall", max_time_s: float | None = None,
-                   reference: Callable[[], Any] | None = None) -> dict[str, Any]:
+                   reference: Callable[[], Any] | None = None, ref_warm: int = 0) -> dict[str, Any]:
     """Latency of one call of ``module(*example)``: ``{median_ms, spread_ms, count, attempts}`` (and
     ``ref_ms``, ``ratio`` when timed in alternation with a ``reference`` callable).
 
@@ -227,7 +230,7 @@ def measure_module(module: nn.Module, example, *, backend: str = "onnxruntime", 
     check_clock(clock, threads)
     fn = runner(module, example, backend=backend, threads=threads, batch=batch)
     return measure_callable(fn, warmup=warmup, repeats=repeats, min_time_s=min_time_s, noise=noise, retries=retries,
-                            clock=clock, max_time_s=max_time_s, reference=reference)
+                            clock=clock, max_time_s=max_time_s, reference=reference, ref_warm=ref_warm)
 
 
 class _Identity(nn.Module):

@@ -146,6 +146,10 @@ def describe(table: LatencyTable, cfg: ArchConfig | None = None) -> str:
     if ref:
         lines.append(f"  reference: whole subnets timed in alternation with a reference subnet "
                      f"({ref['median_ms']:.3f} ms at build time); predictions are at the build's level")
+    ref_op = (table.meta.get("build") or {}).get("reference_op") or table.meta.get("reference_op")
+    if ref_op:
+        lines.append(f"  reference op: every op timed in alternation with {ref_op['key']} "
+                     f"({ref_op['median_ms']:.4f} ms at build time)")
     lines += ["  " + x for x in error_lines(table)]
     faults = table.space.check(cfg) if cfg is not None else []
     if faults:

@@ -42,6 +42,9 @@ PROFILE_WARMUP, PROFILE_RUNS = 3, 7  # a calibration subnet profiled node by nod
 #: first CUDA GPU (``torch-cuda``: each call ends with ``torch.cuda.synchronize()`` so the host clock times the GPU).
 BACKENDS = ("onnxruntime", "torch", "torch-cuda")
 TIME_CAP_S, MIN_REPEATS = 1.0, 5  # seconds of timed calls per measurement, and the fewest calls the cap leaves
+# an op is timed in alternation with the reference op, which is called once untimed before each timed call: a
+# large op pushes a small reference out of cache, and that slowdown is the op's, not the machine's (issue 17)
+REF_WARM = 1
 #: onnxruntime's intra-op threads do not spin between parallel sections (``session.intra_op.allow_spinning``).
 #: Measured at 2 threads / batch 4 on a 2-core machine (README, issue 17): with spinning, 4 random subnets ran
 #: 1.3-1.7x slower and a 3x3 convolution's median moved 4x as much between rounds, since the spinning thread
@@ -202,17 +205,22 @@ def summary(ts: list) -> dict:
     return {"median_ms": med, "spread_ms": ts[(3 * n) // 4] - ts[n // 4], "count": n}
 
 
-def time_paired(fn, ref, n: int, now=time.perf_counter_ns) -> tuple:
+def time_paired(fn, ref, n: int, now=time.perf_counter_ns, ref_warm: int = 0) -> tuple:
     """``n`` calls of ``fn`` and of the reference ``ref`` in alternation (fn, ref, fn, ref, ...): the per-call
     ms of each. The machine's speed moves on a scale of seconds and less; two networks timed call by call
-    move together, so their ratio repeats where each one's own median does not (README, issue 17)."""
+    move together, so their ratio repeats where each one's own median does not (README, issue 17).
+    ``ref_warm`` untimed calls of ``ref`` go before each timed one, so that ``fn``'s traffic (a large op
+    pushes a small reference's weights out of cache) does not slow the reference's timing."""
     a, b = [], []
     for _ in range(n):
         t0 = now()
         fn()
         t1 = now()
+        for _ in range(ref_warm):
+            ref()
+        t2 = now()
         ref()
-        b.append((now() - t1) / 1e6)
+        b.append((now() - t2) / 1e6)
         a.append((t1 - t0) / 1e6)
     return a, b
 
@@ -224,17 +232,18 @@ def paired_figures(a: list, b: list) -> dict:
 
 
 def measure(fn, warmup: int, repeats: int, noise: float, retries: int, max_time_s: float | None = None,
-            ref=None) -> dict:
+            ref=None, ref_warm: int = 0) -> dict:
     """Median, spread and count of ``repeats`` calls (:func:`capped` by ``max_time_s``, as ``lut build``
-    times them); with a reference ``ref``, the calls alternate with it and :func:`paired_figures` are added."""
-    pair = (lambda: (fn(), ref())) if ref is not None else fn
+    times them); with a reference ``ref``, the calls alternate with it (``ref_warm`` untimed reference calls
+    before each timed one, :func:`time_paired`) and :func:`paired_figures` are added."""
+    pair = (lambda: (fn(), *(ref() for _ in range(ref_warm + 1)))) if ref is not None else fn
     repeats = capped(repeats, warm_up(pair, warmup, max_time_s), max_time_s)
     best = None
     for attempt in range(retries + 1):
         if ref is None:
             cur = summary([time_one(fn) for _ in range(repeats)])
         else:
-            a, b = time_paired(fn, ref, repeats)
+            a, b = time_paired(fn, ref, repeats, ref_warm=ref_warm)
             cur = {**summary(a), **paired_figures(a, b)}
         cur["attempts"] = attempt + 1
         if best is None or cur["median_ms"] < best["median_ms"]:
@@ -327,7 +336,7 @@ def measure_item(item, results: dict, cal: list, load, args, ref=None, ref_op=No
                                                  **measure(fn, *timing, ref=ref)}
         return f"calibration subnet {ci}", r
     fn = load(os.path.join(args.bundle, item["file"]), item["inputs"])
-    r = results["entries"][item["key"]] = measure(fn, *timing, ref=ref_op)
+    r = results["entries"][item["key"]] = measure(fn, *timing, ref=ref_op, ref_warm=REF_WARM if ref_op else 0)
     return item["key"], r
 
 

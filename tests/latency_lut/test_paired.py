@@ -42,6 +42,13 @@ def test_time_paired_alternates_the_two_calls_and_times_each_apart():
     assert a == [3.0] * 4 and b == [2.0] * 4
 
 
+def test_a_warm_reference_is_called_untimed_before_each_timed_call():
+    """The op before it can push a small reference out of cache; the untimed call brings it back."""
+    m = _Machine()
+    a, b = time_paired(m.work("op", 3.0), m.work("ref", 2.0), 2, m.now, ref_warm=1)
+    assert m.calls == ["op", "ref", "ref"] * 2 and a == [3.0] * 2 and b == [2.0] * 2
+
+
 def test_the_ratio_to_the_reference_takes_out_a_shared_slowdown():
     """The machine running 30 % slower makes both medians 30 % longer and leaves their ratio alone."""
     m = _Machine()
@@ -90,6 +97,7 @@ def test_a_build_pairs_its_calibration_subnets_with_the_reference_and_fits_at_it
     from slimformer.latency_lut._report import describe
 
     assert "reference: whole subnets timed in alternation" in describe(t)  # what `lut show` prints
+    assert f"reference op: every op timed in alternation with {t.meta['build']['reference_op']['key']}" in describe(t)
     again = type(t).load(t.path)  # the reference survives a save and load
     assert again.meta["build"]["reference"] == ref and again.hash == t.hash
 
@@ -114,7 +122,7 @@ def test_the_reference_op_is_an_op_of_the_reference_subnet():
 def test_a_build_pairs_every_op_with_the_reference_op(paired_table):
     t = paired_table
     ref_op = t.meta["build"]["reference_op"]
-    assert ref_op["key"] == reference_op(micro_space()) and ref_op["median_ms"] > 0
+    assert ref_op["key"] == reference_op(micro_space()) and ref_op["median_ms"] > 0 and ref_op["warm"] == 1
     assert ref_op["median_ms"] == pytest.approx(reference_ms(list(t.entries.values())))
     for e in t.entries.values():
         level_ms = e.get("alone_ms", e["median_ms"])  # before in-context factors, when the build kept them
