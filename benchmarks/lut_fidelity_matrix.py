@@ -71,7 +71,7 @@ def run_cell(cell: str, args, space) -> dict:
     except SlimformerError:
         table = build_table(name=name, backend=backend, threads=threads, batch=batch, space=space,
                             lut_dir=args.lut_dir, calibration=args.calibration, progress=not args.quiet,
-                            max_time_s=args.max_time_s or None)
+                            max_time_s=args.max_time_s or None, pair_ops=args.pair_ops)
         # the build's own sum over its journal (every segment of a resumed build), else this call's time
         build_s, reused = table.meta.get("build", {}).get("seconds") or time.perf_counter() - t0, False
     load1, t1 = os.getloadavg(), time.perf_counter()
@@ -146,6 +146,8 @@ def main() -> None:
                          "the rule before the eighth session)")
     ap.add_argument("--rounds", type=int, default=None,
                     help="rounds per validation sample (default: 1 for paired tables, 2 otherwise)")
+    ap.add_argument("--pair-ops", action="store_true",
+                    help="build with every op timed in alternation with the reference op (build_table(pair_ops=True))")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     from slimformer._io import atomic_write_json, atomic_write_text, read_json

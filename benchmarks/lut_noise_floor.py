@@ -10,7 +10,8 @@ Two measurements, both on the default space at the table's setting:
    scales (plus offset and per-op term) on the build's calibration subnets and scores them on the
    validation's subnets; then fits them on the validation subnets themselves (in-sample, an oracle). The
    oracle's share within ±5 % is a ceiling for any per-kind linear composition of these entries. When the
-   table kept in-context factors, it also scores the ops timed alone with the correction refitted.
+   table kept in-context factors, it also scores the ops timed alone with the correction refitted; when its
+   ops were paired with a reference op, it also scores each op's own median (``own_ms``) the same way.
    A validation of a paired table (its samples timed in alternation with the table's reference subnet) is
    scored against the samples at the build's level (``paired_ms``), and the calibration subnets likewise;
    ``--unpaired`` scores the samples' own medians instead.
@@ -70,16 +71,18 @@ def _fit(x: np.ndarray, m: np.ndarray, shrink: float) -> np.ndarray:
     return least_squares(resid, np.r_[np.ones(p), 0.0, 0.0], loss="soft_l1", f_scale=0.02).x
 
 
-def _alone_table(table, calibration: list):
-    """A copy of ``table`` whose entries are the ops timed alone, its correction refitted on ``calibration``."""
+def _alone_table(table, calibration: list, field: str = "alone_ms"):
+    """A copy of ``table`` whose entries are ``field`` (``alone_ms``: the ops without in-context factors;
+    ``own_ms``: each op's own median, not put at the build's level by the reference op), its correction
+    refitted on ``calibration``."""
     from slimformer.latency_lut import LatencyTable
     from slimformer.latency_lut._fidelity import calibrate
 
     alone = LatencyTable.from_dict(table.to_dict())
     for e in alone.entries.values():
-        e["median_ms"] = e.get("alone_ms", e["median_ms"])
+        e["median_ms"] = e.get(field, e["median_ms"])
     alone.refresh()
-    calibrate(alone, calibration, method="ops alone")
+    calibrate(alone, calibration, method=field)
     return alone
 
 
@@ -116,6 +119,11 @@ def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired
     if any("alone_ms" in e for e in table.entries.values()):
         alone = _alone_table(table, cal)
         line("ops alone (no in-context factors), correction refit", [alone.predict(arch_from_dict(r["arch"])) for r in rows])
+    if any("own_ms" in e for e in table.entries.values()):
+        own = _alone_table(table, cal, "own_ms")
+        line("ops' own medians (not paired), correction refit", [own.predict(arch_from_dict(r["arch"])) for r in rows])
+        print(f"  in-sample MAPE on the calibration subnets: paired {table.error['corrected']['mape_pct']:.2f} %, "
+              f"own medians {own.error['corrected']['mape_pct']:.2f} %")
     rep = repeatability(rows)
     if rep["repeat_sd"] is not None:
         print(f"round 2 / round 1 of the same subnet: sd {100 * rep['repeat_sd']:.2f} %, "

@@ -90,11 +90,12 @@ def schedule(keys: list[str], n_calibration: int, rounds: int = 1, seed: int = O
 
 
 def _settings(name, backend, threads, batch, clock, space: SearchSpace, calibration: int,
-              rounds: int, max_time_s: float | None, paired: bool) -> dict[str, Any]:
+              rounds: int, max_time_s: float | None, paired: bool, pair_ops: bool) -> dict[str, Any]:
     return {"name": name, "backend": backend, "threads": threads, "batch": batch, "clock": clock,
             "space_hash": space.hash, "calibration_subnets": calibration, "rounds": rounds, "max_time_s": max_time_s,
             "reference": reference_config(space).to_dict() if paired else None,
-            "reference_op": reference_op(space) if paired else None, "ref_warm": REF_WARM if paired else None}
+            "reference_op": reference_op(space) if paired and pair_ops else None,
+            "ref_warm": REF_WARM if paired and pair_ops else None}
 
 
 def journal_path(ppath: Path) -> Path:
@@ -242,7 +243,7 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
                 space: str | SearchSpace = "default", lut_dir: str | Path | None = None, resume: bool = True,
                 progress: bool = True, calibration: int = 30, rounds: int = 2, repeats: int = 15,
                 min_time_s: float = 0.02, max_time_s: float | None = TIME_CAP_S, noise: float = 0.1, retries: int = 2,
-                context: int | None = None, paired: bool = True,
+                context: int | None = None, paired: bool = True, pair_ops: bool = False,
                 on_entry: Callable[[str, dict], None] | None = None) -> LatencyTable:
     """Measure every op of ``space`` with ``backend`` and write the table ``name`` into the user folder.
 
@@ -253,15 +254,17 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
     Each measurement times at least ``repeats`` calls, fewer when that would take over ``max_time_s``
     (:func:`._measure.time_calls`; ``None``: no cap). With ``paired`` (the default) calibration subnets are
     timed in alternation with the table's reference subnet and fitted at the build's level
-    (:func:`._fidelity.at_reference`), and every op in alternation with its reference op, its entry put
-    at the build's level too (:func:`._fidelity.entries_at_reference`).
+    (:func:`._fidelity.at_reference`). With ``pair_ops`` too (opt-in) every op is timed in alternation with
+    the reference op and its entry put at the build's level (:func:`._fidelity.entries_at_reference`): at 2
+    threads that makes entries repeat far better, but the reference runs slower after large ops, so wide
+    subnets come out underestimated and a search picks them (README, issue 17).
 
     ``on_entry(key, entry)`` is called after each op is measured (progress hooks, tests)."""
     _check_options(name, backend, threads, batch, rounds, clock)
     sp = get_space(space) if isinstance(space, (str, Path)) or space is None else space
     keys = space_ops(sp)
     ppath = partial_path(name, lut_dir)
-    settings = _settings(name, backend, threads, batch, clock, sp, calibration, rounds, max_time_s, paired)
+    settings = _settings(name, backend, threads, batch, clock, sp, calibration, rounds, max_time_s, paired, pair_ops)
     state = _open_state(ppath, settings, sp, resume)
     cal_cfgs = calibration_configs(sp, calibration)
     order = schedule(keys, len(cal_cfgs), rounds)

@@ -201,11 +201,13 @@ def _write_reference(out: Path, space: SearchSpace, *, fmt: str, ct) -> dict[str
 
 
 def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: str = "onnx",
-                 calibration: int = 10, progress: bool = True) -> Path:
+                 calibration: int = 10, progress: bool = True, pair_ops: bool = False) -> Path:
     """Write the bundle for ``space`` into ``out_dir``; returns the manifest path. Resumes a partial bundle.
 
     ``calibration`` whole subnets (``lut build``'s calibration subnets) go with the ops, so that the
-    imported table gets the same composition correction as a table built here."""
+    imported table gets the same composition correction as a table built here. With ``pair_ops`` (opt-in, as
+    ``build_table(pair_ops=True)``) the manifest names the reference op and the runner times every op in
+    alternation with it."""
     from ._build import calibration_configs
 
     if fmt not in FORMATS:
@@ -227,10 +229,11 @@ def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: 
                 "batch": 1, "slimformer": __version__, "torch": torch.__version__,
                 "noop": {"file": noop_rel, "inputs": [{"name": "x0", "shape": [1, 1]}]}, "ops": ops,
                 "calibration": cal, "calibration_rounds": 2 if cal else 1}
-    if cal:  # paired like `lut build`: subnets with the reference subnet, every op with the reference op
+    if cal:  # paired like `lut build`: subnets with the reference subnet (and, opted in, ops with the reference op)
+        manifest["reference"] = _write_reference(out, space, fmt=fmt, ct=ct)
+    if cal and pair_ops:
         from ._fidelity import reference_op
 
-        manifest["reference"] = _write_reference(out, space, fmt=fmt, ct=ct)
         manifest["reference_op"] = next(row for row in ops if row["key"] == reference_op(space))
     if fmt == "onnx":
         manifest["onnx_export"] = dict(ONNX_EXPORT)  # the models were exported as tables and deployments are

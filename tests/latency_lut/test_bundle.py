@@ -18,7 +18,7 @@ from slimformer.supernet import get_space
 def measured_bundle(tmp_path_factory):
     """The tiny space's ONNX bundle, measured by its own runner in a subprocess (few repeats)."""
     d = tmp_path_factory.mktemp("bundle")
-    manifest = write_bundle(d / "b", space=get_space("tiny"), fmt="onnx", progress=False)
+    manifest = write_bundle(d / "b", space=get_space("tiny"), fmt="onnx", progress=False, pair_ops=True)
     out = subprocess.run([sys.executable, str(d / "b" / "run_bundle.py"), "--warmup", "1", "--repeats", "3",
                           "--device-name", "test-device"], check=False, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

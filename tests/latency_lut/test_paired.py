@@ -1,8 +1,10 @@
-"""Paired timing: whole subnets timed call by call in alternation with a reference subnet (issue 17)."""
+"""Paired timing: whole subnets timed call by call in alternation with a reference subnet, ops with a
+reference op (issue 17)."""
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from slimformer.latency_lut import arch_ops, build_table, validate_table
@@ -83,7 +85,7 @@ def test_at_reference_puts_paired_records_at_the_builds_level():
 @pytest.fixture(scope="module")
 def paired_table(tmp_path_factory):
     return build_table(name="micro-paired", space=micro_space(), lut_dir=tmp_path_factory.mktemp("luts"),
-                       progress=False, **FAST)
+                       progress=False, pair_ops=True, **FAST)
 
 
 def test_a_build_pairs_its_calibration_subnets_with_the_reference_and_fits_at_its_level(paired_table):
@@ -117,6 +119,12 @@ def test_the_reference_op_is_an_op_of_the_reference_subnet():
     sp = micro_space()
     key = reference_op(sp)
     assert key in arch_ops(reference_config(sp)) and reference_op(sp) == key  # fixed per space
+
+
+def test_a_default_build_times_its_ops_alone(micro_table):
+    """Op pairing is opt-in: the reference runs slower after large ops, and a search exploits that (README)."""
+    assert micro_table.meta["build"]["reference_op"] is None
+    assert micro_table.meta["build"]["reference"] and all("ratio" not in e for e in micro_table.entries.values())
 
 
 def test_a_build_pairs_every_op_with_the_reference_op(paired_table):
@@ -168,6 +176,7 @@ def test_the_pairing_benchmark_divides_each_round_by_the_references_of_the_same_
     bench = load_benchmark("lut_pairing")
     m = _Machine()
     nets, refs = [m.work("a", 4.0), m.work("b", 6.0)], {"r": m.work("r", 2.0)}
+
     def one_call(fn):  # the fake clock
         t0 = m.now()
         fn()
@@ -177,3 +186,12 @@ def test_the_pairing_benchmark_divides_each_round_by_the_references_of_the_same_
     own, ratio = bench.rounds(nets, refs, 2, 3)
     assert own == [[0.004, 0.004], [0.006, 0.006]] and ratio["r"] == [[2.0, 2.0], [3.0, 3.0]]
     assert bench.sd_pct([1.0, 1.0]) == 0.0 and bench.sd_pct([0.9, 1.1]) == pytest.approx(10.0)
+
+
+def test_the_op_pairing_benchmark_scores_repeat_after_taking_one_level_out():
+    from tests.conftest import load_benchmark
+
+    bench = load_benchmark("lut_op_pairing")
+    a = np.array([1.0, 2.0, 4.0])
+    assert bench.repeat(a, 1.3 * a) == "sd  0.00 %, within ±5 % 100 %"  # a level moved: no repeat error
+    assert bench.repeat(a, a * np.array([1.0, 1.0, 1.2])).endswith("within ±5 %  67 %")
