@@ -13,11 +13,12 @@ network's own median repeats to 5 % (README, issue 17). A paired record's latenc
 is ``ratio * reference_ms``, where ``reference_ms`` is the reference's median over the build
 (:func:`at_reference`); the correction is fitted on those, and validation compares against them.
 
-Ops are paired the same way, with a *reference op* (:func:`reference_op`): at 2 threads an op's own median,
-timed alone at one moment of a build, repeats between rounds with sd 37 % (a subnet's sum of entries, 6.5 %),
-its ratio to an op timed in the same calls with 13 % (2.3 %; ``benchmarks/lut_op_pairing.py``). A paired
-entry is ``ratio * level - overhead``, the level being the reference op's median over the build
-(:func:`entries_at_reference`).
+Ops can be paired the same way, with a *reference op* (:func:`reference_op`; ``build_table(pair_ops=True)``).
+At 2 threads an op's own median, timed alone at one moment of a build, repeats between rounds with sd 37 %
+(a subnet's sum of entries, 6.5 %), its ratio to an op timed in the same calls with 13 % (2.3 %;
+``benchmarks/lut_op_pairing.py``). A paired entry is ``ratio * level - overhead``, the level being the
+reference op's median over the build (:func:`entries_at_reference`). Not the default: the reference runs
+slower after large ops, so they come out too cheap, and a search then picks them (README, issue 17).
 
 Why a per-op term: an op measured alone, over and over, finds its weights in cache; inside a network
 every op's weights were pushed out by the ops before it, and the runtime hands tensors from op to op.

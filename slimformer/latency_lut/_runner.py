@@ -12,8 +12,9 @@ For each op: load the model, run it ``warmup`` times, then time ``repeats`` sing
 (interquartile range) and the count. The bundle's calibration subnets (whole networks)
 are measured the same way, spread among the ops, which are taken in a shuffled order (see ``schedule``):
 ``slimformer lut import`` fits the table's composition correction on them. As ``lut build`` times them, each
-calibration subnet alternates call by call with the bundle's reference subnet and each op with its reference
-op (``ratio`` and ``ref_ms`` recorded): the import puts every measurement at the run's level. A measurement whose spread exceeds ``--noise``
+calibration subnet alternates call by call with the bundle's reference subnet, and each op with its reference
+op when the manifest names one (``write_bundle(pair_ops=True)``; ``ratio`` and ``ref_ms`` recorded): the import
+puts those measurements at the run's level. A measurement whose spread exceeds ``--noise``
 times its median is taken again (up to ``--retries`` times) and the attempt with the lowest median is kept.
 With an ONNX bundle, the first half of the calibration subnets (``--profile N``) then run with onnxruntime's
 per-node profiler, as ``lut build`` runs them: the import gives each node's time to its op and keeps the
