@@ -99,6 +99,25 @@ def _pairing_variants(table, calibration: list, rows: list, line) -> None:
     line("paired, clipped to ±25 % of the own median", [t.predict(arch_from_dict(r["arch"])) for r in rows])
 
 
+def _reference_op_moves(table) -> None:
+    """Where an op-paired build's reference op ran over 1.25x its build median: by blocks of 100 ops in build
+    order (phases), and for the largest quarter of ops against the rest (the op before it slowing it)."""
+    from slimformer.latency_lut import space_ops
+    from slimformer.latency_lut._build import schedule
+
+    b = table.meta["build"]
+    level, n_cal = b["reference_op"]["median_ms"], len({c.get("index") for c in b["calibration"]})
+    rounds = 1 + max((c.get("round", 0) for c in b["calibration"]), default=0)
+    order = [k for k in schedule(space_ops(table.space), n_cal, rounds) if isinstance(k, str)]
+    moved = np.array([table.entries[k]["ref_ms"] / level > 1.25 for k in order])
+    own = np.array([table.entries[k]["own_ms"] for k in order])
+    big = own > np.percentile(own, 75)
+    blocks = ", ".join(f"{100 * moved[i:i + 100].mean():.0f}" for i in range(0, len(moved), 100))
+    print(f"reference op over 1.25x its build median beside {100 * moved.mean():.1f} % of ops; by blocks of 100 ops in "
+          f"build order (%): {blocks}; largest quarter of ops {100 * moved[big].mean():.1f} %, the rest "
+          f"{100 * moved[~big].mean():.1f} %")
+
+
 def _alone_table(table, calibration: list, field: str = "alone_ms"):
     """A copy of ``table`` whose entries are ``field`` (``alone_ms``: the ops without in-context factors;
     ``own_ms``: each op's own median, not put at the build's level by the reference op), its correction
@@ -153,6 +172,7 @@ def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired
         print(f"  in-sample MAPE on the calibration subnets: paired {table.error['corrected']['mape_pct']:.2f} %, "
               f"own medians {own.error['corrected']['mape_pct']:.2f} %")
         _pairing_variants(table, cal, rows, line)
+        _reference_op_moves(table)
     rep = repeatability(rows)
     if rep["repeat_sd"] is not None:
         print(f"round 2 / round 1 of the same subnet: sd {100 * rep['repeat_sd']:.2f} %, "
