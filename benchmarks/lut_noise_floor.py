@@ -116,6 +116,14 @@ def _reference_op_moves(table) -> None:
     print(f"reference op over 1.25x its build median beside {100 * moved.mean():.1f} % of ops; by blocks of 100 ops in "
           f"build order (%): {blocks}; largest quarter of ops {100 * moved[big].mean():.1f} %, the rest "
           f"{100 * moved[~big].mean():.1f} %")
+    e = table.entries
+    shift = sorted((e[k].get("alone_ms", e[k]["median_ms"]) / max(e[k]["own_ms"], 1e-9), k) for k in order)
+    q = np.percentile([x for x, _ in shift], [5, 50, 95])
+    print(f"entry / the op's own median: p5 {q[0]:.2f}, median {q[1]:.2f}, p95 {q[2]:.2f}; lowest: "
+          + "; ".join(f"{k} own {e[k]['own_ms']:.2f} ms, entry {e[k]['median_ms']:.2f} ms, reference "
+                      f"{e[k]['ref_ms']:.2f} ms" for _, k in shift[:3]))
+    print(f"correlation of the reference's median beside an op with log(op's own median): "
+          f"{np.corrcoef([e[k]['ref_ms'] for k in order], np.log(own + 1e-3))[0, 1]:+.2f}")
 
 
 def _alone_table(table, calibration: list, field: str = "alone_ms"):

@@ -41,6 +41,7 @@ from ._runner import (  # the timing cap and the paired timer are the runner's, 
     BACKENDS,
     capped,
     onnx_session,
+    paired_call,
     paired_figures,
     time_paired,
     warm_up,
@@ -180,8 +181,7 @@ def time_paired_calls(fn: Callable[[], Any], ref: Callable[[], Any], *, warmup: 
     """Per-call ms of ``fn`` and of the reference ``ref``, called in alternation (:func:`._runner.time_paired`,
     ``ref_warm`` untimed reference calls before each timed one); the number of calls as :func:`time_calls`
     counts them for the pair."""
-    n = _calls(lambda: (fn(), *(ref() for _ in range(ref_warm + 1))), warmup, repeats, min_time_s, max_repeats,
-               max_time_s)
+    n = _calls(paired_call(fn, ref, ref_warm), warmup, repeats, min_time_s, max_repeats, max_time_s)
     return time_paired(fn, ref, n, _now(clock), ref_warm)
 
 

@@ -226,6 +226,16 @@ def time_paired(fn, ref, n: int, now=time.perf_counter_ns, ref_warm: int = 0) ->
     return a, b
 
 
+def paired_call(fn, ref, ref_warm: int = 0):
+    """One call of ``fn``, then ``ref_warm`` + 1 of ``ref``: what a paired measurement costs per timed pair,
+    for warm-up and for counting how many pairs fit the time cap."""
+    def call():
+        fn()
+        for _ in range(ref_warm + 1):
+            ref()
+    return call
+
+
 def paired_figures(a: list, b: list) -> dict:
     """``ref_ms`` (the reference's median in these calls) and ``ratio`` (``fn``'s median over it)."""
     ref_ms = summary(b)["median_ms"]
@@ -237,7 +247,7 @@ def measure(fn, warmup: int, repeats: int, noise: float, retries: int, max_time_
     """Median, spread and count of ``repeats`` calls (:func:`capped` by ``max_time_s``, as ``lut build``
     times them); with a reference ``ref``, the calls alternate with it (``ref_warm`` untimed reference calls
     before each timed one, :func:`time_paired`) and :func:`paired_figures` are added."""
-    pair = (lambda: (fn(), *(ref() for _ in range(ref_warm + 1)))) if ref is not None else fn
+    pair = paired_call(fn, ref, ref_warm) if ref is not None else fn
     repeats = capped(repeats, warm_up(pair, warmup, max_time_s), max_time_s)
     best = None
     for attempt in range(retries + 1):

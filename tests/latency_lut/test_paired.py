@@ -132,6 +132,9 @@ def test_a_build_pairs_every_op_with_the_reference_op(paired_table):
     ref_op = t.meta["build"]["reference_op"]
     assert ref_op["key"] == reference_op(micro_space()) and ref_op["median_ms"] > 0 and ref_op["warm"] == 1
     assert isinstance(t.meta["build"]["retaken"], int)  # ops whose reference moved, measured again at the end
+    from slimformer.latency_lut._report import describe
+
+    assert f"{t.meta['build']['retaken']} op(s) whose reference moved measured again" in describe(t)
     assert ref_op["median_ms"] == pytest.approx(reference_ms(list(t.entries.values())))
     for e in t.entries.values():
         level_ms = e.get("alone_ms", e["median_ms"])  # before in-context factors, when the build kept them
