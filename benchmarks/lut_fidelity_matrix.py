@@ -146,8 +146,9 @@ def main() -> None:
                          "the rule before the eighth session)")
     ap.add_argument("--rounds", type=int, default=None,
                     help="rounds per validation sample (default: 1 for paired tables, 2 otherwise)")
-    ap.add_argument("--pair-ops", action="store_true",
-                    help="build with every op timed in alternation with the reference op (build_table(pair_ops=True))")
+    ap.add_argument("--pair-ops", action=argparse.BooleanOptionalAction, default=None,
+                    help="time every op in alternation with the reference op in builds (default: as lut build, "
+                         "at more than one thread)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     from slimformer._io import atomic_write_json, atomic_write_text, read_json

@@ -33,6 +33,8 @@ def register(sub) -> None:
                    help="times each calibration subnet is measured, minutes apart; the faster is kept (default 2)")
     b.add_argument("--repeats", type=POSITIVE_INT, default=15,
                    help="timed runs per op or subnet (at least, unless --max-time-s cuts them)")
+    b.add_argument("--pair-ops", action=argparse.BooleanOptionalAction, default=None,
+                   help="time every op in alternation with a reference op (default: at more than one thread)")
     _add_time_cap(b)
     add_quiet(b)
     add_json(b, "the table's summary")
@@ -111,7 +113,7 @@ def _build(args) -> int:
     t = build_table(name=name, backend=args.backend, threads=args.threads, batch=args.batch, clock=args.clock,
                     space=args.space,
                     lut_dir=folder, resume=args.resume, progress=not args.quiet, calibration=args.calibration,
-                    rounds=args.rounds, repeats=args.repeats, max_time_s=_time_cap(args))
+                    rounds=args.rounds, repeats=args.repeats, max_time_s=_time_cap(args), pair_ops=args.pair_ops)
     if args.json:
         return print_json({"name": t.name, "path": str(t.path), "space": t.space.name, "entries": len(t.entries),
                            "backend": t.backend, "threads": t.threads, "batch": t.batch, "clock": t.clock,

@@ -1,6 +1,8 @@
 """CLI for latency tables of devices we cannot reach: ``lut bundle`` and ``lut import``."""
 from __future__ import annotations
 
+import argparse
+
 from .._validate import NONNEG_INT
 from ._options import add_json, add_run_folder, print_json
 
@@ -16,6 +18,9 @@ def register(lut_sub) -> None:
     p.add_argument("--space", default="default", help="space name (default, tiny) or JSON file")
     p.add_argument("--calibration", type=NONNEG_INT, default=10,
                    help="whole subnets to include, to fit the table's composition correction on (default 10)")
+    p.add_argument("--pair-ops", action=argparse.BooleanOptionalAction, default=True,
+                   help="name a reference op the runner times every op beside (run_bundle.py --pair-ops: at more "
+                        "than one thread and for CoreML; default on)")
     p.set_defaults(func=_bundle)
 
     p = lut_sub.add_parser("import", help="turn a bundle runner's results JSON into a latency table")
@@ -32,7 +37,8 @@ def _bundle(args) -> int:
     from ..latency_lut._bundle import write_bundle
     from ..supernet import get_space
 
-    manifest = write_bundle(args.out, space=get_space(args.space), fmt=args.format, calibration=args.calibration)
+    manifest = write_bundle(args.out, space=get_space(args.space), fmt=args.format, calibration=args.calibration,
+                            pair_ops=args.pair_ops)
     size = sum(f.stat().st_size for f in manifest.parent.rglob("*") if f.is_file())
     if args.json:
         return print_json({"bundle": str(manifest.parent), "manifest": str(manifest), "format": args.format,

@@ -46,15 +46,12 @@ from ._measure import (
 )
 from ._ops import build_op
 from ._registry import check_name, partial_path, table_path
-from ._runner import REF_WARM, TIME_CAP_S
+from ._runner import REF_WARM, TIME_CAP_S, moved_ops, pairs_ops
 from ._table import READABLE, SCHEMA, LatencyTable
 
-_JOURNALLED = ("entries", "calibration", "context", "seconds")  # kept in the journal, not the partial file
+_JOURNALLED = ("entries", "calibration", "context", "seconds", "retaken")  # kept in the journal, not the partial file
 CALIBRATION_SEED = 1_000_003  # calibration subnets come from their own stream, apart from validation's
 ORDER_SEED = 7
-# an op-paired measurement whose reference op ran more than this share off its build median was taken in a
-# phase where the two did not slow alike (README, issue 17): the op is measured again at the end of the build
-RETAKE_BEYOND = 0.25
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):
@@ -119,7 +116,7 @@ def _load_partial(path: Path, want: dict[str, Any]) -> dict[str, Any] | None:
         diff = ", ".join(f"{k} {got[k]!r} (now {want[k]!r})" for k in want if got[k] != want[k])
         raise SlimformerError(f"an unfinished build of {want['name']!r} with other settings exists ({diff}); "
                               f"pass --no-resume to start it over")
-    d["entries"], d["calibration"], d["context"], d["seconds"] = {}, [], [], 0.0
+    d["entries"], d["calibration"], d["context"], d["seconds"], d["retaken"] = {}, [], [], 0.0, []
     jpath = journal_path(path)
     if jpath.is_file():
         for line in jpath.read_text(encoding="utf-8").splitlines():
@@ -130,6 +127,8 @@ def _load_partial(path: Path, want: dict[str, Any]) -> dict[str, Any] | None:
             d["seconds"] = d.get("seconds", 0.0) + float(rec.get("s", 0.0))
             if "key" in rec:
                 d["entries"][rec["key"]] = rec["entry"]
+                if rec.get("retake"):
+                    d["retaken"].append(rec["key"])
             elif "calibration" in rec:
                 d["calibration"].append(rec["calibration"])
             elif "context" in rec:
@@ -170,7 +169,7 @@ def _open_state(ppath: Path, settings: dict[str, Any], sp: SearchSpace, resume: 
         state = {"schema": SCHEMA, "complete": False, **settings, "space": sp.to_dict(),
                  "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "overhead": None}
         atomic_write_json(ppath, state)
-        state.update(entries={}, calibration=[], context=[], seconds=0.0)
+        state.update(entries={}, calibration=[], context=[], seconds=0.0, retaken=[])
     return state
 
 
@@ -197,13 +196,13 @@ class _Run:
             self.state["overhead"] = measure_overhead(**self.mkw)
             atomic_write_json(ppath, {k: v for k, v in self.state.items() if k not in _JOURNALLED})
 
-    def step(self, item: str | int) -> None:
+    def step(self, item: str | int, retake: bool = False) -> None:
         """Measure one item of the schedule (an op key, or a calibration subnet's index) and journal it."""
         t0 = time.perf_counter()
         if isinstance(item, int):
             self._subnet(item, t0)
         else:
-            self._op(item, t0)
+            self._op(item, t0, retake)
         self.state["seconds"] += time.perf_counter() - t0
         self.bar.update(1)
 
@@ -220,20 +219,19 @@ class _Run:
         self.record({"calibration": cal[-1], "s": time.perf_counter() - t0})
 
     def retake_moved(self) -> None:
-        """Measure again, once, every paired op whose reference ran beyond :data:`RETAKE_BEYOND` of its median."""
-        entries = self.state["entries"]
-        level = reference_ms(list(entries.values()))
-        moved = [k for k, e in entries.items() if level and "ref_ms" in e and abs(e["ref_ms"] / level - 1) > RETAKE_BEYOND]
+        """Measure again, once, every paired op whose reference ran beyond ``RETAKE_BEYOND`` of its median
+        (:func:`._runner.moved_ops`, which the bundle runner uses too); journalled, so a resumed build
+        does not take an op a third time."""
+        moved = moved_ops(self.state["entries"], self.state.setdefault("retaken", []))
         self.bar.total += len(moved)
         self.bar.refresh()
         for k in moved:
-            self.step(k)
-        self.state["retaken"] = self.state.get("retaken", 0) + len(moved)
+            self.step(k, retake=True)
 
     def mkw_runner(self) -> dict[str, Any]:
         return {k: self.mkw[k] for k in ("backend", "threads", "batch")}
 
-    def _op(self, key: str, t0: float) -> None:
+    def _op(self, key: str, t0: float, retake: bool = False) -> None:
         """One op alone, its per-call overhead taken off; in alternation with the reference op when the
         build is paired (its ``ratio`` and ``ref_ms`` journalled, put at the build's level in ``_finish``)."""
         self.bar.set_postfix_str(key, refresh=False)
@@ -247,7 +245,9 @@ class _Run:
         entries[key] = {"median_ms": max(r["median_ms"] - overhead, 0.0), "spread_ms": r["spread_ms"],
                         "count": r["count"], "raw_ms": r["median_ms"], "attempts": r["attempts"],
                         **{k: r[k] for k in ("ratio", "ref_ms") if k in r}}
-        self.record({"key": key, "entry": entries[key], "s": time.perf_counter() - t0})
+        self.record({"key": key, "entry": entries[key], "s": time.perf_counter() - t0, **({"retake": True} if retake else {})})
+        if retake:
+            self.state.setdefault("retaken", []).append(key)
         if self.on_entry is not None:
             self.on_entry(key, entries[key])
 
@@ -257,7 +257,7 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
                 space: str | SearchSpace = "default", lut_dir: str | Path | None = None, resume: bool = True,
                 progress: bool = True, calibration: int = 30, rounds: int = 2, repeats: int = 15,
                 min_time_s: float = 0.02, max_time_s: float | None = TIME_CAP_S, noise: float = 0.1, retries: int = 2,
-                context: int | None = None, paired: bool = True, pair_ops: bool = False,
+                context: int | None = None, paired: bool = True, pair_ops: bool | None = None,
                 on_entry: Callable[[str, dict], None] | None = None) -> LatencyTable:
     """Measure every op of ``space`` with ``backend`` and write the table ``name`` into the user folder.
 
@@ -268,17 +268,19 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
     Each measurement times at least ``repeats`` calls, fewer when that would take over ``max_time_s``
     (:func:`._measure.time_calls`; ``None``: no cap). With ``paired`` (the default) calibration subnets are
     timed in alternation with the table's reference subnet and fitted at the build's level
-    (:func:`._fidelity.at_reference`). With ``pair_ops`` too (opt-in) every op is timed in alternation with
-    the reference op and its entry put at the build's level (:func:`._fidelity.entries_at_reference`): at 2
-    threads that makes entries repeat far better, but the reference runs slower after large ops, so wide
-    subnets come out underestimated and a search picks them (README, issue 17).
+    (:func:`._fidelity.at_reference`). With ``pair_ops`` (default ``None``: at more than one thread,
+    :func:`._runner.pairs_ops`) every op is timed in alternation with the reference op too and its entry
+    put at the build's level (:func:`._fidelity.entries_at_reference`); ops whose reference ran more than
+    25 % off its median (at 2 threads it runs slow in phases, mostly beside large ops) are measured again,
+    once, at the end (:meth:`_Run.retake_moved`; README, issue 17).
 
     ``on_entry(key, entry)`` is called after each op is measured (progress hooks, tests)."""
     _check_options(name, backend, threads, batch, rounds, clock)
     sp = get_space(space) if isinstance(space, (str, Path)) or space is None else space
     keys = space_ops(sp)
     ppath = partial_path(name, lut_dir)
-    settings = _settings(name, backend, threads, batch, clock, sp, calibration, rounds, max_time_s, paired, pair_ops)
+    settings = _settings(name, backend, threads, batch, clock, sp, calibration, rounds, max_time_s, paired,
+                         pairs_ops(pair_ops, threads))
     state = _open_state(ppath, settings, sp, resume)
     cal_cfgs = calibration_configs(sp, calibration)
     order = schedule(keys, len(cal_cfgs), rounds)
@@ -323,7 +325,7 @@ def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int,
     ref_ms = reference_ms(state["calibration"])
     reference = {"arch": state["reference"], "median_ms": ref_ms} if state.get("reference") and ref_ms else None
     op_level = entries_at_reference(state["entries"], state["overhead"]["median_ms"])
-    ref_op = ({"key": state["reference_op"], "median_ms": op_level, "warm": state.get("ref_warm")}
+    ref_op = ({"key": state["reference_op"], **op_level, "warm": state.get("ref_warm")}
               if op_level is not None else None)
     table = LatencyTable(
         name=name, kind="measured", device=name, backend=backend, space=sp, entries=state["entries"],
@@ -332,7 +334,7 @@ def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int,
         meta={"build": {"started": state.get("started"), "overhead": state["overhead"], "timing": dict(timing),
                         "seconds": round(state.get("seconds", 0.0), 1),
                         "calibration": state["calibration"], "reference": reference, "reference_op": ref_op,
-                        "retaken": state.get("retaken")}})
+                        "retaken": len(state["retaken"]) if state.get("reference_op") else None}})
     cal = at_reference(state["calibration"], ref_ms if reference else None)
     method = "build-time calibration subnets (in-sample fit)" + (
         ", timed in alternation with the reference subnet" if reference else "")

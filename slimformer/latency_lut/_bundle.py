@@ -201,13 +201,13 @@ def _write_reference(out: Path, space: SearchSpace, *, fmt: str, ct) -> dict[str
 
 
 def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: str = "onnx",
-                 calibration: int = 10, progress: bool = True, pair_ops: bool = False) -> Path:
+                 calibration: int = 10, progress: bool = True, pair_ops: bool = True) -> Path:
     """Write the bundle for ``space`` into ``out_dir``; returns the manifest path. Resumes a partial bundle.
 
     ``calibration`` whole subnets (``lut build``'s calibration subnets) go with the ops, so that the
-    imported table gets the same composition correction as a table built here. With ``pair_ops`` (opt-in, as
-    ``build_table(pair_ops=True)``) the manifest names the reference op and the runner times every op in
-    alternation with it."""
+    imported table gets the same composition correction as a table built here. With ``pair_ops`` (the
+    default) the manifest names the reference op and the runner times every op in alternation with it
+    where ``lut build`` would (at more than one thread, and CoreML; ``run_bundle.py --pair-ops``)."""
     from ._build import calibration_configs
 
     if fmt not in FORMATS:
@@ -229,7 +229,7 @@ def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: 
                 "batch": 1, "slimformer": __version__, "torch": torch.__version__,
                 "noop": {"file": noop_rel, "inputs": [{"name": "x0", "shape": [1, 1]}]}, "ops": ops,
                 "calibration": cal, "calibration_rounds": 2 if cal else 1}
-    if cal:  # paired like `lut build`: subnets with the reference subnet (and, opted in, ops with the reference op)
+    if cal:  # paired like `lut build`: subnets with the reference subnet, ops with the reference op
         manifest["reference"] = _write_reference(out, space, fmt=fmt, ct=ct)
     if cal and pair_ops:
         from ._fidelity import reference_op
@@ -324,7 +324,8 @@ def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path |
                   "manifest_id": r["manifest_id"], "overhead_spread_ms": ov.get("spread_ms")})
         op_level = entries_at_reference(table.entries, overhead)  # ops paired with the bundle's reference op
         if op_level is not None:
-            table.meta["reference_op"] = {"key": r.get("reference_op"), "median_ms": op_level}
+            table.meta["reference_op"] = {"key": r.get("reference_op"), **op_level,
+                                          "retaken": len(r.get("retaken") or [])}
             table.refresh()
         calibration = list(r.get("calibration", {}).values())
         ref_ms = reference_ms(calibration)  # paired with the bundle's reference subnet (newer bundles)

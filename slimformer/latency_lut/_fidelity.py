@@ -13,12 +13,13 @@ network's own median repeats to 5 % (README, issue 17). A paired record's latenc
 is ``ratio * reference_ms``, where ``reference_ms`` is the reference's median over the build
 (:func:`at_reference`); the correction is fitted on those, and validation compares against them.
 
-Ops can be paired the same way, with a *reference op* (:func:`reference_op`; ``build_table(pair_ops=True)``).
+Ops can be paired the same way, with a *reference op* (:func:`reference_op`; ``build_table(pair_ops=...)``).
 At 2 threads an op's own median, timed alone at one moment of a build, repeats between rounds with sd 37 %
 (a subnet's sum of entries, 6.5 %), its ratio to an op timed in the same calls with 13 % (2.3 %;
 ``benchmarks/lut_op_pairing.py``). A paired entry is ``ratio * level - overhead``, the level being the
-reference op's median over the build (:func:`entries_at_reference`). Not the default: the reference runs
-slower after large ops, so they come out too cheap, and a search then picks them (README, issue 17).
+reference op's median over the build, times how much slower the reference runs beside an op of its size
+(:func:`entries_at_reference`): a large op slows the reference timed after it, and left in, the widest
+subnets come out too cheap and a search picks them (README, issue 17). The default at more than one thread.
 
 Why a per-op term: an op measured alone, over and over, finds its weights in cache; inside a network
 every op's weights were pushed out by the ops before it, and the runtime hands tensors from op to op.
@@ -70,19 +71,42 @@ def reference_op(space) -> str:
     return flops[len(flops) // 2][1]
 
 
-def entries_at_reference(entries: dict[str, dict[str, Any]], overhead_ms: float) -> float | None:
+def reference_beside(entries: dict[str, dict[str, Any]], level: float) -> dict[str, float]:
+    """How the reference op's median beside an op follows the op's size over a build: ``intercept`` and
+    ``slope`` of ``log(ref_ms / level)`` on ``log(ratio)``, a Theil-Sen line (scipy, robust to the ops
+    timed in a slow phase). Ops are timed in a shuffled order, so the machine's speed when an op was timed
+    does not depend on its size; what does is the op's own effect on the reference timed after it. Measured
+    (README, issue 17): the reference ran 3-4 % slower beside the largest ops than beside the smallest, so
+    the widest subnets, which a search picks, came out too cheap. ``log(ratio)`` is the size, not the op's
+    own median, because the machine's speed cancels in a ratio. Flat (0, 0) with fewer than 10 paired ops."""
+    from scipy.stats import theilslopes
+
+    paired = [e for e in entries.values() if "ratio" in e and e["ratio"] > 0 and e["ref_ms"] > 0]
+    if len(paired) < 10 or len({e["ratio"] for e in paired}) < 2:
+        return {"intercept": 0.0, "slope": 0.0}
+    x = np.log([e["ratio"] for e in paired])
+    y = np.log([e["ref_ms"] / level for e in paired])
+    slope, intercept, _, _ = theilslopes(y, x)
+    return {"intercept": float(intercept), "slope": float(slope)}
+
+
+def entries_at_reference(entries: dict[str, dict[str, Any]], overhead_ms: float) -> dict[str, Any] | None:
     """Entries timed in alternation with the reference op (``ratio``, ``ref_ms``) put at the build's level, in
     place: ``own_ms`` keeps the op's own ``median_ms`` (the overhead taken off), ``median_ms`` becomes
-    ``ratio * level - overhead``. Returns the level (the reference op's median of
-    medians), or ``None`` when no entry was paired (then nothing changes)."""
+    ``ratio * level * beside(ratio) - overhead``, where ``level`` is the reference op's median of medians and
+    ``beside`` the reference's median beside an op of that size over ``level`` (:func:`reference_beside`).
+    Returns ``{"median_ms": level, "beside": {...}}``, or ``None`` when no entry was paired (then nothing
+    changes)."""
     level = reference_ms(list(entries.values()))
     if level is None:
         return None
+    beside = reference_beside(entries, level)
     for e in entries.values():
         if "ratio" in e:
             e["own_ms"] = e.get("own_ms", e["median_ms"])
-            e["median_ms"] = max(e["ratio"] * level - overhead_ms, 0.0)
-    return level
+            factor = np.exp(beside["intercept"] + beside["slope"] * np.log(max(e["ratio"], 1e-12)))
+            e["median_ms"] = max(float(e["ratio"] * level * factor) - overhead_ms, 0.0)
+    return {"median_ms": level, "beside": beside}
 
 
 def reference_runner(cfg: ArchConfig, *, backend: str = "onnxruntime", threads: int = 1,

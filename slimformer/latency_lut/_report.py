@@ -148,7 +148,7 @@ def describe(table: LatencyTable, cfg: ArchConfig | None = None) -> str:
                      f"({ref['median_ms']:.3f} ms at build time); predictions are at the build's level")
     ref_op = (table.meta.get("build") or {}).get("reference_op") or table.meta.get("reference_op")
     if ref_op:
-        retaken = (table.meta.get("build") or {}).get("retaken")
+        retaken = (table.meta.get("build") or {}).get("retaken", ref_op.get("retaken"))
         lines.append(f"  reference op: every op timed in alternation with {ref_op['key']} "
                      f"({ref_op['median_ms']:.4f} ms at build time)"
                      + (f"; {retaken} op(s) whose reference moved measured again" if retaken is not None else ""))

@@ -14,7 +14,8 @@ are measured the same way, spread among the ops, which are taken in a shuffled o
 ``slimformer lut import`` fits the table's composition correction on them. As ``lut build`` times them, each
 calibration subnet alternates call by call with the bundle's reference subnet, and each op with its reference
 op when the manifest names one (``write_bundle(pair_ops=True)``; ``ratio`` and ``ref_ms`` recorded): the import
-puts those measurements at the run's level. A measurement whose spread exceeds ``--noise``
+puts those measurements at the run's level. Paired ops whose reference op ran more than 25 % off its median over
+the run are measured again, once, at its end (``retaken`` lists them). A measurement whose spread exceeds ``--noise``
 times its median is taken again (up to ``--retries`` times) and the attempt with the lowest median is kept.
 With an ONNX bundle, the first half of the calibration subnets (``--profile N``) then run with onnxruntime's
 per-node profiler, as ``lut build`` runs them: the import gives each node's time to its op and keeps the
@@ -46,6 +47,22 @@ TIME_CAP_S, MIN_REPEATS = 1.0, 5  # seconds of timed calls per measurement, and 
 # an op is timed in alternation with the reference op, which is called once untimed before each timed call: a
 # large op pushes a small reference out of cache, and that slowdown is the op's, not the machine's (issue 17)
 REF_WARM = 1
+
+
+def pairs_ops(choice, threads: int, fmt: str = "onnx") -> bool:
+    """Whether every op is timed in alternation with the reference op: ``choice`` when it is True or False,
+    else (``None``) at more than one thread, and always for CoreML, whose models run on every unit they may use.
+    Measured here (README, issue 17): at 1 thread ops timed alone compose within the targets and pairing
+    only lengthens the build; at 2 threads an op's own median moves by a third between rounds of a build,
+    its ratio to the reference op by an eighth."""
+    if choice is not None:
+        return bool(choice)
+    return fmt == "coreml" or threads > 1
+
+
+# an op whose reference op ran more than this share off its median over the run was timed in a phase where the
+# two did not slow alike (at 2 threads, mostly beside large ops): it is measured again, once, at the run's end
+RETAKE_BEYOND = 0.25
 #: onnxruntime's intra-op threads do not spin between parallel sections (``session.intra_op.allow_spinning``).
 #: Measured at 2 threads / batch 4 on a 2-core machine (README, issue 17): with spinning, 4 random subnets ran
 #: 1.3-1.7x slower and a 3x3 convolution's median moved 4x as much between rounds, since the spinning thread
@@ -287,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--profile", type=int, default=None,
                     help="ONNX: calibration subnets also run with onnxruntime's per-node profiler, so that the "
                          "import can time the ops in context as lut build does (default: half of them; 0: none)")
+    ap.add_argument("--pair-ops", choices=("auto", "on", "off"), default="auto",
+                    help="time every op in alternation with the bundle's reference op: auto (default) at more than "
+                         "one thread and for CoreML, on, or off")
     ap.add_argument("--compute-units", default="ALL", help="CoreML compute units: ALL, CPU_AND_NE, CPU_ONLY...")
     ap.add_argument("--device-name", default=None, help="a name for this device (default: the host's)")
     ap.add_argument("--fresh", action="store_true", help="ignore earlier results in the output file")
@@ -351,6 +371,32 @@ def measure_item(item, results: dict, cal: list, load, args, ref=None, ref_op=No
     return item["key"], r
 
 
+def moved_ops(entries: dict, done: list) -> list:
+    """The paired ops whose reference op ran beyond :data:`RETAKE_BEYOND` of its median over all paired ops
+    (not those in ``done``, already retaken once)."""
+    refs = sorted(e["ref_ms"] for e in entries.values() if "ref_ms" in e)
+    if not refs:
+        return []
+    n = len(refs)
+    level = refs[n // 2] if n % 2 else (refs[n // 2 - 1] + refs[n // 2]) / 2
+    return [k for k, e in entries.items()
+            if "ref_ms" in e and k not in done and abs(e["ref_ms"] / level - 1) > RETAKE_BEYOND]
+
+
+def retake_moved(ops: list, results: dict, load, args, out: str, ref_op) -> None:
+    """Measure again, once, every op :func:`moved_ops` names; their keys go into ``results["retaken"]``
+    before each is measured, so a resumed run does not take one a third time."""
+    done = results.setdefault("retaken", [])
+    by_key = {o["key"]: o for o in ops}
+    moved = moved_ops(results["entries"], done)
+    for i, key in enumerate(moved):
+        done.append(key)
+        label, r = measure_item(by_key[key], results, [], load, args, ref_op=ref_op)
+        write_json(out, results)
+        print(f"\rretaken {i + 1}/{len(moved)} {label:<40s} {r['median_ms']:8.3f} ms", end="", file=sys.stderr,
+              flush=True)
+
+
 def measure_all(todo: list, total: int, results: dict, cal: list, load, args, out: str, ref=None,
                 ref_op=None) -> None:
     """Measure ``todo`` (the rest of a schedule of ``total`` items), writing ``out`` after each one and
@@ -396,7 +442,9 @@ def main(argv=None) -> int:
         args.profile = (len(cal) + 1) // 2 if fmt == "onnx" else 0  # CoreML has no per-node profiler to call
     settings = {"warmup": args.warmup, "repeats": args.repeats, "threads": args.threads, "noise": args.noise,
                 "retries": args.retries, "compute_units": args.compute_units if fmt == "coreml" else None,
-                "profile": args.profile, "max_time_s": args.max_time_s}
+                "profile": args.profile, "max_time_s": args.max_time_s,
+                "pair_ops": bool(manifest.get("reference_op"))
+                and pairs_ops({"auto": None, "on": True, "off": False}[args.pair_ops], args.threads, fmt)}
     results = load_results(out, mid, settings, args.fresh)
     if results is None:
         results = new_results(manifest, mid, info, settings, args.device_name)
@@ -413,10 +461,12 @@ def main(argv=None) -> int:
         write_json(out, results)
     reference = manifest.get("reference")
     ref = load(os.path.join(args.bundle, reference["file"]), reference["inputs"]) if reference and todo else None
-    ref_op = manifest.get("reference_op")
+    ref_op = manifest.get("reference_op") if settings["pair_ops"] else None
     results["reference_op"] = ref_op["key"] if ref_op else None
-    ref_op = load(os.path.join(args.bundle, ref_op["file"]), ref_op["inputs"]) if ref_op and todo else None
+    ref_op = load(os.path.join(args.bundle, ref_op["file"]), ref_op["inputs"]) if ref_op else None
     measure_all(todo, len(order), results, cal, load, args, out, ref, ref_op)
+    if ref_op is not None:
+        retake_moved(manifest["ops"], results, load, args, out, ref_op)
     profile_calibration(results, cal, args, out)
     results["complete"] = True
     results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
