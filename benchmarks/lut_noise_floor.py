@@ -97,6 +97,28 @@ def _pairing_variants(table, calibration: list, rows: list, line) -> None:
         line(f"paired, own median where the reference moved > {100 * x:.0f} %", [t.predict(arch_from_dict(r["arch"])) for r in rows])
     t = _variant_table(table, calibration, lambda e, level: min(max(e["median_ms"], 0.75 * e["own_ms"]), 1.25 * e["own_ms"]))
     line("paired, clipped to ±25 % of the own median", [t.predict(arch_from_dict(r["arch"])) for r in rows])
+    overhead = table.overhead_ms
+    t = _variant_table(table, calibration, lambda e, level: max(e["ratio"] * level - overhead, 0.0) if "ratio" in e
+                       else e["median_ms"])
+    line("paired, the reference's slowdown beside large ops left in", [t.predict(arch_from_dict(r["arch"])) for r in rows])
+
+
+def _width_trend(rows: list, truth: str) -> None:
+    """Does the table under- or overestimate wide subnets (where a search goes)? Measured / predicted (the
+    build's correction) for the widest quarter of the validation subnets by the sum of stage widths, and the rest."""
+    err = np.array([r[truth] / r["corrected_ms"] - 1 for r in rows])
+    width = np.array([sum(st["width"] for st in r["arch"]["stages"]) for r in rows])
+    wide = width >= np.percentile(width, 75)
+    print(f"measured / predicted - 1 by width: widest quarter median {100 * np.median(err[wide]):+.1f} %, the rest "
+          f"{100 * np.median(err[~wide]):+.1f} %; correlation with the sum of stage widths {np.corrcoef(err, width)[0, 1]:+.2f}")
+
+
+def _beside_fit(beside: dict | None, ratios: list) -> str:
+    """The build's fit of the reference's slowdown beside an op of its size, at the 5th and 95th percentile op."""
+    if not beside:
+        return " (built before the fit)"
+    at = [np.exp(beside["intercept"] + beside["slope"] * np.log(np.percentile(ratios, p))) for p in (5, 95)]
+    return f"; the build's fit: slope {beside['slope']:+.4f}, x{at[0]:.3f} at the 5th percentile op, x{at[1]:.3f} at the 95th"
 
 
 def _reference_op_moves(table) -> None:
@@ -122,6 +144,11 @@ def _reference_op_moves(table) -> None:
     print(f"entry / the op's own median: p5 {q[0]:.2f}, median {q[1]:.2f}, p95 {q[2]:.2f}; lowest: "
           + "; ".join(f"{k} own {e[k]['own_ms']:.2f} ms, entry {e[k]['median_ms']:.2f} ms, reference "
                       f"{e[k]['ref_ms']:.2f} ms" for _, k in shift[:3]))
+    ref = np.array([e[k]["ref_ms"] / level for k in order])
+    q = np.percentile(own, [25, 50, 75])
+    by_size = ", ".join(f"{np.median(ref[(own >= lo) & (own < hi)]):.3f}" for lo, hi in zip([-1, *q], [*q, np.inf]))
+    print(f"reference's median beside an op / its build median, by quarter of op size (smallest first): {by_size}"
+          + _beside_fit(b["reference_op"].get("beside"), [e[k]["ratio"] for k in order]))
     print(f"correlation of the reference's median beside an op with log(op's own median): "
           f"{np.corrcoef([e[k]['ref_ms'] for k in order], np.log(own + 1e-3))[0, 1]:+.2f}")
 
@@ -181,6 +208,7 @@ def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired
               f"own medians {own.error['corrected']['mape_pct']:.2f} %")
         _pairing_variants(table, cal, rows, line)
         _reference_op_moves(table)
+    _width_trend(rows, truth)
     rep = repeatability(rows)
     if rep["repeat_sd"] is not None:
         print(f"round 2 / round 1 of the same subnet: sd {100 * rep['repeat_sd']:.2f} %, "

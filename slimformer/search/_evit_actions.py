@@ -113,6 +113,17 @@ def all_grows(space: EfficientViTSpace, cfg: EfficientViTConfig, *, stem: bool =
     return evit_moves(space, cfg, +1)
 
 
+def width_jumps(space: EfficientViTSpace, cfg: EfficientViTConfig) -> list[EvitAction]:
+    """Each stage at every narrower width, not only one step down (``_actions.width_jumps``)."""
+    acts = []
+    for si, st in enumerate(cfg.stages):
+        for w in (w for w in space.stage_widths[si] if w < st.width):
+            new = _with_width(space, cfg, si, w)
+            if new is not None and space.contains(new):
+                acts.append(EvitAction("width", si, -1, new, f"stage {si + 1} width -> {w}"))
+    return acts
+
+
 def importance_shrinks(space: EfficientViTSpace, cfg: EfficientViTConfig, importance) -> list[EvitAction]:
     """Without Gumbel block importance in this family, every single-step shrink is a candidate."""
     return all_shrinks(space, cfg)

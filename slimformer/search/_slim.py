@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from .._errors import SlimformerError
 from ..supernet import ArchConfig, SearchSpace
-from ._actions import Action, all_grows, all_shrinks, importance_shrinks
+from ._actions import Action, all_grows, all_shrinks, importance_shrinks, width_jumps
 from ._scorers import Scorer
 
 Predict = Callable[[ArchConfig], float]
@@ -45,6 +45,8 @@ def slim(*, space: SearchSpace, predict: Predict, scorer: Scorer, budget_ms: flo
         chosen = _pick(cands, predict, scorer, ms, score, budget_ms)
         if chosen is None and importance:  # the importance moves saved nothing: widen the candidate set
             chosen = _pick(all_shrinks(space, cfg, stem=False), predict, scorer, ms, score, budget_ms)
+        if chosen is None:  # no single step saves anything: a stage several widths narrower may
+            chosen = _pick(width_jumps(space, cfg), predict, scorer, ms, score, budget_ms)
         if chosen is None:
             raise SlimformerError(f"slimming is stuck at {ms:.3f} ms: no action lowers the predicted latency "
                                   f"below it (budget {budget_ms:g} ms)")

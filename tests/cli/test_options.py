@@ -102,3 +102,14 @@ def test_long_function_check_finds_one(tmp_path):
     pkg.mkdir()
     (pkg / "m.py").write_text("def f():\n" + "    x = 1\n" * 61 + "\n\ndef g():\n    return 1\n")
     assert long_functions(pkg) == ["slimformer/m.py:f (62)"]
+
+
+def test_op_pairing_is_left_to_the_thread_count_unless_asked():
+    """``lut build`` pairs ops at more than one thread unless told (``_runner.pairs_ops``); ``lut bundle``
+    names a reference op unless told not to, and its runner decides on the device the same way."""
+    p = build_parser()
+    assert p.parse_args(["lut", "build", "--table", "t"]).pair_ops is None
+    assert p.parse_args(["lut", "build", "--table", "t", "--pair-ops"]).pair_ops is True
+    assert p.parse_args(["lut", "build", "--table", "t", "--no-pair-ops"]).pair_ops is False
+    assert p.parse_args(["lut", "bundle", "--out", "b"]).pair_ops is True
+    assert p.parse_args(["lut", "bundle", "--out", "b", "--no-pair-ops"]).pair_ops is False

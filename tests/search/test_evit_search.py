@@ -82,3 +82,29 @@ def test_a_table_of_another_space_is_refused(evit_table):
         resolve_table(evit_table, space=get_space("tiny"))
     with pytest.raises(SlimformerError, match="another search space"):
         search(budget_ms=1.0, table=evit_table, space="tiny")
+
+
+def test_slimming_jumps_widths_where_one_step_narrower_is_slower(evit_tiny):
+    """Measured latency is not monotone in width (a 176-channel stage ran slower than a 192 one at 2 threads):
+    when no single step lowers the predicted latency, slimming tries every narrower width of a stage."""
+    import dataclasses
+
+    from slimformer.search._scorers import MacsProxy
+    from slimformer.search._slim import slim
+
+    sp = dataclasses.replace(evit_tiny, stage_widths=((16, 24, 32), (32, 40, 48), (48, 56, 64)), name="evit3")
+    top = [max(w) for w in sp.stage_widths]
+    low = [min(w) for w in sp.stage_widths]
+
+    def predict(cfg):  # the widest and the narrowest width of a stage are fast, every width between is slow
+        ms = 0.0
+        for si, st in enumerate(cfg.stages):
+            ms += st.width * (1 if st.width in (top[si], low[si]) else 10) * st.depth
+        return ms
+
+    smallest = predict(sp.smallest())
+    budget = predict(sp.smallest().with_width(0, top[0]).with_width(1, top[1]).with_width(2, top[2])) - 1
+    assert smallest < budget
+    cfg, trace = slim(space=sp, predict=predict, scorer=MacsProxy(), budget_ms=budget)
+    assert predict(cfg) <= budget and sp.contains(cfg)
+    assert any(row["phase"] == "slim" and "width" in row["action"] for row in trace)
