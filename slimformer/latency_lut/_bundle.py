@@ -282,6 +282,16 @@ def _imported_entry(e: dict, overhead: float) -> dict[str, Any]:
     return out
 
 
+def _ops_at_reference(table, r: dict, overhead: float) -> None:
+    """Ops the runner paired with the bundle's reference op, put at the run's level (as ``lut build`` does)."""
+    from ._fidelity import entries_at_reference
+
+    op_level = entries_at_reference(table.entries, overhead)
+    if op_level is not None:
+        table.meta["reference_op"] = {"key": r.get("reference_op"), **op_level, "retaken": len(r.get("retaken") or [])}
+        table.refresh()
+
+
 def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path | None = None,
                    bundle: str | Path | None = None, space: SearchSpace | None = None):
     """Turn a runner's results JSON into a saved table of kind ``imported``; returns the table.
@@ -289,7 +299,7 @@ def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path |
     Checks, each failing with one clear error: the file is complete results of a bundle, its space is
     intact (and is ``space`` if given), it comes from ``bundle`` if given, and it measured exactly the
     ops of its space."""
-    from ._fidelity import at_reference, calibrate, entries_at_reference, reference_ms
+    from ._fidelity import at_reference, calibrate, reference_ms
     from ._registry import table_path
     from ._table import LatencyTable
 
@@ -322,11 +332,7 @@ def import_results(results_path: str | Path, *, name: str, lut_dir: str | Path |
             date=(r.get("finished") or r.get("started") or "")[:10] or None,
             meta={"host": r.get("device"), "platform": r.get("platform"), "settings": r.get("settings"),
                   "manifest_id": r["manifest_id"], "overhead_spread_ms": ov.get("spread_ms")})
-        op_level = entries_at_reference(table.entries, overhead)  # ops paired with the bundle's reference op
-        if op_level is not None:
-            table.meta["reference_op"] = {"key": r.get("reference_op"), **op_level,
-                                          "retaken": len(r.get("retaken") or [])}
-            table.refresh()
+        _ops_at_reference(table, r, overhead)
         calibration = list(r.get("calibration", {}).values())
         ref_ms = reference_ms(calibration)  # paired with the bundle's reference subnet (newer bundles)
         if ref_ms is not None:
