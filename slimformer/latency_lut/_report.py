@@ -151,7 +151,9 @@ def describe(table: LatencyTable, cfg: ArchConfig | None = None) -> str:
         retaken = (table.meta.get("build") or {}).get("retaken", ref_op.get("retaken"))
         lines.append(f"  reference op: every op timed in alternation with {ref_op['key']} "
                      f"({ref_op['median_ms']:.4f} ms at build time)"
-                     + (f"; {retaken} op(s) whose reference moved measured again" if retaken is not None else ""))
+                     + (f"; {retaken} op(s) whose reference moved measured again" if retaken is not None else "")
+                     + (f"; its slowdown beside an op of the op's size taken out (slope {ref_op['beside']['slope']:+.4f})"
+                        if ref_op.get("beside") else ""))
     lines += ["  " + x for x in error_lines(table)]
     faults = table.space.check(cfg) if cfg is not None else []
     if faults:

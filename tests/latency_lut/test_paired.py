@@ -153,6 +153,7 @@ def test_a_build_pairs_every_op_with_the_reference_op(paired_table):
     from slimformer.latency_lut._report import describe
 
     assert f"{t.meta['build']['retaken']} op(s) whose reference moved measured again" in describe(t)
+    assert f"(slope {ref_op['beside']['slope']:+.4f})" in describe(t)
     assert ref_op["median_ms"] == pytest.approx(reference_ms(list(t.entries.values())))
     for e in t.entries.values():
         level_ms = e.get("alone_ms", e["median_ms"])  # before in-context factors, when the build kept them
