@@ -218,10 +218,25 @@ def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired
         print(f"  its median {np.median(ratio):.3f} (p10-p90 {np.percentile(ratio, 10):.2f}-{np.percentile(ratio, 90):.2f}); "
               f"by blocks of 20 subnets in measuring order: {blocks} (a median off 1 is the machine drifting between rounds)")
     _calibration_repeat(table.meta["build"]["calibration"])
+    _build_time(table)
     rep = repeatability(rows, "ratio")
     if rep["repeat_sd"] is not None:
         print(f"the same for the ratio to the reference subnet (paired): sd {100 * rep['repeat_sd']:.2f} %, "
               f"{100 * rep['repeat_within_5pct']:.0f} % of subnets agree within ±5 %")
+
+
+def _build_time(table) -> None:
+    """Where a build's seconds went, estimated from what it recorded: timed calls of the ops (and of the
+    reference op beside them, one warm-up and one timed call each), of the calibration subnets (and the
+    reference subnet), and the rest (export, sessions, profiling)."""
+    b, e = table.meta["build"], table.entries.values()
+    ops = sum((x["count"] + 3) * x.get("raw_ms", x["median_ms"]) * x.get("attempts", 1) for x in e) / 1e3
+    ref = sum((x["count"] + 3) * 2 * x["ref_ms"] * x.get("attempts", 1) for x in e if "ref_ms" in x) / 1e3
+    cal = sum((c["count"] + 2) * (c["median_ms"] + c.get("ref_ms", 0.0)) * c.get("attempts", 1)
+              for c in b["calibration"]) / 1e3
+    print(f"build {b['seconds']:.0f} s: ops' timed calls about {ops:.0f} s, the reference op's beside them {ref:.0f} s, "
+          f"calibration subnets (with the reference subnet) {cal:.0f} s, the rest (export, sessions, profiling) "
+          f"{b['seconds'] - ops - ref - cal:.0f} s")
 
 
 def _calibration_repeat(records: list) -> None:
