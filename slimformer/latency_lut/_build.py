@@ -247,7 +247,7 @@ class _Run:
                         **{k: r[k] for k in ("ratio", "ref_ms") if k in r}}
         self.record({"key": key, "entry": entries[key], "s": time.perf_counter() - t0, **({"retake": True} if retake else {})})
         if retake:
-            self.state.setdefault("retaken", []).append(key)
+            self.state["retaken"].append(key)
         if self.on_entry is not None:
             self.on_entry(key, entries[key])
 

@@ -47,19 +47,6 @@ TIME_CAP_S, MIN_REPEATS = 1.0, 5  # seconds of timed calls per measurement, and 
 # an op is timed in alternation with the reference op, which is called once untimed before each timed call: a
 # large op pushes a small reference out of cache, and that slowdown is the op's, not the machine's (issue 17)
 REF_WARM = 1
-
-
-def pairs_ops(choice, threads: int, fmt: str = "onnx") -> bool:
-    """Whether every op is timed in alternation with the reference op: ``choice`` when it is True or False,
-    else (``None``) at more than one thread, and always for CoreML, whose models run on every unit they may use.
-    Measured here (README, issue 17): at 1 thread ops timed alone compose within the targets and pairing
-    only lengthens the build; at 2 threads an op's own median moves by a third between rounds of a build,
-    its ratio to the reference op by an eighth."""
-    if choice is not None:
-        return bool(choice)
-    return fmt == "coreml" or threads > 1
-
-
 # an op whose reference op ran more than this share off its median over the run was timed in a phase where the
 # two did not slow alike (at 2 threads, mostly beside large ops): it is measured again, once, at the run's end
 RETAKE_BEYOND = 0.25
@@ -371,14 +358,24 @@ def measure_item(item, results: dict, cal: list, load, args, ref=None, ref_op=No
     return item["key"], r
 
 
+def pairs_ops(choice, threads: int, fmt: str = "onnx") -> bool:
+    """Whether every op is timed in alternation with the reference op: ``choice`` when it is True or False,
+    else (``None``) at more than one thread, and always for CoreML, whose models run on every unit they may use.
+    Measured here (README, issue 17): at 1 thread ops timed alone compose within the targets and pairing
+    only lengthens the build; at 2 threads an op's own median moves by a third between rounds of a build,
+    its ratio to the reference op by an eighth."""
+    if choice is not None:
+        return bool(choice)
+    return fmt == "coreml" or threads > 1
+
+
 def moved_ops(entries: dict, done: list) -> list:
     """The paired ops whose reference op ran beyond :data:`RETAKE_BEYOND` of its median over all paired ops
     (not those in ``done``, already retaken once)."""
-    refs = sorted(e["ref_ms"] for e in entries.values() if "ref_ms" in e)
+    refs = [e["ref_ms"] for e in entries.values() if "ref_ms" in e]
     if not refs:
         return []
-    n = len(refs)
-    level = refs[n // 2] if n % 2 else (refs[n // 2 - 1] + refs[n // 2]) / 2
+    level = summary(refs)["median_ms"]
     return [k for k, e in entries.items()
             if "ref_ms" in e and k not in done and abs(e["ref_ms"] / level - 1) > RETAKE_BEYOND]
 
