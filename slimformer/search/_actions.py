@@ -112,8 +112,8 @@ def width_jumps(space: SearchSpace, cfg: ArchConfig) -> list[Action]:
     """Each stage at every narrower width, not only one step down: the slimming's last resort when no
     single step lowers the predicted latency. Measured latency is not monotone in width (onnxruntime runs
     some widths faster than narrower ones: on the EfficientViT space at 2 threads a first stage of 176
-    channels was predicted 0.35 ms slower than one of 192), so single steps alone could stop above a budget
-    the space can meet."""
+    channels was predicted 0.35 ms slower than one of 192; ``benchmarks/width_monotonicity.py``), so single
+    steps alone could stop above a budget the space can meet."""
     if space.family in FAMILY_ACTIONS:
         return FAMILY_ACTIONS[space.family].width_jumps(space, cfg)
     jumps = (Action("width", si, -1, cfg.with_width(si, w)) for si in range(len(cfg.stages))
