@@ -193,7 +193,8 @@ def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired
         f = fidelity(pred, mv)
         print(f"{name:<52} {100 * f['within_5pct']:3.0f} % {100 * f['within_10pct']:4.0f} %  MAPE {f['mape_pct']:.2f} %"
               f"  tau {f['kendall_tau']:.3f}")
-    print(f"{len(rows)} validation subnets of {table_name}; kinds {', '.join(kinds)}; ±5 %, ±10 %:")
+    print(f"{len(rows)} validation subnets of {table_name}, {mv.min():.2f}-{mv.max():.2f} ms; kinds {', '.join(kinds)}; "
+          f"±5 %, ±10 %:")
     line("the build's correction (one scale)", [r["corrected_ms"] for r in rows])
     for shrink in (0.1, 0.3, 1.0):
         line(f"per-kind scales fitted on calibration (shrink {shrink})", xv @ _fit(xc, mc, shrink))
