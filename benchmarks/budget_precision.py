@@ -7,7 +7,9 @@ table's settings (1 thread, batch 1). Prints measured / budget for each (target:
 [0.95, 1.03]) and measured / predicted. Timings on a shared machine are noisy: run it when it is idle.
 A table that keeps a reference subnet (built since the thirteenth session) also has every searched subnet
 timed in alternation with it, and prints measured/budget at the build's level (ratio x the reference's
-build-time median), the figure its predictions are made for.
+build-time median), the figure its predictions are made for. ``search`` times its own answer on a table
+built here and searches again when it misses (``slimformer search --measure``, the default there);
+``--no-measure`` scores the table's answer alone.
 
     python benchmarks/budget_precision.py [--img-size 96] [--lut-dir DIR] [--repeats 30]
     python benchmarks/budget_precision.py --threads 2 --batch 4      # off the default setting
@@ -60,6 +62,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1, help="batch of the table and the measurement")
     ap.add_argument("--fractions", default="0.15,0.3,0.5,0.7,0.85",
                     help="budgets as fractions of the way from the smallest to the largest subnet")
+    ap.add_argument("--no-measure", action="store_true",
+                    help="the table's answer alone: search does not time its answer here and search again")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -96,7 +100,7 @@ def main() -> None:
     for f in (float(x) for x in args.fractions.split(",")):
         budget = round(lo + f * (hi - lo), 3)
         try:
-            r = search(budget_ms=budget, table=table)
+            r = search(budget_ms=budget, table=table, measure=False if args.no_measure else None)
         except SlimformerError as e:  # counted as a miss, said in one line
             print(f"budget {budget:7.3f} ms  no subnet found: {e}", flush=True)
             rows.append((budget, float("nan"), float("inf"), float("nan"), "none"))
@@ -111,6 +115,9 @@ def main() -> None:
         print(f"budget {budget:7.3f} ms  predicted {r.predicted_ms:7.3f}  measured {m['median_ms']:7.3f} "
               f"(spread {m['spread_ms']:.3f})  measured/budget {m['median_ms'] / budget:5.3f}  "
               f"measured/predicted {m['median_ms'] / r.predicted_ms:5.3f}  {r.arch.summary()}", flush=True)
+        if r.measured:
+            print(f"    the search timed {len(r.measured)} subnet(s): measured/budget "
+                  + ", ".join(f"{c['ratio']:.3f}{' (kept)' if c['chosen'] else ''}" for c in r.measured), flush=True)
     ratios = [m / b for b, _, m, _, _ in rows]
     inside = sum(0.95 <= q <= 1.03 for q in ratios)
     print(f"\nmeasured/budget: median {statistics.median(ratios):.3f}, min {min(ratios):.3f}, max {max(ratios):.3f}; "

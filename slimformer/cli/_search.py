@@ -1,6 +1,8 @@
 """``slimformer search``: the subnet that fits a latency budget on a device (see :mod:`slimformer.search`)."""
 from __future__ import annotations
 
+import argparse
+
 from .._validate import NONNEG_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED
 from ._options import add_json, add_quiet, add_run_folder, add_table, add_torch_device, print_json, progress
 
@@ -48,6 +50,9 @@ def register(sub) -> None:
                    help="threads the subnet will run at (default: the table's; another prints a warning)")
     p.add_argument("--batch", type=POSITIVE_INT, default=None, help="batch the subnet will run at (default: the table's)")
     p.add_argument("--backend", default=None, help="runtime the subnet will run on (default: the table's)")
+    p.add_argument("--measure", action=argparse.BooleanOptionalAction, default=None,
+                   help="time the answer on this machine and search again at a re-scaled budget while it lands "
+                        "outside [0.97, 1.00] of the budget (default: whenever the table was measured here)")
     add_torch_device(p, old="--compute", help="where supernet evaluation runs: auto (CUDA when available), "
                      "cpu, cuda or cuda:N")
     p.add_argument("--seed", type=SEED, default=0, help="random seed (sampler, data order)")
@@ -66,7 +71,8 @@ def _search(args) -> int:
                batch_size=args.batch_size, recal_batches=args.recal_batches, val_batches=args.val_batches,
                seed=args.seed, storage=args.storage, study_name=args.study_name, resume=args.resume, out=args.out,
                runs_root=args.runs_root, torch_device=args.torch_device, space=args.space,
-               threads=args.threads, batch=args.batch, backend=args.backend, progress=progress(args))
+               threads=args.threads, batch=args.batch, backend=args.backend, measure=args.measure,
+               progress=progress(args))
     if args.json:
         return print_json(r.arch_json())
     print(format_table(summary_rows(r)))

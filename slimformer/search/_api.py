@@ -15,7 +15,7 @@ import itertools
 import re
 import sys
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from ..latency_lut import resolve_table
 from ..latency_lut._report import prediction_parts
 from ..supernet import ArchConfig, SupernetCheckpoint, get_space, load_supernet, recalibrate_bn
 from ._evolution import evolve
+from ._measured import Meter, fit_measured, not_measurable
 from ._options import EvalOptions, SearchOptions
 from ._optuna import run_study
 from ._report import write_run
@@ -77,6 +78,7 @@ class _Job:
     notes: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     out: Path | None = None
+    meter: Meter | None = None  # times the answer here (the table was measured on this machine)
 
     @property
     def has_alpha(self) -> bool:
@@ -94,7 +96,11 @@ def search(options: SearchOptions | None = None, /, *, loaders: Any = None, **fi
         raise SlimformerError("give search() either a SearchOptions or keywords, not both")
     job = _prepare(opts, loaders)
     best, trace, pareto = _run(job)
+    measured = None
+    if job.meter is not None:
+        best, trace, pareto, measured = _measure_answer(job, best, trace, pareto)
     result = _result(job, best, trace, pareto)
+    result.measured = measured
     if job.out is not None:
         write_run(result, job.out)
     return result
@@ -135,9 +141,47 @@ def _prepare(opts: SearchOptions, loaders: Any) -> _Job:
         job.scorer = AlphaScorer(space, ck.arch_logits) if ev.fast else SupernetAccuracy(ck.model, job.recal, val)
         if not ev.fast:
             job.options["recal_batches"] = len(job.recal)
+    job.meter = _meter(opts, table)
     job.out = Path(opts.out) if opts.out is not None else (
         make_run_dir(opts.runs_root, "search") if opts.runs_root is not None else None)
     return job
+
+
+def _meter(opts: SearchOptions, table) -> Meter | None:
+    """A :class:`Meter` when the answer is to be measured here: ``measure=True`` insists (one clear error when
+    it cannot), ``None`` measures whenever the table was measured on this machine, ``False`` never."""
+    if opts.measure is False:
+        return None
+    why = not_measurable(table, threads=opts.threads, batch=opts.batch, backend=opts.backend)
+    if why is not None and opts.measure:
+        raise SlimformerError(f"--measure: cannot time the answer here: {why}")
+    return None if why is not None else Meter(table)
+
+
+def _measure_answer(job: _Job, best: ArchConfig, trace: list[dict], pareto):
+    """Time ``best`` here and search again at a re-scaled budget while it misses (:func:`fit_measured`);
+    the chosen subnet's own trace and Pareto front are returned with it."""
+    runs = {best.key(): (trace, pareto)}
+    name = job.opts.study.study_name or "slimformer-search"
+
+    def search_at(ms: float) -> ArchConfig:
+        opts = replace(job.opts, budget_ms=ms, study=replace(job.opts.study, study_name=f"{name}-at-{ms:.4f}ms"))
+        again, t, p = _run(replace(job, opts=opts, notes=[]))
+        runs.setdefault(again.key(), (t, p))
+        return again
+
+    if job.opts.progress:
+        print(f"measuring the answer here ({job.table.backend}, {job.table.threads or 1} thread(s), batch "
+              f"{job.table.batch}) ...", file=sys.stderr, flush=True)
+    chosen, checks = fit_measured(best, budget_ms=job.opts.budget_ms, search_at=search_at, measure=job.meter,
+                                  predict=job.predict, score=job.scorer,
+                                  lowest_ms=job.predict(job.space.smallest()))
+    ms = next(c["measured_ms"] for c in checks if c["chosen"])
+    job.notes.append(f"measured here: {ms:.3f} ms, {ms / job.opts.budget_ms:.3f} of the budget ({len(checks)} "
+                     f"subnet(s) timed, {len(checks) - 1} search(es) again at a re-scaled budget)"
+                     + ("; none measured within the budget, the fastest returned" if ms > job.opts.budget_ms
+                        else ""))
+    return (chosen, *runs[chosen.key()], checks)
 
 
 def _strategy(opts: SearchOptions, ck, has_alpha: bool) -> str:

@@ -45,7 +45,8 @@ class SearchOptions:
     ``out``: the run folder; else a new ``runs_root/search-<time>``; neither: nothing is written.
     ``build``: measure a missing ``cpu-*`` table here first. ``torch_device``: auto (CUDA when available), cpu,
     cuda or cuda:N. ``space`` (a name such as ``efficientvit``, or a space) picks the table of that space;
-    by default the supernet's, else the table's own."""
+    by default the supernet's, else the table's own. ``measure``: time the answer on this machine and search
+    again when it misses the budget (:mod:`._measured`); ``None`` does so whenever the table was measured here."""
 
     budget_ms: float
     table: Any = "iphone-lut"
@@ -61,6 +62,7 @@ class SearchOptions:
     threads: int | None = None
     batch: int | None = None
     backend: str | None = None
+    measure: bool | None = None
     progress: bool = False
     study: StudyOptions = field(default_factory=StudyOptions)
     evaluation: EvalOptions = field(default_factory=EvalOptions)

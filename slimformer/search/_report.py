@@ -33,6 +33,7 @@ def summary_rows(r: SearchResult) -> list[tuple[str, str]]:
         ("device", f"{r.device} (table {r.table_name}, {r.table_kind}, hash {r.table_hash[:12]})"),
         ("budget", f"{r.budget_ms:g} ms"),
         ("predicted", predicted_text(r)),
+        *([("measured here", _measured_text(r))] if r.measured else []),
         ("space", f"{r.space_name} ({r.space_hash})"),
         ("strategy", r.strategy + "".join(f", {k}={v}" for k, v in r.options.items()
                                             if k in ("fast", "sampler", "mode", "trials", "proxy"))),
@@ -46,6 +47,12 @@ def summary_rows(r: SearchResult) -> list[tuple[str, str]]:
     if r.run_dir is not None:
         rows.append(("run dir", str(r.run_dir)))
     return rows
+
+
+def _measured_text(r: SearchResult) -> str:
+    c = next(c for c in r.measured if c["chosen"])
+    return (f"{c['measured_ms']:.3f} ms ({c['ratio']:.3f} of the budget; {len(r.measured)} subnet(s) timed on this "
+            "machine)")
 
 
 def format_table(rows: list[tuple[str, str]]) -> str:

@@ -45,6 +45,7 @@ class SearchResult:
     smallest_ms: float | None = None
     run_dir: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    measured: list[dict] | None = None  # the answer timed here, one record per subnet (search._measured)
 
     @property
     def params(self) -> int:
@@ -55,7 +56,8 @@ class SearchResult:
         return count_macs(self.arch)
 
     def arch_json(self) -> dict[str, Any]:
-        """Deterministic: the same seed and inputs give the same dict (no times, no run paths)."""
+        """Deterministic: the same seed and inputs give the same dict (no times, no run paths), except
+        ``measured``, the answer timed on this machine (``None`` when it was not)."""
         return {
             "arch": self.arch.to_dict(),
             "predicted_ms": round(self.predicted_ms, 6),
@@ -76,5 +78,6 @@ class SearchResult:
             "macs": self.macs,
             "supernet": self.supernet,
             "options": self.options,
+            "measured": self.measured,
             "notes": self.notes,
         }
