@@ -5,6 +5,9 @@ evolution (once-for-all).
 ``runs_root=``) it also writes a run directory (``arch.json``, trace, plots, per-op breakdown,
 ``report.md``/``report.html`` and, with a supernet, ``subnet.pt``).
 
+On a table measured on this machine the answer is timed here and searched again at a re-scaled budget while it
+misses (:mod:`._measured`; ``measure=False`` turns that off).
+
 Optuna studies default to SQLite in the run directory. Several workers may share one study: give them
 the same ``--storage`` URL and ``--study-name`` with ``--resume``. On one machine a SQLite URL works
 (``sqlite:////abs/path/study.db``); across machines use a database server, e.g.
