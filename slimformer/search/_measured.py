@@ -22,7 +22,8 @@ from ..supernet import ArchConfig, arch_from_dict
 BAND = (0.97, 1.0)  # measured / budget that ends the search
 AIM = 0.985  # where a re-scaled search aims: the middle of the band
 ROUNDS = 3  # subnets measured at most (the first answer and two searches again)
-REPEATS = 30  # timed calls per measurement (the build's other timing settings kept)
+REPEATS = 30  # timed calls per measurement at least (the build's other timing settings kept) ...
+MIN_TIME_S = 0.5  # ... and about this much timing: a 1 ms subnet at 2 threads needs hundreds of calls to settle
 
 
 def not_measurable(table, *, threads: int | None, batch: int | None, backend: str | None) -> str | None:
@@ -47,7 +48,8 @@ class Meter:
     def __init__(self, table, *, repeats: int = REPEATS):
         build = table.meta["build"]
         self.kw = {"backend": table.backend, "threads": table.threads or 1, "batch": table.batch}
-        self.timing = {**build.get("timing", {}), "repeats": repeats, "max_time_s": None, "clock": table.clock}
+        self.timing = {**build.get("timing", {}), "repeats": repeats, "min_time_s": MIN_TIME_S, "max_time_s": None,
+                       "clock": table.clock}
         ref = build.get("reference")
         self.ref_ms = ref["median_ms"] if ref and ref.get("median_ms") else None
         self.ref = reference_runner(arch_from_dict(ref["arch"]), **self.kw) if self.ref_ms else None
