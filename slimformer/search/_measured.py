@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .._errors import SlimformerError
 from ..latency_lut._fidelity import measure_arch, reference_runner
 from ..latency_lut._measure import cpu_model
 from ..supernet import ArchConfig, arch_from_dict
@@ -77,7 +78,10 @@ def fit_measured(first: ArchConfig, *, budget_ms: float, search_at: Callable[[fl
         if BAND[0] <= ms / budget_ms <= BAND[1]:
             break
         target = max(predict(cfg) * AIM * budget_ms / ms, lowest_ms)
-        cfg = search_at(target)
+        try:
+            cfg = search_at(target)
+        except SlimformerError:  # no answer at the re-scaled budget: keep what was measured
+            break
         if cfg.key() in tried:
             break
     chosen = _choose(checks, tried, budget_ms, score)

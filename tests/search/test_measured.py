@@ -131,3 +131,14 @@ def test_a_table_built_here_has_its_answer_measured_by_default(tmp_path, capsys)
     from slimformer.supernet import arch_from_dict
 
     assert next(c for c in checks if c["chosen"])["summary"] == arch_from_dict(data["arch"]).summary()
+
+
+def test_a_search_again_that_finds_nothing_keeps_what_was_measured(tiny_space):
+    big = tiny_space.largest()
+
+    def nothing(ms):
+        raise SlimformerError("slimming is stuck")
+
+    chosen, checks = fit_measured(big, budget_ms=1.0, search_at=nothing, measure=lambda c: 1.2, predict=lambda c: 1.0,
+                                  score=lambda c: 0.0, lowest_ms=0.1)
+    assert chosen.key() == big.key() and len(checks) == 1 and checks[0]["chosen"] and checks[0]["ratio"] == 1.2
