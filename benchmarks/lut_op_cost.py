@@ -1,0 +1,93 @@
+"""Where a paired table build spends its time per op, and whether the per-call ratio would judge noise better.
+
+For ``--ops`` random ops of the default space (seed ``--seed``) at ``--threads`` x ``--batch``, each op is built,
+exported to ONNX, opened in a session and measured as ``lut build`` measures it (paired with the space's
+reference op, ``--ref-warm`` untimed reference calls before each timed one, up to ``--retries`` retries of a
+spread over 10 %). Prints the seconds of each phase, the attempts, and the phases scaled to the 1964 ops of a
+table. Then each op once more, 15 paired calls: the median over ops of the spread (interquartile range / median)
+of the op's own times, of the reference's, and of the per-call ratios op / reference: a noise retry judged by
+the ratio would fire as often as the ratio's spread is over 10 %.
+
+    python benchmarks/lut_op_cost.py --threads 2 --batch 4 --ops 80
+    python benchmarks/lut_op_cost.py --threads 2 --batch 4 --ops 80 --ref-warm 0 --retries 0
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import random
+import statistics
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--ops", type=int, default=80)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--ref-warm", type=int, default=None, help="untimed reference calls (default: the build's)")
+    ap.add_argument("--retries", type=int, default=2)
+    args = ap.parse_args()
+
+    import torch
+
+    from slimformer.latency_lut._fidelity import reference_op
+    from slimformer.latency_lut._keys import space_ops
+    from slimformer.latency_lut._measure import (
+        _as_tuple,
+        _batched,
+        export_onnx,
+        measure_callable,
+        ort_session,
+        runner,
+        time_paired_calls,
+    )
+    from slimformer.latency_lut._ops import build_op
+    from slimformer.latency_lut._runner import REF_WARM, TIME_CAP_S, paired_figures, summary
+    from slimformer.supernet import get_space
+
+    torch.set_num_threads(args.threads)
+    ref_warm = REF_WARM if args.ref_warm is None else args.ref_warm
+    space = get_space("default")
+    all_keys = sorted(space_ops(space))
+    keys = random.Random(args.seed).sample(all_keys, args.ops)
+    ref = runner(*build_op(reference_op(space)), threads=args.threads, batch=args.batch)
+    phases = dict.fromkeys(("build_op", "export", "session", "measure"), 0.0)
+    attempts, spreads = 0, []
+    for k in keys:
+        t = [time.perf_counter()]
+        module, example = build_op(k)
+        t.append(time.perf_counter())
+        example = _batched(_as_tuple(example), args.batch)
+        onnx = export_onnx(module, example)
+        t.append(time.perf_counter())
+        sess = ort_session(onnx, threads=args.threads)
+        feeds = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), example)}
+        t.append(time.perf_counter())
+        fn = functools.partial(sess.run, None, feeds)
+        r = measure_callable(fn, repeats=15, min_time_s=0.02, max_time_s=TIME_CAP_S, noise=0.1,
+                             retries=args.retries, reference=ref, ref_warm=ref_warm)
+        t.append(time.perf_counter())
+        attempts += r["attempts"]
+        for name, a, b in zip(phases, t, t[1:]):
+            phases[name] += b - a
+        a, b = time_paired_calls(fn, ref, repeats=15, min_time_s=0.02, max_time_s=TIME_CAP_S, ref_warm=ref_warm)
+        per_call = summary([x / y for x, y in zip(a, b)])
+        spreads.append((summary(a)["spread_ms"] / summary(a)["median_ms"],
+                        summary(b)["spread_ms"] / summary(b)["median_ms"],
+                        per_call["spread_ms"] / per_call["median_ms"], paired_figures(a, b)["ratio"]))
+    total, scale = sum(phases.values()), len(all_keys) / len(keys)
+    print(f"{args.threads} x {args.batch}, {len(keys)} ops (seed {args.seed}), ref_warm {ref_warm}, retries "
+          f"{args.retries}: {total:.1f} s = " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
+          + f"; {attempts} attempts ({attempts - len(keys)} retries)")
+    print(f"scaled to the {len(all_keys)} ops of the space: " + ", ".join(f"{k} {v * scale:.0f} s" for k, v in phases.items())
+          + f", in all {total * scale:.0f} s")
+    own, refs, ratio = (statistics.median(s[i] for s in spreads) for i in range(3))
+    print(f"spread (IQR / median) over {len(keys)} ops, median: the op's own times {100 * own:.1f} %, the reference's "
+          f"{100 * refs:.1f} %, the per-call ratios {100 * ratio:.1f} %; over 10 %: own "
+          f"{sum(s[0] > 0.1 for s in spreads)}, ratio {sum(s[2] > 0.1 for s in spreads)} of {len(keys)}")
+
+
+if __name__ == "__main__":
+    main()
