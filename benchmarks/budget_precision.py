@@ -89,14 +89,10 @@ def main() -> None:
     lo, hi = table.predict(space.smallest()), table.predict(space.largest())
     print(f"{args.threads} thread(s), batch {args.batch}; load average {os.getloadavg()[0]:.1f}")
     print(f"space {space.name}: predicted {lo:.3f} .. {hi:.3f} ms; correction {table.correction}")
-    rows, paired = [], []
-    ref = (table.meta.get("build") or {}).get("reference")
-    ref_fn = None
-    if ref:
-        from slimformer.latency_lut._fidelity import reference_runner
-        from slimformer.supernet import arch_from_dict
+    from slimformer.latency_lut._fidelity import table_reference
 
-        ref_fn = reference_runner(arch_from_dict(ref["arch"]), threads=args.threads, batch=args.batch)
+    rows, paired = [], []
+    ref_fn, ref_ms = table_reference(table, backend="onnxruntime", threads=args.threads, batch=args.batch) or (None, None)
     for f in (float(x) for x in args.fractions.split(",")):
         budget = round(lo + f * (hi - lo), 3)
         try:
@@ -110,7 +106,7 @@ def main() -> None:
         m = measure_module(net, (x,), backend="onnxruntime", threads=args.threads, batch=args.batch,
                            repeats=args.repeats, reference=ref_fn)
         if ref_fn is not None:
-            paired.append(m["ratio"] * ref["median_ms"] / budget)
+            paired.append(m["ratio"] * ref_ms / budget)
         rows.append((budget, r.predicted_ms, m["median_ms"], m["spread_ms"], r.arch.summary()))
         print(f"budget {budget:7.3f} ms  predicted {r.predicted_ms:7.3f}  measured {m['median_ms']:7.3f} "
               f"(spread {m['spread_ms']:.3f})  measured/budget {m['median_ms'] / budget:5.3f}  "

@@ -115,6 +115,19 @@ def reference_runner(cfg: ArchConfig, *, backend: str = "onnxruntime", threads: 
     return runner(build_model(cfg).eval(), (_example(cfg),), backend=backend, threads=threads, batch=batch)
 
 
+def table_reference(table, *, backend: str | None = None, threads: int | None = None,
+                    batch: int | None = None) -> tuple[Callable[[], Any], float] | None:
+    """The reference subnet ``table``'s build kept, ready to pair a measurement with: a :func:`reference_runner` at
+    the table's setting (or the one given) and the reference's build-time median in ms; ``None`` when the build
+    kept none (tables built before the thirteenth session, imports, estimates)."""
+    ref = (table.meta.get("build") or {}).get("reference")
+    if not ref or not ref.get("median_ms"):
+        return None
+    fn = reference_runner(arch_from_dict(ref["arch"]), backend=backend or table.backend,
+                          threads=threads or table.threads or 1, batch=batch or table.batch)
+    return fn, float(ref["median_ms"])
+
+
 def reference_ms(records: Sequence[dict[str, Any]]) -> float | None:
     """The reference's latency over a build: the median of its medians in the paired ``records``
     (``None`` when none was paired)."""

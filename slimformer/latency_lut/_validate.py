@@ -34,7 +34,7 @@ import numpy as np
 from .._errors import SlimformerError
 from .._io import atomic_write_json, atomic_write_text, make_run_dir, read_json
 from ..supernet import ArchConfig, arch_from_dict
-from ._fidelity import correction_text, fastest, fidelity, fit_level, measure_arch, reference_runner
+from ._fidelity import correction_text, fastest, fidelity, fit_level, measure_arch, table_reference
 from ._runner import BACKENDS, TIME_CAP_S
 from ._table import LatencyTable
 
@@ -217,8 +217,7 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
         again.setdefault(str(i), [])
     v = _Validation(table, cfgs, then, rows, again, kw)
     if paired:
-        v.ref_ms = float(reference["median_ms"])
-        v.ref = reference_runner(arch_from_dict(reference["arch"]), **{k: kw[k] for k in ("backend", "threads", "batch")})
+        v.ref, v.ref_ms = table_reference(table, **{k: kw[k] for k in ("backend", "threads", "batch")})
     v.measure(_round_order(samples, then), rounds, partial, seed=seed, progress=progress)
     result = _result(table, rows, v.level(min_level), seed=seed, rounds=rounds, mismatch=mismatch, out=out,
                      ref_ms=v.ref_ms)

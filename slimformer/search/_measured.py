@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import SlimformerError
-from ..latency_lut._fidelity import measure_arch, reference_runner
+from ..latency_lut._fidelity import measure_arch, table_reference
 from ..latency_lut._measure import cpu_model
-from ..supernet import ArchConfig, arch_from_dict
+from ..supernet import ArchConfig
 
 BAND = (0.97, 1.0)  # measured / budget that ends the search
 AIM = 0.985  # where a re-scaled search aims: the middle of the band
@@ -51,9 +51,7 @@ class Meter:
         self.kw = {"backend": table.backend, "threads": table.threads or 1, "batch": table.batch}
         self.timing = {**build.get("timing", {}), "repeats": repeats, "min_time_s": MIN_TIME_S, "max_time_s": None,
                        "clock": table.clock}
-        ref = build.get("reference")
-        self.ref_ms = ref["median_ms"] if ref and ref.get("median_ms") else None
-        self.ref = reference_runner(arch_from_dict(ref["arch"]), **self.kw) if self.ref_ms else None
+        self.ref, self.ref_ms = table_reference(table) or (None, None)
 
     def __call__(self, cfg: ArchConfig) -> float:
         r = measure_arch(cfg, **self.kw, **self.timing, reference=self.ref)
@@ -70,14 +68,14 @@ def fit_measured(first: ArchConfig, *, budget_ms: float, search_at: Callable[[fl
     tried: dict[str, ArchConfig] = {}
     target, cfg = budget_ms, first
     for _ in range(ROUNDS):
-        ms = measure(cfg)
+        ms, pred = measure(cfg), predict(cfg)
         tried[cfg.key()] = cfg
-        checks.append({"searched_at_ms": round(target, 6), "predicted_ms": round(predict(cfg), 6),
+        checks.append({"searched_at_ms": round(target, 6), "predicted_ms": round(pred, 6),
                        "measured_ms": round(ms, 6), "ratio": round(ms / budget_ms, 4), "summary": cfg.summary(),
                        "key": cfg.key()})
         if BAND[0] <= ms / budget_ms <= BAND[1]:
             break
-        target = max(predict(cfg) * AIM * budget_ms / ms, lowest_ms)
+        target = max(pred * AIM * budget_ms / ms, lowest_ms)
         try:
             cfg = search_at(target)
         except SlimformerError:  # no answer at the re-scaled budget: keep what was measured

@@ -117,6 +117,9 @@ def test_a_table_built_here_has_its_answer_measured_by_default(tmp_path, capsys)
     from ..latency_lut.conftest import FAST, micro_space
 
     table = build_table(name="micro-ort", space=micro_space(), lut_dir=tmp_path / "luts", progress=False, **FAST)
+    from slimformer.latency_lut._fidelity import table_reference
+
+    assert table_reference(table)[1] == table.meta["build"]["reference"]["median_ms"]  # timed at the build's level
     lo, hi = table.predict(table.space.smallest()), table.predict(table.space.largest())
     budget = f"{lo + 0.5 * (hi - lo):.4f}"
     argv = ["search", "--budget-ms", budget, "--table", "micro-ort", "--lut-dir", str(tmp_path / "luts"), "--out",
