@@ -19,6 +19,8 @@ import random
 import statistics
 import time
 
+import numpy as np
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--ref-warm", type=int, default=None, help="untimed reference calls (default: the build's)")
     ap.add_argument("--retries", type=int, default=2)
+    ap.add_argument("--ref-op", default=None, help="the op to pair with (default: the build's reference op)")
     args = ap.parse_args()
 
     import torch
@@ -52,9 +55,10 @@ def main() -> None:
     space = get_space("default")
     all_keys = sorted(space_ops(space))
     keys = random.Random(args.seed).sample(all_keys, args.ops)
-    ref = runner(*build_op(reference_op(space)), threads=args.threads, batch=args.batch)
+    ref_key = args.ref_op or reference_op(space, args.batch)
+    ref = runner(*build_op(ref_key), threads=args.threads, batch=args.batch)
     phases = dict.fromkeys(("build_op", "export", "session", "measure"), 0.0)
-    attempts, spreads = 0, []
+    attempts, spreads, repeat = 0, [], []
     for k in keys:
         t = [time.perf_counter()]
         module, example = build_op(k)
@@ -77,8 +81,9 @@ def main() -> None:
         spreads.append((summary(a)["spread_ms"] / summary(a)["median_ms"],
                         summary(b)["spread_ms"] / summary(b)["median_ms"],
                         per_call["spread_ms"] / per_call["median_ms"], paired_figures(a, b)["ratio"]))
+        repeat.append(abs(paired_figures(a, b)["ratio"] / r["ratio"] - 1))
     total, scale = sum(phases.values()), len(all_keys) / len(keys)
-    print(f"{args.threads} x {args.batch}, {len(keys)} ops (seed {args.seed}), ref_warm {ref_warm}, retries "
+    print(f"{args.threads} x {args.batch}, {len(keys)} ops (seed {args.seed}), reference op {ref_key}, ref_warm {ref_warm}, retries "
           f"{args.retries}: {total:.1f} s = " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
           + f"; {attempts} attempts ({attempts - len(keys)} retries)")
     print(f"scaled to the {len(all_keys)} ops of the space: " + ", ".join(f"{k} {v * scale:.0f} s" for k, v in phases.items())
@@ -87,6 +92,8 @@ def main() -> None:
     print(f"spread (IQR / median) over {len(keys)} ops, median: the op's own times {100 * own:.1f} %, the reference's "
           f"{100 * refs:.1f} %, the per-call ratios {100 * ratio:.1f} %; over 10 %: own "
           f"{sum(s[0] > 0.1 for s in spreads)}, ratio {sum(s[2] > 0.1 for s in spreads)} of {len(keys)}")
+    print(f"the op's ratio to the reference measured twice, one after the other: median |change| "
+          f"{100 * statistics.median(repeat):.2f} %, 90th percentile {100 * float(np.percentile(repeat, 90)):.2f} %")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def _settings(name, backend, threads, batch, clock, space: SearchSpace, calibrat
     return {"name": name, "backend": backend, "threads": threads, "batch": batch, "clock": clock,
             "space_hash": space.hash, "calibration_subnets": calibration, "rounds": rounds, "max_time_s": max_time_s,
             "reference": reference_config(space).to_dict() if paired else None,
-            "reference_op": reference_op(space) if paired and pair_ops else None,
+            "reference_op": reference_op(space, batch) if paired and pair_ops else None,
             "ref_warm": REF_WARM if paired and pair_ops else None}
 
 
@@ -263,7 +263,7 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
 
     Ops are measured in a shuffled order with ``rounds`` measurements of each of the ``calibration``
     subnets spread among them (:func:`schedule`). With onnxruntime, the first ``context`` calibration
-    subnets (default: half of them) are then profiled node by node (:mod:`._context`); the table keeps
+    subnets (default: half of them, none when ops are paired) are then profiled node by node (:mod:`._context`); the table keeps
     the per-kind in-context factors if they fit its calibration subnets better than the ops alone do.
     Each measurement times at least ``repeats`` calls, fewer when that would take over ``max_time_s``
     (:func:`._measure.time_calls`; ``None``: no cap). With ``paired`` (the default) calibration subnets are
@@ -308,8 +308,12 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
 
 def _profile_context(state: dict, cal_cfgs: list[ArchConfig], context: int | None, threads: int, batch: int,
                      record: Callable[[dict], None], bar) -> None:
-    """Profile the first ``context`` calibration subnets node by node (default: half), journalled one by one."""
-    n_ctx = (len(cal_cfgs) + 1) // 2 if context is None else min(context, len(cal_cfgs))
+    """Profile the first ``context`` calibration subnets node by node, journalled one by one. Default: half of
+    them, none where ops are paired: the in-context factors never fitted a paired build's calibration subnets
+    better than its ops alone (2 x 1, 2 x 4, 2 x 16 and EfficientViT 2 x 1 tables, README, issue 17), and
+    profiling cost 8 % of a 2 x 4 build."""
+    default = 0 if state.get("reference_op") else (len(cal_cfgs) + 1) // 2
+    n_ctx = default if context is None else min(context, len(cal_cfgs))
     for i in range(len(state["context"]), n_ctx):
         bar.set_postfix_str(f"in context {i + 1}/{n_ctx}", refresh=True)
         t0 = time.perf_counter()

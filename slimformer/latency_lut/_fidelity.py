@@ -60,15 +60,29 @@ def reference_config(space) -> ArchConfig:
     return space.sample(random.Random(REFERENCE_SEED))
 
 
-def reference_op(space) -> str:
+#: the most FLOPs per call (op FLOPs x batch) the reference op may have. Every timed op call has two reference
+#: calls beside it (one untimed, ``REF_WARM``), so a long reference is most of a paired build's time. Measured at
+#: 2 threads / batch 4 (``benchmarks/lut_op_cost.py --ref-op``, 80 ops, two seeds; README, issue 17): the median
+#: op (80 MF, about 2 ms) against a 51 MF one (about 1 ms): op measuring 355 and 316 s against 212 and 172 s for
+#: a whole table, the ratio of an op measured twice moving by 2.24 and 2.18 % against 2.29 and 1.38 % (median);
+#: a 3 MF one (0.3 ms) repeated worse, 5.42 and 2.87 %.
+REF_OP_MAX_FLOPS = 220e6
+
+
+def reference_op(space, batch: int = 1) -> str:
     """The op every op measurement of a table is paired with: of the reference subnet's ops, the one with
-    the median FLOPs (shapes only, on the meta device), so a typical op of the space."""
+    the median FLOPs (shapes only, on the meta device), so a typical op of the space; where that op would
+    run over :data:`REF_OP_MAX_FLOPS` at ``batch``, the largest op that does not."""
     from ._features import compute_flops, op_features
     from ._keys import arch_ops
     from ._ops import build_op
 
     flops = sorted((compute_flops(op_features(*build_op(k))), k) for k in set(arch_ops(reference_config(space))))
-    return flops[len(flops) // 2][1]
+    median = flops[len(flops) // 2]
+    if median[0] * batch <= REF_OP_MAX_FLOPS:
+        return median[1]
+    under = [fk for fk in flops if fk[0] * batch <= REF_OP_MAX_FLOPS] or flops[:1]
+    return max(under, key=lambda fk: fk[0])[1]  # the first of equals: keys sort by name
 
 
 def reference_beside(entries: dict[str, dict[str, Any]], level: float) -> dict[str, float]:

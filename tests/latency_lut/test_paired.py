@@ -138,6 +138,21 @@ def test_the_reference_op_is_an_op_of_the_reference_subnet():
     assert key in arch_ops(reference_config(sp)) and reference_op(sp) == key  # fixed per space
 
 
+def test_the_reference_op_stays_short_at_large_batches():
+    """Two reference calls go beside every timed op call: at batch 4 and 16 the median op of the default
+    space's reference subnet would be most of the build, so a smaller op of that subnet pairs there."""
+    from slimformer.latency_lut._features import compute_flops, op_features
+    from slimformer.latency_lut._fidelity import REF_OP_MAX_FLOPS
+    from slimformer.latency_lut._ops import build_op
+    from slimformer.supernet import get_space
+
+    sp = get_space("default")
+    flops = {b: compute_flops(op_features(*build_op(reference_op(sp, b)))) for b in (1, 4, 16)}
+    assert reference_op(sp, 1) == reference_op(sp) and flops[1] * 4 > REF_OP_MAX_FLOPS  # the median op
+    assert flops[16] <= flops[4] < flops[1] and all(flops[b] * b <= REF_OP_MAX_FLOPS for b in (4, 16))
+    assert {reference_op(sp, b) for b in (4, 16)} <= set(arch_ops(reference_config(sp)))
+
+
 def test_a_default_build_at_one_thread_times_its_ops_alone(micro_table):
     """At 1 thread ops timed alone compose within the targets; pairing would only lengthen the build (README)."""
     assert micro_table.meta["build"]["reference_op"] is None
@@ -149,6 +164,7 @@ def test_a_build_pairs_every_op_with_the_reference_op(paired_table):
     ref_op = t.meta["build"]["reference_op"]
     assert ref_op["key"] == reference_op(micro_space()) and ref_op["median_ms"] > 0 and ref_op["warm"] == 1
     assert isinstance(t.meta["build"]["retaken"], int)  # ops whose reference moved, measured again at the end
+    assert "context" not in t.meta  # no in-context profile by default where ops are paired
     assert set(ref_op["beside"]) == {"intercept", "slope"}
     from slimformer.latency_lut._report import describe
 
