@@ -94,7 +94,7 @@ def _settings(name, backend, threads, batch, clock, space: SearchSpace, calibrat
     return {"name": name, "backend": backend, "threads": threads, "batch": batch, "clock": clock,
             "space_hash": space.hash, "calibration_subnets": calibration, "rounds": rounds, "max_time_s": max_time_s,
             "reference": reference_config(space).to_dict() if paired else None,
-            "reference_op": reference_op(space, batch) if paired and pair_ops else None,
+            "reference_op": reference_op(space, batch, backend) if paired and pair_ops else None,
             "ref_warm": REF_WARM if paired and pair_ops else None}
 
 
@@ -263,8 +263,9 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
 
     Ops are measured in a shuffled order with ``rounds`` measurements of each of the ``calibration``
     subnets spread among them (:func:`schedule`). With onnxruntime, the first ``context`` calibration
-    subnets (default: half of them, none when ops are paired) are then profiled node by node (:mod:`._context`); the table keeps
-    the per-kind in-context factors if they fit its calibration subnets better than the ops alone do.
+    subnets (default: half of them, none when ops are paired) are then profiled node by node
+    (:mod:`._context`); the table keeps the per-kind in-context factors if they fit its calibration subnets
+    better than the ops alone do.
     Each measurement times at least ``repeats`` calls, fewer when that would take over ``max_time_s``
     (:func:`._measure.time_calls`; ``None``: no cap). With ``paired`` (the default) calibration subnets are
     timed in alternation with the table's reference subnet and fitted at the build's level

@@ -151,6 +151,7 @@ def test_the_reference_op_stays_short_at_large_batches():
     assert reference_op(sp, 1) == reference_op(sp) and flops[1] * 4 > REF_OP_MAX_FLOPS  # the median op
     assert flops[16] <= flops[4] < flops[1] and all(flops[b] * b <= REF_OP_MAX_FLOPS for b in (4, 16))
     assert {reference_op(sp, b) for b in (4, 16)} <= set(arch_ops(reference_config(sp)))
+    assert reference_op(sp, 16, "torch") == reference_op(sp)  # measured worse with eager torch: the median op
 
 
 def test_a_default_build_at_one_thread_times_its_ops_alone(micro_table):
