@@ -13,6 +13,7 @@ measurement.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import statistics
@@ -42,34 +43,48 @@ def sd_pct(v) -> float:
     return float(100 * np.std(v / np.median(v)))
 
 
-def one_setting(spin: bool, args) -> str:
+def workloads(make, *, seed: int, subnets: int) -> tuple[list, object, object]:
+    """``subnets`` random default-space subnets, the tables' reference subnet and a 3x3 convolution, each as
+    the no-argument callable ``make(module, example)`` returns, warmed up (also used by torch_omp_wait.py)."""
     import torch
     from torch import nn
 
     from slimformer.latency_lut._fidelity import reference_config
-    from slimformer.latency_lut._measure import time_calls
-    from slimformer.latency_lut._runner import paired_figures, time_paired
     from slimformer.supernet import build_model, get_space
 
-    sp, x, rng = get_space("default"), torch.randn(1, 3, 224, 224), random.Random(args.seed)
-    kw = {"threads": args.threads, "batch": args.batch, "spin": spin}
-    nets = [session(build_model(sp.sample(rng)).eval(), x, **kw) for _ in range(args.subnets)]
-    ref = session(build_model(reference_config(sp)).eval(), x, **kw)
-    conv = session(nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.GELU()).eval(), torch.randn(1, 64, 56, 56), **kw)
+    sp, x, rng = get_space("default"), torch.randn(1, 3, 224, 224), random.Random(seed)
+    nets = [make(build_model(sp.sample(rng)).eval(), x) for _ in range(subnets)]
+    ref = make(build_model(reference_config(sp)).eval(), x)
+    conv = make(nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.GELU()).eval(), torch.randn(1, 64, 56, 56))
     for f in [*nets, ref, conv]:
         for _ in range(3):
             f()
+    return nets, ref, conv
+
+
+def repeatability(nets, ref, conv, rounds: int) -> str:
+    """The subnets' medians and how much each moves between ``rounds`` rounds, on its own and paired with
+    ``ref`` (the tables' paired timer), and the same for the convolution alone."""
+    from slimformer.latency_lut._measure import time_calls
+    from slimformer.latency_lut._runner import paired_figures, time_paired
+
     own, paired, cv = [[] for _ in nets], [[] for _ in nets], []
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for i, f in enumerate(nets):
-            p = paired_figures(*time_paired(f, ref, 7))  # the tables' paired timer
+            p = paired_figures(*time_paired(f, ref, 7))
             own[i].append(p["ratio"] * p["ref_ms"])
             paired[i].append(p["ratio"])
         cv.append(statistics.median(time_calls(conv, warmup=0, repeats=15, min_time_s=0.0)))
     ms = ", ".join(f"{np.median(v):.1f}" for v in own)
-    return (f"spinning {'on ' if spin else 'off'}: subnets {ms} ms; between rounds sd {np.median([sd_pct(v) for v in own]):.2f} % "
+    return (f"subnets {ms} ms; between rounds sd {np.median([sd_pct(v) for v in own]):.2f} % "
             f"(paired {np.median([sd_pct(v) for v in paired]):.2f} %); 3x3 conv alone {np.median(cv):.2f} ms, "
             f"sd {sd_pct(cv):.2f} %")
+
+
+def one_setting(spin: bool, args) -> str:
+    make = functools.partial(session, threads=args.threads, batch=args.batch, spin=spin)
+    nets, ref, conv = workloads(make, seed=args.seed, subnets=args.subnets)
+    return f"spinning {'on ' if spin else 'off'}: " + repeatability(nets, ref, conv, args.rounds)
 
 
 def main() -> None:

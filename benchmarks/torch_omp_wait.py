@@ -15,52 +15,23 @@ convolution alone.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import random
-import statistics
 import subprocess
 import sys
-
-import numpy as np
 
 POLICIES = ("unset", "PASSIVE", "ACTIVE")
 
 
-def sd_pct(v) -> float:
-    v = np.asarray(v)
-    return float(100 * np.std(v / np.median(v)))
-
-
 def one_policy(args) -> str:
     """Run in a child process whose environment already carries the policy."""
-    import torch
-    from torch import nn
+    from ort_spinning import repeatability, workloads
 
-    from slimformer.latency_lut._fidelity import reference_config
-    from slimformer.latency_lut._measure import runner, time_calls
-    from slimformer.latency_lut._runner import paired_figures, time_paired
-    from slimformer.supernet import build_model, get_space
+    from slimformer.latency_lut._measure import runner
 
-    sp, x, rng = get_space("default"), torch.randn(1, 3, 224, 224), random.Random(args.seed)
-    kw = {"backend": "torch", "threads": args.threads, "batch": args.batch}
-    nets = [runner(build_model(sp.sample(rng)).eval(), x, **kw) for _ in range(args.subnets)]
-    ref = runner(build_model(reference_config(sp)).eval(), x, **kw)
-    conv = runner(nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.GELU()).eval(), torch.randn(1, 64, 56, 56), **kw)
-    for f in [*nets, ref, conv]:
-        for _ in range(3):
-            f()
-    own, paired, cv = [[] for _ in nets], [[] for _ in nets], []
-    for _ in range(args.rounds):
-        for i, f in enumerate(nets):
-            p = paired_figures(*time_paired(f, ref, 7))  # the tables' paired timer
-            own[i].append(p["ratio"] * p["ref_ms"])
-            paired[i].append(p["ratio"])
-        cv.append(statistics.median(time_calls(conv, warmup=0, repeats=15, min_time_s=0.0)))
-    ms = ", ".join(f"{np.median(v):.1f}" for v in own)
-    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
-    return (f"OMP_WAIT_POLICY {policy:>7}: subnets {ms} ms; between rounds sd {np.median([sd_pct(v) for v in own]):.2f} % "
-            f"(paired {np.median([sd_pct(v) for v in paired]):.2f} %); 3x3 conv alone {np.median(cv):.2f} ms, "
-            f"sd {sd_pct(cv):.2f} %")
+    make = functools.partial(runner, backend="torch", threads=args.threads, batch=args.batch)
+    nets, ref, conv = workloads(make, seed=args.seed, subnets=args.subnets)
+    return f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset'):>7}: " + repeatability(nets, ref, conv, args.rounds)
 
 
 def main() -> None:
