@@ -154,6 +154,12 @@ def describe(table: LatencyTable, cfg: ArchConfig | None = None) -> str:
                      + (f"; {retaken} op(s) whose reference moved measured again" if retaken is not None else "")
                      + (f"; its slowdown beside an op of the op's size taken out (slope {ref_op['beside']['slope']:+.4f})"
                         if ref_op.get("beside") else ""))
+    ctx = table.meta.get("context")
+    if ctx:
+        mape = {k: f"{v['mape_pct']:.2f} %" if v else "-" for k, v in ctx.get("in_sample", {}).items()}
+        lines.append(f"  in context: {ctx['subnets']} calibration subnets profiled node by node; per-kind factors "
+                     f"{'kept' if ctx['kept'] else 'not kept'} (in-sample MAPE {mape.get('alone', '-')} with the ops "
+                     f"alone, {mape.get('in_context', '-')} in context)")
     lines += ["  " + x for x in error_lines(table)]
     faults = table.space.check(cfg) if cfg is not None else []
     if faults:

@@ -111,6 +111,10 @@ def test_a_build_profiles_in_context_and_keeps_what_fits_better(tmp_path):
     else:
         assert all("alone_ms" not in e for e in t.entries.values())
     assert LatencyTable.load(t.path).hash == t.hash and t.meta["build"]["seconds"] > 0
+    from slimformer.latency_lut._report import describe
+
+    line = next(x for x in describe(t).splitlines() if x.strip().startswith("in context:"))
+    assert "2 calibration subnets" in line and ("not kept" in line) == (not ctx["kept"])
 
 
 def test_a_build_killed_while_profiling_resumes_there(tmp_path, monkeypatch):
