@@ -10,6 +10,8 @@ the ratio would fire as often as the ratio's spread is over 10 %.
 
     python benchmarks/lut_op_cost.py --threads 2 --batch 4 --ops 80
     python benchmarks/lut_op_cost.py --threads 2 --batch 4 --ops 80 --ref-warm 0 --retries 0
+    python benchmarks/lut_op_cost.py --threads 2 --batch 16 --ops 40 --ref-op mb4d-r14-c320-mlp320
+    python benchmarks/lut_op_cost.py --threads 2 --batch 4 --ops 20 --context 6
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ def main() -> None:
     ap.add_argument("--ref-warm", type=int, default=None, help="untimed reference calls (default: the build's)")
     ap.add_argument("--retries", type=int, default=2)
     ap.add_argument("--ref-op", default=None, help="the op to pair with (default: the build's reference op)")
+    ap.add_argument("--context", type=int, default=0,
+                    help="also time the in-context profile of this many calibration subnets (default 0)")
     args = ap.parse_args()
 
     import torch
@@ -94,6 +98,23 @@ def main() -> None:
           f"{sum(s[0] > 0.1 for s in spreads)}, ratio {sum(s[2] > 0.1 for s in spreads)} of {len(keys)}")
     print(f"the op's ratio to the reference measured twice, one after the other: median |change| "
           f"{100 * statistics.median(repeat):.2f} %, 90th percentile {100 * float(np.percentile(repeat, 90)):.2f} %")
+    if args.context:
+        context_cost(args.context, args.threads, args.batch, space)
+
+
+def context_cost(n: int, threads: int, batch: int, space) -> None:
+    """Seconds of onnxruntime's per-node profile of the first ``n`` calibration subnets, as a build (unpaired)
+    profiles half of its 30."""
+    from slimformer.latency_lut._build import calibration_configs
+    from slimformer.latency_lut._context import profile_arch
+
+    cfgs, secs = calibration_configs(space, 30), []
+    for cfg in cfgs[:n]:
+        t = time.perf_counter()
+        profile_arch(cfg, threads=threads, batch=batch)
+        secs.append(time.perf_counter() - t)
+    print(f"in-context profile of {n} calibration subnets: " + ", ".join(f"{x:.1f}" for x in secs)
+          + f" s; scaled to the {len(cfgs) // 2} a build profiles {statistics.mean(secs) * len(cfgs) / 2:.0f} s")
 
 
 if __name__ == "__main__":

@@ -312,7 +312,7 @@ def _profile_context(state: dict, cal_cfgs: list[ArchConfig], context: int | Non
     """Profile the first ``context`` calibration subnets node by node, journalled one by one. Default: half of
     them, none where ops are paired: the in-context factors never fitted a paired build's calibration subnets
     better than its ops alone (2 x 1, 2 x 4, 2 x 16 and EfficientViT 2 x 1 tables, README, issue 17), and
-    profiling cost 8 % of a 2 x 4 build."""
+    profiling 15 of them costs about 46 s at 2 x 4 (``benchmarks/lut_op_cost.py --context``)."""
     default = 0 if state.get("reference_op") else (len(cal_cfgs) + 1) // 2
     n_ctx = default if context is None else min(context, len(cal_cfgs))
     for i in range(len(state["context"]), n_ctx):

@@ -63,9 +63,10 @@ def reference_config(space) -> ArchConfig:
 #: the most FLOPs per call (op FLOPs x batch) the reference op may have. Every timed op call has two reference
 #: calls beside it (one untimed, ``REF_WARM``), so a long reference is most of a paired build's time. Measured at
 #: 2 threads / batch 4 (``benchmarks/lut_op_cost.py --ref-op``, 80 ops, two seeds; README, issue 17): the median
-#: op (80 MF, about 2 ms) against a 51 MF one (about 1 ms): op measuring 355 and 316 s against 212 and 172 s for
-#: a whole table, the ratio of an op measured twice moving by 2.24 and 2.18 % against 2.29 and 1.38 % (median);
-#: a 3 MF one (0.3 ms) repeated worse, 5.42 and 2.87 %. The 2 x 4 onnxruntime cell built both ways the same evening:
+#: op (1.98 ms at build time) against the largest within this (1.10 ms): op measuring 355 and 316 s against 212 and
+#: 172 s for a whole table, the ratio of an op measured twice moving by 2.24 and 2.18 % against 2.29 and 1.38 %
+#: (median); a smaller attention op repeated worse, 5.42 and 2.87 %. At batch 16 (not tuned on): 1062 s against
+#: 337 s, 1.81 % against 2.10 %. The 2 x 4 onnxruntime cell built both ways the same evening:
 #: 508 s against 739 s, and within +-10 % for 97 against 95 of 100 subnets, tau 0.954 against 0.943. onnxruntime
 #: only: eager torch's kernels slow a small reference beside large ops more (the 2 x 4 torch cell the same evening:
 #: 60 % / 90 %, tau 0.917 against 67 % / 94 %, tau 0.933 with the median op, although built in 431 s against 829 s).
