@@ -12,6 +12,12 @@ the ratio would fire as often as the ratio's spread is over 10 %.
     python benchmarks/lut_op_cost.py --threads 2 --batch 4 --ops 80 --ref-warm 0 --retries 0
     python benchmarks/lut_op_cost.py --threads 2 --batch 16 --ops 40 --ref-op mb4d-r14-c320-mlp320
     python benchmarks/lut_op_cost.py --threads 2 --batch 4 --ops 20 --context 6
+    python benchmarks/lut_op_cost.py --threads 2 --batch 4 --ops 80 --subnets 6 [--export-batched]
+
+``--subnets N`` also times the first N random calibration subnets as a build times them (paired with the
+reference subnet) and scales each phase to a build's 30 subnets x 2 rounds. ONNX is exported on one image and
+fed the batch, as builds do since the eighteenth session; ``--export-batched`` traces at the table's batch, as
+they did before (the graph is the same; the trace is not).
 """
 from __future__ import annotations
 
@@ -35,6 +41,10 @@ def main() -> None:
     ap.add_argument("--ref-op", default=None, help="the op to pair with (default: the build's reference op)")
     ap.add_argument("--context", type=int, default=0,
                     help="also time the in-context profile of this many calibration subnets (default 0)")
+    ap.add_argument("--subnets", type=int, default=0,
+                    help="also time this many calibration subnets as a build does (default 0)")
+    ap.add_argument("--export-batched", action="store_true",
+                    help="export at the table's batch (builds before the eighteenth session) instead of one image")
     args = ap.parse_args()
 
     import torch
@@ -67,11 +77,12 @@ def main() -> None:
         t = [time.perf_counter()]
         module, example = build_op(k)
         t.append(time.perf_counter())
-        example = _batched(_as_tuple(example), args.batch)
-        onnx = export_onnx(module, example)
+        example = _as_tuple(example)
+        batched = _batched(example, args.batch)
+        onnx = export_onnx(module, batched if args.export_batched else example)
         t.append(time.perf_counter())
         sess = ort_session(onnx, threads=args.threads)
-        feeds = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), example)}
+        feeds = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), batched)}
         t.append(time.perf_counter())
         fn = functools.partial(sess.run, None, feeds)
         r = measure_callable(fn, repeats=15, min_time_s=0.02, max_time_s=TIME_CAP_S, noise=0.1,
@@ -98,8 +109,41 @@ def main() -> None:
           f"{sum(s[0] > 0.1 for s in spreads)}, ratio {sum(s[2] > 0.1 for s in spreads)} of {len(keys)}")
     print(f"the op's ratio to the reference measured twice, one after the other: median |change| "
           f"{100 * statistics.median(repeat):.2f} %, 90th percentile {100 * float(np.percentile(repeat, 90)):.2f} %")
+    if args.subnets:
+        subnet_cost(args.subnets, args.threads, args.batch, space, args.export_batched)
     if args.context:
         context_cost(args.context, args.threads, args.batch, space)
+
+
+def subnet_cost(n: int, threads: int, batch: int, space, export_batched: bool) -> None:
+    """Seconds per phase of timing ``n`` calibration subnets as a build does, scaled to its 30 x 2 rounds."""
+    from slimformer.latency_lut._build import calibration_configs
+    from slimformer.latency_lut._fidelity import _example, reference_config, reference_runner
+    from slimformer.latency_lut._measure import _batched, export_onnx, measure_callable, ort_session
+    from slimformer.latency_lut._runner import TIME_CAP_S
+    from slimformer.supernet import build_model
+
+    ref = reference_runner(reference_config(space), threads=threads, batch=batch)
+    phases = dict.fromkeys(("build", "export", "session", "measure"), 0.0)
+    for cfg in calibration_configs(space, n + 1)[1:]:  # the first is the smallest subnet: typical ones instead
+        t = [time.perf_counter()]
+        module, x = build_model(cfg).eval(), (_example(cfg),)
+        t.append(time.perf_counter())
+        xb = _batched(x, batch)
+        onnx = export_onnx(module, xb if export_batched else x)
+        t.append(time.perf_counter())
+        sess = ort_session(onnx, threads=threads)
+        fn = functools.partial(sess.run, None, {sess.get_inputs()[0].name: xb[0].numpy()})
+        t.append(time.perf_counter())
+        measure_callable(fn, repeats=15, min_time_s=0.02, max_time_s=TIME_CAP_S, noise=0.1, retries=2, reference=ref)
+        t.append(time.perf_counter())
+        for name, a, b in zip(phases, t, t[1:]):
+            phases[name] += b - a
+    scale = 60 / n
+    print(f"{n} calibration subnets ({'export at the batch' if export_batched else 'export on one image'}): "
+          + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
+          + "; scaled to a build's 30 x 2 rounds: " + ", ".join(f"{k} {v * scale:.0f} s" for k, v in phases.items())
+          + f", in all {sum(phases.values()) * scale:.0f} s")
 
 
 def context_cost(n: int, threads: int, batch: int, space) -> None:

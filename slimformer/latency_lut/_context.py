@@ -118,8 +118,8 @@ def profile_arch(cfg: ArchConfig, *, threads: int = 1, batch: int = 1, runs: int
     ``nodes_ms`` (median per-run sum of node times), ``run_ms`` (median of the profiler's whole runs)
     and ``wall_ms`` (median wall time of the same number of runs of an unprofiled session)."""
     x = torch.randn((1, cfg.in_chans, cfg.img_size, cfg.img_size), generator=torch.Generator().manual_seed(0))
+    model = onnx if onnx is not None else export_onnx(build_model(cfg).eval(), (x,))  # one image, as runner()
     x = _batched((x,), batch)[0]
-    model = onnx if onnx is not None else export_onnx(build_model(cfg).eval(), (x,))
     plain = ort_session(model, threads=threads)
     feeds = {plain.get_inputs()[0].name: x.numpy()}
     for _ in range(warmup):

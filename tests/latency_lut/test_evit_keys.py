@@ -63,9 +63,11 @@ def test_mixer_parts_compose_to_the_mixer(w, res, ws, b):
         assert torch.allclose(compose_mixer(mix, heads, x), x + window_apply(attn, x, ws), atol=1e-6)
 
 
-def test_micro_table_builds_predicts_and_round_trips(tmp_path):
+@pytest.mark.parametrize("batch", [1, 2])  # at batch 2 the windowed heads see 2 x the windows (once a crash)
+def test_micro_table_builds_predicts_and_round_trips(tmp_path, batch):
     sp = micro_evit()
-    t = build_table(name="micro-evit", space=sp, lut_dir=tmp_path, progress=False, **FAST)
+    t = build_table(name="micro-evit", space=sp, lut_dir=tmp_path, progress=False, batch=batch, **FAST)
+    assert t.batch == batch
     assert set(t.entries) == set(space_ops(sp)) and t.correction["samples"] == 3
     for s in range(5):
         cfg = sp.sample(s)
