@@ -138,20 +138,22 @@ def test_the_reference_op_is_an_op_of_the_reference_subnet():
     assert key in arch_ops(reference_config(sp)) and reference_op(sp) == key  # fixed per space
 
 
-def test_the_reference_op_stays_short_at_large_batches():
-    """Two reference calls go beside every timed op call: at batch 4 and 16 the median op of the default
-    space's reference subnet would be most of the build, so a smaller op of that subnet pairs there."""
+def test_the_reference_op_stays_short_at_batch_4_but_not_much_smaller_than_the_ops():
+    """Two reference calls go beside every timed op call: at batch 4 the median op of the default space's
+    reference subnet would be most of the build, so a smaller op of that subnet pairs there; at batch 16 the only
+    op short enough is a tenth of the median op, which validated worse (README): the median op again."""
     from slimformer.latency_lut._features import compute_flops, op_features
-    from slimformer.latency_lut._fidelity import REF_OP_MAX_FLOPS
+    from slimformer.latency_lut._fidelity import REF_OP_MAX_FLOPS, REF_OP_MIN_SHARE
     from slimformer.latency_lut._ops import build_op
     from slimformer.supernet import get_space
 
     sp = get_space("default")
     flops = {b: compute_flops(op_features(*build_op(reference_op(sp, b)))) for b in (1, 4, 16)}
     assert reference_op(sp, 1) == reference_op(sp) and flops[1] * 4 > REF_OP_MAX_FLOPS  # the median op
-    assert flops[16] <= flops[4] < flops[1] and all(flops[b] * b <= REF_OP_MAX_FLOPS for b in (4, 16))
-    assert {reference_op(sp, b) for b in (4, 16)} <= set(arch_ops(reference_config(sp)))
-    assert reference_op(sp, 16, "torch") == reference_op(sp)  # measured worse with eager torch: the median op
+    assert REF_OP_MIN_SHARE * flops[1] <= flops[4] < flops[1] and flops[4] * 4 <= REF_OP_MAX_FLOPS
+    assert reference_op(sp, 4) in arch_ops(reference_config(sp))
+    assert reference_op(sp, 16) == reference_op(sp)  # nothing within both limits: the median op
+    assert reference_op(sp, 4, "torch") == reference_op(sp)  # measured worse with eager torch: the median op
 
 
 def test_a_default_build_at_one_thread_times_its_ops_alone(micro_table):
