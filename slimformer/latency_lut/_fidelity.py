@@ -84,16 +84,21 @@ def reference_op(space, batch: int = 1, backend: str = "onnxruntime") -> str:
     the median FLOPs (shapes only, on the meta device), so a typical op of the space; with onnxruntime, where
     that op would run over :data:`REF_OP_MAX_FLOPS` at ``batch``, the largest op that does not, if it has at
     least :data:`REF_OP_MIN_SHARE` of the median op's FLOPs."""
-    from ._features import compute_flops, op_features
-    from ._keys import arch_ops
-    from ._ops import build_op
-
-    flops = sorted((compute_flops(op_features(*build_op(k))), k) for k in set(arch_ops(reference_config(space))))
+    flops = reference_subnet_flops(space)
     median = flops[len(flops) // 2]
     if backend != "onnxruntime" or median[0] * batch <= REF_OP_MAX_FLOPS:
         return median[1]
     under = [fk for fk in flops if REF_OP_MIN_SHARE * median[0] <= fk[0] and fk[0] * batch <= REF_OP_MAX_FLOPS]
     return max(under, key=lambda fk: fk[0])[1] if under else median[1]  # the first of equals: keys sort by name
+
+
+def reference_subnet_flops(space) -> list[tuple[float, str]]:
+    """``(FLOPs, key)`` of each distinct op of the reference subnet, smallest first (shapes only, meta device)."""
+    from ._features import compute_flops, op_features
+    from ._keys import arch_ops
+    from ._ops import build_op
+
+    return sorted((compute_flops(op_features(*build_op(k))), k) for k in set(arch_ops(reference_config(space))))
 
 
 def reference_beside(entries: dict[str, dict[str, Any]], level: float) -> dict[str, float]:

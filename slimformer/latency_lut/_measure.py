@@ -94,6 +94,16 @@ def export_onnx(module: nn.Module, example, *, input_names: Sequence[str] | None
     return f.getvalue()
 
 
+def onnx_nodes(model: bytes) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The nodes of an ONNX model as ``(op type, [(attribute, value)])`` in graph order, constants' tensors
+    included: two exports with equal lists run the same graph (how a one-image trace is checked against a
+    batched one)."""
+    import onnx
+
+    return [(n.op_type, [(a.name, str(onnx.helper.get_attribute_value(a))) for a in n.attribute])
+            for n in onnx.load_from_string(model).graph.node]
+
+
 def ort_session(model: bytes | str | os.PathLike, *, threads: int = 1):
     """An onnxruntime CPU session (ONNX bytes or a file) with ``threads`` intra-op threads, all optimisations on
     (the bundle runner's, so that tables built here and on a device open sessions alike)."""
@@ -111,7 +121,7 @@ def runner(module: nn.Module, example, *, backend: str = "onnxruntime", threads:
     batched = _batched(one, batch)
     if backend == "onnxruntime":
         # exported on one image: axis 0 is dynamic, so the graph is the one a batched trace gives (tested), and
-        # tracing costs 1/batch of the work (a whole subnet at batch 16: 0.4-0.8 s against 1.6-2.4 s)
+        # tracing does 1/batch of the work (benchmarks/lut_op_cost.py --subnets N [--export-batched]; README)
         sess = ort_session(export_onnx(module, one), threads=threads)
         feeds = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), batched)}
         run, outs = sess.run, None

@@ -163,29 +163,32 @@ def test_the_spinning_benchmark_makes_sessions_with_spinning_on_and_off():
     assert bench.sd_pct([2.0, 2.0]) == 0.0
 
 
-def _graph(onnx_bytes: bytes) -> list:
-    import onnx
-
-    return [(n.op_type, [(a.name, str(onnx.helper.get_attribute_value(a))) for a in n.attribute])
-            for n in onnx.load_from_string(onnx_bytes).graph.node]
-
 
 @pytest.mark.parametrize("key", ["mb3d.attn-t4-h2-qk8-v16", "mb4d-r4-c16-mlp32",
                                  "evit.head-r14-w7-i96-qk32-v96-k7", "evit.mix-r14-w7-c192-h4-v48"])
-def test_a_batched_runner_is_exported_on_one_image_and_fed_the_batch(key):
+def test_a_batched_runner_is_exported_on_one_image_and_fed_the_batch(key, monkeypatch):
     """The onnxruntime runner traces one image (the batch axis is dynamic, so the graph is the batched trace's)
     and feeds ``batch`` images; EfficientViT's windowed head inputs stack ``batch x`` windows on axis 0."""
-    from slimformer.latency_lut._measure import _batched, runner
+    from slimformer.latency_lut import _measure
+    from slimformer.latency_lut._measure import _as_tuple, _batched, onnx_nodes, runner
 
     m, x = build_op(key)
     m.eval()
-    x3 = _batched(tuple(x) if isinstance(x, (tuple, list)) else (x,), 3)
-    assert _graph(export_onnx(m, x)) == _graph(export_onnx(m, x3))
+    x1 = _as_tuple(x)
+    x3 = _batched(x1, 3)
+    assert all(t.shape[0] == 3 * s.shape[0] for t, s in zip(x3, x1))
+    assert onnx_nodes(export_onnx(m, x1)) == onnx_nodes(export_onnx(m, x3))
+    traced = []
+
+    def export(module, example, **kw):
+        traced.append([t.shape[0] for t in _as_tuple(example)])
+        return export_onnx(module, example, **kw)
+
+    monkeypatch.setattr(_measure, "export_onnx", export)
     got = runner(m, x, batch=3)()
+    assert traced == [[t.shape[0] for t in x1]]  # traced once, on one image
     with torch.no_grad():
-        want = m(*x3)
-    want = want if isinstance(want, (tuple, list)) else (want,)
+        want = _as_tuple(m(*x3))
     assert len(got) == len(want)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-4)
-    assert all(t.shape[0] == 3 * s.shape[0] for t, s in zip(x3, x if isinstance(x, (tuple, list)) else (x,)))
