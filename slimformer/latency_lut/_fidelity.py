@@ -9,7 +9,7 @@ Paired timing: whole subnets (calibration and validation) are timed call by call
 *reference* subnet of the same space (:func:`reference_config`, fixed per table), and each keeps the ratio
 of its median to the reference's. This machine's speed moves by 4-5 % on a scale of seconds and less, and
 two networks timed in alternation move together: their ratio repeats to about 1 % at 1 thread where a
-network's own median repeats to 5 % (README, issue 17). A paired record's latency *at the build's level*
+network's own median repeats to 5 % (docs/lut-fidelity.md). A paired record's latency *at the build's level*
 is ``ratio * reference_ms``, where ``reference_ms`` is the reference's median over the build
 (:func:`at_reference`); the correction is fitted on those, and validation compares against them.
 
@@ -19,7 +19,7 @@ At 2 threads an op's own median, timed alone at one moment of a build, repeats b
 ``benchmarks/lut_op_pairing.py``). A paired entry is ``ratio * level - overhead``, the level being the
 reference op's median over the build, times how much slower the reference runs beside an op of its size
 (:func:`entries_at_reference`): a large op slows the reference timed after it, and left in, the widest
-subnets come out too cheap and a search picks them (README, issue 17). The default at more than one thread.
+subnets come out too cheap and a search picks them (docs/lut-fidelity.md). The default at more than one thread.
 
 Why a per-op term: an op measured alone, over and over, finds its weights in cache; inside a network
 every op's weights were pushed out by the ops before it, and the runtime hands tensors from op to op.
@@ -62,7 +62,7 @@ def reference_config(space) -> ArchConfig:
 
 #: the most FLOPs per call (op FLOPs x batch) the reference op may have. Every timed op call has two reference
 #: calls beside it (one untimed, ``REF_WARM``), so a long reference is most of a paired build's time. Measured at
-#: 2 threads / batch 4 (``benchmarks/lut_op_cost.py --ref-op``, 80 ops, two seeds; README, issue 17): the median
+#: 2 threads / batch 4 (``benchmarks/lut_op_cost.py --ref-op``, 80 ops, two seeds; docs/lut-fidelity.md): the median
 #: op (1.98 ms at build time) against the largest within this (1.10 ms): op measuring 355 and 316 s against 212 and
 #: 172 s for a whole table, the ratio of an op measured twice moving by 2.24 and 2.18 % against 2.29 and 1.38 %
 #: (median); a smaller attention op repeated worse, 5.42 and 2.87 %. The 2 x 4 onnxruntime cell built both ways the
@@ -75,7 +75,7 @@ REF_OP_MAX_FLOPS = 220e6
 #: the ops beside it is slowed by them more than the size term takes out. At batch 16 the only op within
 #: ``REF_OP_MAX_FLOPS`` has 0.105 of the median's FLOPs: the 2 x 16 cell built with it (910 s) validated at
 #: 78 % / 98 %, tau 0.939, the sixteenth session's median-op table the same evening 86 % / 98 %, tau 0.953
-#: (README, issue 17, eighteenth session); at batch 4 the op kept has 0.63 of the median's.
+#: (docs/lut-fidelity.md, eighteenth session); at batch 4 the op kept has 0.63 of the median's.
 REF_OP_MIN_SHARE = 0.5
 
 
@@ -106,7 +106,7 @@ def reference_beside(entries: dict[str, dict[str, Any]], level: float) -> dict[s
     ``slope`` of ``log(ref_ms / level)`` on ``log(ratio)``, a Theil-Sen line (scipy, robust to the ops
     timed in a slow phase). Ops are timed in a shuffled order, so the machine's speed when an op was timed
     does not depend on its size; what does is the op's own effect on the reference timed after it. Measured
-    (README, issue 17): the reference ran 3-4 % slower beside the largest ops than beside the smallest, so
+    (docs/lut-fidelity.md): the reference ran 3-4 % slower beside the largest ops than beside the smallest, so
     the widest subnets, which a search picks, came out too cheap. ``log(ratio)`` is the size, not the op's
     own median, because the machine's speed cancels in a ratio. Flat (0, 0) with fewer than 10 paired ops."""
     from scipy.stats import theilslopes

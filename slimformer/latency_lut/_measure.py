@@ -16,7 +16,7 @@ Tables and validations also cap each attempt's timed calls at about ``max_time_s
 a whole subnet at batch 16 takes 0.1-2 s a call here, and 15 of them, three times over when noisy, made a
 batch-16 table take 20 min and its validation 40. Calls that long get fewer repeats (never under
 :data:`._runner.MIN_REPEATS`) and fewer warm-ups (never under 2); calls under 1/15 s keep all 15 repeats.
-What the cap changed is measured in the README's matrix (the rows say which rule they were built with).
+What the cap changed is measured in docs/lut-fidelity.md's matrices (the rows say which rule they were built with).
 """
 from __future__ import annotations
 
@@ -121,7 +121,8 @@ def runner(module: nn.Module, example, *, backend: str = "onnxruntime", threads:
     batched = _batched(one, batch)
     if backend == "onnxruntime":
         # exported on one image: axis 0 is dynamic, so the graph is the one a batched trace gives (tested), and
-        # tracing does 1/batch of the work (benchmarks/lut_op_cost.py --subnets N [--export-batched]; README)
+        # tracing does 1/batch of the work (benchmarks/lut_op_cost.py --subnets N [--export-batched];
+        # docs/lut-fidelity.md)
         sess = ort_session(export_onnx(module, one), threads=threads)
         feeds = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), batched)}
         run, outs = sess.run, None

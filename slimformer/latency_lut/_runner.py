@@ -51,7 +51,7 @@ REF_WARM = 1
 # two did not slow alike (at 2 threads, mostly beside large ops): it is measured again, once, at the run's end
 RETAKE_BEYOND = 0.25
 #: onnxruntime's intra-op threads do not spin between parallel sections (``session.intra_op.allow_spinning``).
-#: Measured at 2 threads / batch 4 on a 2-core machine (README, issue 17): with spinning, 4 random subnets ran
+#: Measured at 2 threads / batch 4 on a 2-core machine (docs/lut-fidelity.md): with spinning, 4 random subnets ran
 #: 1.3-1.7x slower and a 3x3 convolution's median moved 4x as much between rounds, since the spinning thread
 #: takes the core the work needs. Every session here, and every session a bundle runner opens, is made so.
 ALLOW_SPINNING = "0"
@@ -213,7 +213,7 @@ def summary(ts: list) -> dict:
 def time_paired(fn, ref, n: int, now=time.perf_counter_ns, ref_warm: int = 0) -> tuple:
     """``n`` calls of ``fn`` and of the reference ``ref`` in alternation (fn, ref, fn, ref, ...): the per-call
     ms of each. The machine's speed moves on a scale of seconds and less; two networks timed call by call
-    move together, so their ratio repeats where each one's own median does not (README, issue 17).
+    move together, so their ratio repeats where each one's own median does not (docs/lut-fidelity.md).
     ``ref_warm`` untimed calls of ``ref`` go before each timed one, so that ``fn``'s traffic (a large op
     pushes a small reference's weights out of cache) does not slow the reference's timing."""
     a, b = [], []
@@ -361,7 +361,7 @@ def measure_item(item, results: dict, cal: list, load, args, ref=None, ref_op=No
 def pairs_ops(choice, threads: int, fmt: str = "onnx") -> bool:
     """Whether every op is timed in alternation with the reference op: ``choice`` when it is True or False,
     else (``None``) at more than one thread, and always for CoreML, whose models run on every unit they may use.
-    Measured here (README, issue 17): at 1 thread ops timed alone compose within the targets and pairing
+    Measured here (docs/lut-fidelity.md): at 1 thread ops timed alone compose within the targets and pairing
     only lengthens the build; at 2 threads an op's own median moves by a third between rounds of a build,
     its ratio to the reference op by an eighth."""
     if choice is not None:

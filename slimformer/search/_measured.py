@@ -1,6 +1,6 @@
 """Measure a search's answer where its table was built, and search again at a re-scaled budget when it misses.
 
-A table predicts random subnets within a few per cent (README, issue 17), but a search does not pick a random
+A table predicts random subnets within a few per cent (docs/lut-fidelity.md), but a search does not pick a random
 subnet: it goes to the widest corner of the space, where the table's error is largest and leans one way, and
 among subnets near the budget it tends to find the ones the table prices too cheap. Only a measurement of the
 answer sees that. When the table was measured on this machine (``kind == "measured"``, the same CPU, a

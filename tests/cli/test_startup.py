@@ -1,5 +1,5 @@
 """The CLI starts without torch or timm: parsers register, ``--version``, ``--help``, ``lut list`` and
-``space show`` run on plain Python. Not timed (the start-up figure is in the README, from its command);
+``space show`` run on plain Python. Not timed (the start-up figure is in docs/measured-figures.md, from its command);
 this checks the cause of a slow start, which a timing on a shared machine could not."""
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ def test_efficientvit_nodes_land_on_its_own_ops_heads_apart():
 def test_in_context_attribution_sums_to_the_whole_network_within_its_noise(monkeypatch):
     """Every profiled run's node time is shared out over the network's ops without loss, never exceeds the
     whole run, and the sum of the ops' in-context medians stays below the largest run total (how far below is a
-    timing figure, measured in benchmarks: interference lands on whole runs, see the README)."""
+    timing figure, measured in benchmarks: interference lands on whole runs, see docs/lut-fidelity.md)."""
     import slimformer.latency_lut._context as C
 
     sp = get_space("tiny")

@@ -144,7 +144,7 @@ def test_repeatability_compares_the_two_rounds_of_each_subnet():
 
 
 def test_onnxruntime_sessions_do_not_spin_between_ops():
-    """Spinning intra-op threads took the cores the work needed at 2 threads here (README, issue 17)."""
+    """Spinning intra-op threads took the cores the work needed at 2 threads here (docs/lut-fidelity.md)."""
     from slimformer.latency_lut._measure import export_onnx, runtime_versions
     from slimformer.latency_lut._runner import onnx_session
 

@@ -141,7 +141,7 @@ def test_the_reference_op_is_an_op_of_the_reference_subnet():
 def test_the_reference_op_stays_short_at_batch_4_but_not_much_smaller_than_the_ops():
     """Two reference calls go beside every timed op call: at batch 4 the median op of the default space's
     reference subnet would be most of the build, so a smaller op of that subnet pairs there; at batch 16 the only
-    op short enough is a tenth of the median op, which validated worse (README): the median op again."""
+    op short enough is a tenth of the median op, which validated worse (docs/lut-fidelity.md): the median op again."""
     from slimformer.latency_lut._features import compute_flops, op_features
     from slimformer.latency_lut._fidelity import REF_OP_MAX_FLOPS, REF_OP_MIN_SHARE
     from slimformer.latency_lut._ops import build_op
@@ -157,7 +157,8 @@ def test_the_reference_op_stays_short_at_batch_4_but_not_much_smaller_than_the_o
 
 
 def test_a_default_build_at_one_thread_times_its_ops_alone(micro_table):
-    """At 1 thread ops timed alone compose within the targets; pairing would only lengthen the build (README)."""
+    """At 1 thread ops timed alone compose within the targets; pairing would only lengthen the build
+    (docs/lut-fidelity.md)."""
     assert micro_table.meta["build"]["reference_op"] is None
     assert micro_table.meta["build"]["reference"] and all("ratio" not in e for e in micro_table.entries.values())
 
@@ -242,8 +243,8 @@ def test_the_op_pairing_benchmark_scores_repeat_after_taking_one_level_out():
 
 
 def test_a_paired_build_retakes_the_ops_whose_reference_moved():
-    """In phases at 2 threads the reference op ran slow while the op beside it did not (README): those ops are
-    measured again, once, at the end of the build."""
+    """In phases at 2 threads the reference op ran slow while the op beside it did not (docs/lut-fidelity.md):
+    those ops are measured again, once, at the end of the build."""
     from types import SimpleNamespace
 
     from slimformer.latency_lut._build import _Run
@@ -303,7 +304,7 @@ def test_the_bundle_runner_retakes_moved_ops_once(monkeypatch, tmp_path):
 
 def test_ops_are_paired_by_default_only_where_it_was_measured_to_help():
     """At 1 thread ops timed alone compose within the targets; at 2 threads their own medians move by a third
-    (README, issue 17). CoreML models run on every unit they may use, whatever the thread count."""
+    (docs/lut-fidelity.md). CoreML models run on every unit they may use, whatever the thread count."""
     from slimformer.latency_lut._runner import pairs_ops
 
     assert not pairs_ops(None, 1) and pairs_ops(None, 2) and pairs_ops(None, 1, "coreml")
