@@ -9,7 +9,9 @@ Two measurements, both on the default space at the table's setting:
 2. ``--validation DIR --table NAME``: offline, from a finished ``lut validate`` run. Fits per-op-kind
    scales (plus offset and per-op term) on the build's calibration subnets and scores them on the
    validation's subnets; then fits them on the validation subnets themselves (in-sample, an oracle). The
-   oracle's share within ±5 % is a ceiling for any per-kind linear composition of these entries. When the
+   oracle's share within ±5 % is a ceiling for any per-kind linear composition of these entries. The build's
+   correction refitted on part of its calibration (one round, half the subnets) says what a shorter
+   calibration would have cost. When the
    table kept in-context factors, it also scores the ops timed alone with the correction refitted; when its
    ops were paired with a reference op, it also scores each op's own median (``own_ms``) the same way.
    A validation of a paired table (its samples timed in alternation with the table's reference subnet) is
@@ -168,6 +170,24 @@ def _alone_table(table, calibration: list, field: str = "alone_ms"):
     return alone
 
 
+def _calibration_variants(table, records: list, rows: list, line) -> None:
+    """The build's correction refitted on part of its calibration measurements, scored on the validation: each
+    round alone (half the calibration's timed calls) and the first half of the subnets (both rounds)."""
+    from slimformer.latency_lut import LatencyTable
+    from slimformer.latency_lut._fidelity import calibrate
+    from slimformer.supernet import arch_from_dict
+
+    n_sub = len({r.get("index") for r in records})
+    parts = [(f"round {k + 1} only", [r for r in records if r.get("round", 0) == k])
+             for k in sorted({r.get("round", 0) for r in records})]
+    parts.append((f"its first {n_sub // 2} subnets",
+                  [r for r in records if r.get("index", 0) < n_sub // 2]))
+    for name, part in parts:
+        t = LatencyTable.from_dict(table.to_dict())
+        calibrate(t, part, method=name)
+        line(f"correction refit on calibration {name}", [t.predict(arch_from_dict(r["arch"])) for r in rows])
+
+
 def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired: bool = False) -> None:
     from slimformer.latency_lut import fidelity, get_table, repeatability
     from slimformer.latency_lut._fidelity import at_reference, fastest
@@ -199,6 +219,8 @@ def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired
     for shrink in (0.1, 0.3, 1.0):
         line(f"per-kind scales fitted on calibration (shrink {shrink})", xv @ _fit(xc, mc, shrink))
     line("oracle: per-kind scales fitted on these subnets", xv @ _fit(xv, mv, 0.0))
+    _calibration_variants(table, at_reference(table.meta["build"]["calibration"], ref if truth == "paired_ms" else None),
+                          rows, line)
     if any("alone_ms" in e for e in table.entries.values()):
         alone = _alone_table(table, cal)
         line("ops alone (no in-context factors), correction refit", [alone.predict(arch_from_dict(r["arch"])) for r in rows])

@@ -29,8 +29,9 @@ def register(sub) -> None:
     b.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue an interrupted build (default) or start over")
     b.add_argument("--calibration", type=NONNEG_INT, default=30, help="whole subnets measured to fit the correction")
-    b.add_argument("--rounds", type=POSITIVE_INT, default=2,
-                   help="times each calibration subnet is measured, minutes apart; the faster is kept (default 2)")
+    b.add_argument("--rounds", type=POSITIVE_INT, default=None,
+                   help="times each calibration subnet is measured, minutes apart; the faster is kept (default 1: "
+                        "each is timed beside the table's reference subnet, which takes the machine's drift out)")
     b.add_argument("--repeats", type=POSITIVE_INT, default=15,
                    help="timed runs per op or subnet (at least, unless --max-time-s cuts them)")
     b.add_argument("--pair-ops", action=argparse.BooleanOptionalAction, default=None,

@@ -252,18 +252,28 @@ class _Run:
             self.on_entry(key, entries[key])
 
 
+def calibration_rounds(rounds: int | None, paired: bool) -> int:
+    """``rounds``, or by default 1 for a paired build and 2 otherwise. Two rounds minutes apart, the faster kept,
+    take the machine's drift out of unpaired timings; paired ones are ratios to the reference subnet, and there
+    the second round bought nothing: refitted on one round, eight tables' corrections validated as well as on
+    both (the 2 x 16 cell 94 / 92 % within +-5 % on round 1 / round 2 against 93 %, 2 x 4 89 / 87 against 82 %,
+    2 x 1 95 / 95 against 95 %; ``benchmarks/lut_noise_floor.py``; docs/lut-fidelity.md), and the faster of two
+    noisy ratios is a biased one, since validation times each sample once."""
+    return rounds if rounds is not None else (1 if paired else 2)
+
+
 @_one_builder
 def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, batch: int = 1, clock: str = "wall",
                 space: str | SearchSpace = "default", lut_dir: str | Path | None = None, resume: bool = True,
-                progress: bool = True, calibration: int = 30, rounds: int = 2, repeats: int = 15,
+                progress: bool = True, calibration: int = 30, rounds: int | None = None, repeats: int = 15,
                 min_time_s: float = 0.02, max_time_s: float | None = TIME_CAP_S, noise: float = 0.1, retries: int = 2,
                 context: int | None = None, paired: bool = True, pair_ops: bool | None = None,
                 on_entry: Callable[[str, dict], None] | None = None) -> LatencyTable:
     """Measure every op of ``space`` with ``backend`` and write the table ``name`` into the user folder.
 
-    Ops are measured in a shuffled order with ``rounds`` measurements of each of the ``calibration``
-    subnets spread among them (:func:`schedule`). With onnxruntime, the first ``context`` calibration
-    subnets (default: half of them, none when ops are paired) are then profiled node by node
+    Ops are measured in a shuffled order with ``rounds`` measurements (default :func:`calibration_rounds`) of
+    each of the ``calibration`` subnets spread among them (:func:`schedule`). With onnxruntime, the first
+    ``context`` calibration subnets (default: half of them, none when ops are paired) are profiled node by node
     (:mod:`._context`); the table keeps the per-kind in-context factors if they fit its calibration subnets
     better than the ops alone do.
     Each measurement times at least ``repeats`` calls, fewer when that would take over ``max_time_s``
@@ -273,9 +283,10 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
     :func:`._runner.pairs_ops`) every op is timed in alternation with the reference op too and its entry
     put at the build's level (:func:`._fidelity.entries_at_reference`); ops whose reference ran more than
     25 % off its median (at 2 threads it runs slow in phases, mostly beside large ops) are measured again,
-    once, at the end (:meth:`_Run.retake_moved`; README, issue 17).
+    once, at the end (:meth:`_Run.retake_moved`; docs/lut-fidelity.md).
 
     ``on_entry(key, entry)`` is called after each op is measured (progress hooks, tests)."""
+    rounds = calibration_rounds(rounds, paired)
     _check_options(name, backend, threads, batch, rounds, clock)
     sp = get_space(space) if isinstance(space, (str, Path)) or space is None else space
     keys = space_ops(sp)
@@ -311,7 +322,7 @@ def _profile_context(state: dict, cal_cfgs: list[ArchConfig], context: int | Non
                      record: Callable[[dict], None], bar) -> None:
     """Profile the first ``context`` calibration subnets node by node, journalled one by one. Default: half of
     them, none where ops are paired: the in-context factors never fitted a paired build's calibration subnets
-    better than its ops alone (2 x 1, 2 x 4, 2 x 16 and EfficientViT 2 x 1 tables, README, issue 17), and
+    better than its ops alone (2 x 1, 2 x 4, 2 x 16 and EfficientViT 2 x 1 tables, docs/lut-fidelity.md), and
     profiling 15 of them costs about 46 s at 2 x 4 (``benchmarks/lut_op_cost.py --context``)."""
     default = 0 if state.get("reference_op") else (len(cal_cfgs) + 1) // 2
     n_ctx = default if context is None else min(context, len(cal_cfgs))

@@ -228,7 +228,7 @@ def write_bundle(out_dir: str | Path, *, space: SearchSpace | None = None, fmt: 
     manifest = {"schema": BUNDLE_SCHEMA, "format": fmt, "space": space.to_dict(), "space_hash": space.hash,
                 "batch": 1, "slimformer": __version__, "torch": torch.__version__,
                 "noop": {"file": noop_rel, "inputs": [{"name": "x0", "shape": [1, 1]}]}, "ops": ops,
-                "calibration": cal, "calibration_rounds": 2 if cal else 1}
+                "calibration": cal, "calibration_rounds": 1}  # paired below, as `lut build` is (one round)
     if cal:  # paired like `lut build`: subnets with the reference subnet, ops with the reference op
         manifest["reference"] = _write_reference(out, space, fmt=fmt, ct=ct)
     if cal and pair_ops:

@@ -2,7 +2,7 @@
 
 Every subnet is measured in ``rounds`` rounds (default 2): all samples once, then all of them again,
 and each keeps its faster round (:func:`._fidelity.fastest`: interference from other processes comes
-in phases and only adds time). The build measures its calibration subnets the same way.
+in phases and only adds time). An unpaired build measures its calibration subnets the same way.
 
 With ``recalibrate=True`` the first ``calibration`` of the build's calibration subnets (disjoint from
 the validation samples) are measured again, spread among the samples of every round, and the factor by

@@ -11,7 +11,7 @@ import pytest
 
 from slimformer._errors import SlimformerError
 from slimformer.latency_lut import LatencyTable, arch_ops, build_table, get_table, space_ops, validate_table
-from slimformer.latency_lut._build import schedule
+from slimformer.latency_lut._build import calibration_rounds, schedule
 from slimformer.latency_lut._fidelity import fastest, fit_level
 from slimformer.latency_lut._measure import ONNX_EXPORT, OPSET
 from slimformer.latency_lut._report import describe
@@ -98,6 +98,17 @@ def test_fastest_keeps_the_faster_round_of_each_subnet():
     assert [r["median_ms"] for r in fastest(recs)] == [4.5, 2.0, 9.0]
 
 
+def test_a_paired_build_times_its_calibration_subnets_once_an_unpaired_one_twice(tmp_path):
+    """Paired calibration subnets are ratios to the reference subnet: a second round bought nothing there
+    (docs/lut-fidelity.md), so it is only the default where the timings are not paired."""
+    assert (calibration_rounds(None, True), calibration_rounds(None, False), calibration_rounds(3, True)) == (1, 2, 3)
+    t = build_table(name="p", space=micro_space(), lut_dir=tmp_path, progress=False, **FAST)
+    u = build_table(name="u", space=micro_space(), lut_dir=tmp_path, progress=False, paired=False, **FAST)
+    assert [c["round"] for c in t.meta["build"]["calibration"]] == [0, 0, 0]
+    assert sorted(c["round"] for c in u.meta["build"]["calibration"]) == [0, 0, 0, 1, 1, 1]
+    assert t.correction["samples"] == u.correction["samples"] == 3
+
+
 def test_resume_refuses_other_settings_and_no_resume_starts_over(tmp_path):
     sp = micro_space()
 
@@ -108,8 +119,8 @@ def test_resume_refuses_other_settings_and_no_resume_starts_over(tmp_path):
         build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, on_entry=stop, **FAST)
     with pytest.raises(SlimformerError, match="other settings.*--no-resume"):
         build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, threads=2, **FAST)
-    with pytest.raises(SlimformerError, match="rounds 2 .now 1."):  # calibration records would not line up
-        build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, **{**FAST, "rounds": 1})
+    with pytest.raises(SlimformerError, match="rounds 1 .now 2."):  # calibration records would not line up
+        build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, **{**FAST, "rounds": 2})
     with pytest.raises(SlimformerError, match="max_time_s 1.0 .now 0.5."):  # one timing rule per table
         build_table(name="x", space=sp, lut_dir=tmp_path, progress=False, **{**FAST, "max_time_s": 0.5})
     n = []
@@ -216,7 +227,7 @@ def test_build_resumes_after_the_process_is_killed(tmp_path):
     t = build_table(name="killed", space=micro_space(), lut_dir=tmp_path, progress=False, **FAST)
     assert set(t.entries) == set(space_ops(micro_space()))
     assert all(_as_measured(t.entries[k]) == e for k, e in before.items())  # kept, not measured again
-    assert t.meta["build"]["calibration"][:len(cal)] == cal and len(t.meta["build"]["calibration"]) == 6  # 2 rounds
+    assert t.meta["build"]["calibration"][:len(cal)] == cal and len(t.meta["build"]["calibration"]) == 3  # 1 round
 
 
 def test_cpu_clock_tables_record_it_and_validate_with_it(tmp_path):

@@ -93,7 +93,7 @@ def test_a_build_pairs_its_calibration_subnets_with_the_reference_and_fits_at_it
     ref = t.meta["build"]["reference"]
     assert ref["arch"] == reference_config(micro_space()).to_dict()
     cal = t.meta["build"]["calibration"]
-    assert len(cal) == 6 and all("ratio" in c and c["ref_ms"] > 0 for c in cal)
+    assert len(cal) == 3 and all("ratio" in c and c["ref_ms"] > 0 for c in cal)  # 3 subnets, one round
     assert ref["median_ms"] == pytest.approx(reference_ms(cal))
     assert "alternation with the reference" in t.error["method"]
     from slimformer.latency_lut._report import describe
