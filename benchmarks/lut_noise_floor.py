@@ -180,7 +180,7 @@ def _calibration_variants(table, records: list, rows: list, line) -> None:
     n_sub = len({r.get("index") for r in records})
     parts = [(f"round {k + 1} only", [r for r in records if r.get("round", 0) == k])
              for k in sorted({r.get("round", 0) for r in records})]
-    parts.append((f"its first {n_sub // 2} subnets",
+    parts.append((f"subnets 1-{n_sub // 2} only",
                   [r for r in records if r.get("index", 0) < n_sub // 2]))
     for name, part in parts:
         t = LatencyTable.from_dict(table.to_dict())

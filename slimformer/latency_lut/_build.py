@@ -255,10 +255,10 @@ class _Run:
 def calibration_rounds(rounds: int | None, paired: bool) -> int:
     """``rounds``, or by default 1 for a paired build and 2 otherwise. Two rounds minutes apart, the faster kept,
     take the machine's drift out of unpaired timings; paired ones are ratios to the reference subnet, and there
-    the second round bought nothing: refitted on one round, eight tables' corrections validated as well as on
-    both (the 2 x 16 cell 94 / 92 % within +-5 % on round 1 / round 2 against 93 %, 2 x 4 89 / 87 against 82 %,
-    2 x 1 95 / 95 against 95 %; ``benchmarks/lut_noise_floor.py``; docs/lut-fidelity.md), and the faster of two
-    noisy ratios is a biased one, since validation times each sample once."""
+    the second round bought nothing: refitted on round 1 or round 2 alone, ten tables' corrections validated at
+    87.8 and 86.8 % within +-5 % on average against 85.5 % on the faster of two (the 1 x 16 cell 98 / 98 against
+    94 %, 2 x 4 89 / 87 against 82 %; ``benchmarks/lut_noise_floor.py``; docs/lut-fidelity.md): the faster of two
+    noisy ratios is biased low, while validation times each sample once."""
     return rounds if rounds is not None else (1 if paired else 2)
 
 

@@ -201,10 +201,16 @@ def repeatability(rows: Sequence[dict[str, Any]], key: str = "median_ms") -> dic
     return {"repeat_sd": float(d.std()), "repeat_within_5pct": float(np.mean(np.abs(d) <= 0.05))}
 
 
+#: fewer calibration subnets than this per fitted term, and the correction is the scale alone: three subnets
+#: fit three terms exactly, and such a fit can price a subnet outside them below zero (a micro table in CI did)
+MIN_SAMPLES_PER_TERM = 3
+
+
 def fit_correction(predicted: Sequence[float], measured: Sequence[float],
                    n_ops: Sequence[int] | None = None) -> dict[str, Any]:
     """``{"scale", "offset_ms", "per_op_ms", "samples"}`` minimising the relative residuals of
-    ``scale * p + offset + per_op * n`` (``per_op`` is 0 when ``n_ops`` is not given)."""
+    ``scale * p + offset + per_op * n`` (``per_op`` is 0 when ``n_ops`` is not given; with fewer than
+    :data:`MIN_SAMPLES_PER_TERM` samples per term, ``offset`` and ``per_op`` are 0 and every prediction positive)."""
     from scipy.optimize import least_squares
 
     p, m = np.asarray(predicted, float), np.asarray(measured, float)
@@ -212,6 +218,8 @@ def fit_correction(predicted: Sequence[float], measured: Sequence[float],
     cols = np.stack([p, np.ones_like(p), n], axis=1)
     if n_ops is None:
         cols = cols[:, :2]
+    if len(p) < MIN_SAMPLES_PER_TERM * cols.shape[1]:
+        cols = cols[:, :1]
 
     def resid(z):
         return (cols @ z - m) / m

@@ -29,7 +29,7 @@ def coreml_bundle(tmp_path_factory):
     from slimformer.supernet import get_space
 
     d = tmp_path_factory.mktemp("cbundle") / "b"
-    write_bundle(d, space=get_space("tiny"), fmt="coreml", calibration=3, progress=False)
+    write_bundle(d, space=get_space("tiny"), fmt="coreml", calibration=9, progress=False)  # 3 subnets per correction term
     return d
 
 
@@ -113,7 +113,7 @@ def test_macos_path_writes_results_that_lut_import_reads(coreml_bundle, tmp_path
     assert main(["lut", "import", str(out), "--name", "fake-mac", "--lut-dir", str(tmp_path),
                  "--bundle", str(coreml_bundle)]) == 0
     t = get_table("fake-mac", lut_dir=tmp_path)
-    assert t.kind == "imported" and t.backend == "coreml" and t.correction["samples"] == 3
+    assert t.kind == "imported" and t.backend == "coreml" and t.correction["samples"] == len(m["calibration"])
 
 
 def test_synthetic_coreml_results_import(coreml_bundle, tmp_path):

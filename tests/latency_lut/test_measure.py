@@ -110,6 +110,23 @@ def test_the_cuda_backend_without_a_gpu_is_one_clear_line(monkeypatch):
         measure_module(m, x, backend="torch-cuda")
 
 
+def test_a_correction_fitted_on_few_subnets_is_a_scale_and_never_prices_below_zero():
+    """Three subnets fit scale, offset and per-op term exactly, and such a fit extrapolates below zero: with fewer
+    than three subnets per term the correction is the scale alone."""
+    from slimformer.latency_lut import fit_correction
+    from slimformer.latency_lut._fidelity import MIN_SAMPLES_PER_TERM
+
+    p, m, n = [0.10, 0.12, 0.20], [0.20, 0.15, 0.25], [10, 14, 12]
+
+    def price(c, raw=0.10, ops=30):
+        return c["scale"] * raw + c["offset_ms"] + c["per_op_ms"] * ops
+    c = fit_correction(p, m, n)
+    assert (c["offset_ms"], c["per_op_ms"]) == (0.0, 0.0) and 0.2 <= c["scale"] <= 5.0 and price(c) > 0
+    k = MIN_SAMPLES_PER_TERM  # the same three subnets k times over: enough samples for all three terms, and the
+    more = fit_correction(p * k, m * k, n * k)  # exact fit (per-op term < 0) prices a subnet of 30 ops below zero
+    assert more["per_op_ms"] < 0 and price(more) < 0
+
+
 def test_fit_correction_recovers_scale_and_offset_and_fidelity_figures():
     from slimformer.latency_lut import fidelity, fit_correction
 
