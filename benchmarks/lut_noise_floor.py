@@ -73,18 +73,24 @@ def _fit(x: np.ndarray, m: np.ndarray, shrink: float) -> np.ndarray:
     return least_squares(resid, np.r_[np.ones(p), 0.0, 0.0], loss="soft_l1", f_scale=0.02).x
 
 
-def _variant_table(table, calibration: list, rule):
-    """A copy of an op-paired ``table`` whose entries are ``rule(entry, reference level)``, correction refitted."""
+def _refit(table, calibration: list, method: str, value=None):
+    """A copy of ``table`` (its entries ``value(entry)`` when given), its correction refitted on ``calibration``."""
     from slimformer.latency_lut import LatencyTable
     from slimformer.latency_lut._fidelity import calibrate
 
-    level = table.meta["build"]["reference_op"]["median_ms"]
     out = LatencyTable.from_dict(table.to_dict())
-    for e in out.entries.values():
-        e["median_ms"] = rule(e, level)
-    out.refresh()
-    calibrate(out, calibration, method="variant")
+    if value is not None:
+        for e in out.entries.values():
+            e["median_ms"] = value(e)
+        out.refresh()
+    calibrate(out, calibration, method=method)
     return out
+
+
+def _variant_table(table, calibration: list, rule):
+    """A copy of an op-paired ``table`` whose entries are ``rule(entry, reference level)``, correction refitted."""
+    level = table.meta["build"]["reference_op"]["median_ms"]
+    return _refit(table, calibration, "variant", lambda e: rule(e, level))
 
 
 def _pairing_variants(table, calibration: list, rows: list, line) -> None:
@@ -159,22 +165,12 @@ def _alone_table(table, calibration: list, field: str = "alone_ms"):
     """A copy of ``table`` whose entries are ``field`` (``alone_ms``: the ops without in-context factors;
     ``own_ms``: each op's own median, not put at the build's level by the reference op), its correction
     refitted on ``calibration``."""
-    from slimformer.latency_lut import LatencyTable
-    from slimformer.latency_lut._fidelity import calibrate
-
-    alone = LatencyTable.from_dict(table.to_dict())
-    for e in alone.entries.values():
-        e["median_ms"] = e.get(field, e["median_ms"])
-    alone.refresh()
-    calibrate(alone, calibration, method=field)
-    return alone
+    return _refit(table, calibration, field, lambda e: e.get(field, e["median_ms"]))
 
 
 def _calibration_variants(table, records: list, rows: list, line) -> None:
     """The build's correction refitted on part of its calibration measurements, scored on the validation: each
     round alone (half the calibration's timed calls) and the first half of the subnets (both rounds)."""
-    from slimformer.latency_lut import LatencyTable
-    from slimformer.latency_lut._fidelity import calibrate
     from slimformer.supernet import arch_from_dict
 
     n_sub = len({r.get("index") for r in records})
@@ -183,8 +179,7 @@ def _calibration_variants(table, records: list, rows: list, line) -> None:
     parts.append((f"subnets 1-{n_sub // 2} only",
                   [r for r in records if r.get("index", 0) < n_sub // 2]))
     for name, part in parts:
-        t = LatencyTable.from_dict(table.to_dict())
-        calibrate(t, part, method=name)
+        t = _refit(table, part, name)
         line(f"correction refit on calibration {name}", [t.predict(arch_from_dict(r["arch"])) for r in rows])
 
 

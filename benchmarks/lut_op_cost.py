@@ -16,7 +16,8 @@ the ratio would fire as often as the ratio's spread is over 10 %.
     python benchmarks/lut_op_cost.py --space efficientvit --threads 2 --batch 16 --ops 40 --subnets 4 --compare-graphs
 
 ``--subnets N`` also times the first N random calibration subnets as a build times them (paired with the
-reference subnet) and scales each phase to a build's 30 subnets x 2 rounds. ONNX is exported on one image and
+reference subnet) and scales each phase to a build's 30 subnets (one round since the nineteenth session;
+figures quoted before it were scaled to two). ONNX is exported on one image and
 fed the batch, as builds do since the eighteenth session; ``--export-batched`` traces at the table's batch, as
 they did before (the graph is the same; the trace is not). ``--compare-graphs`` also exports each op and subnet
 the other way and counts the graphs that differ (:func:`slimformer.latency_lut._measure.onnx_nodes`), outside the
@@ -135,9 +136,9 @@ def main() -> None:
 
 
 def subnet_cost(n: int, threads: int, batch: int, space, export_batched: bool, compare: bool) -> None:
-    """Seconds per phase of timing ``n`` calibration subnets as a build does, scaled to its 30 x 2 rounds
+    """Seconds per phase of timing ``n`` calibration subnets as a build does, scaled to its 30 subnets and rounds
     (``compare``: also count the subnets whose graph differs when exported the other way)."""
-    from slimformer.latency_lut._build import calibration_configs
+    from slimformer.latency_lut._build import calibration_configs, calibration_rounds
     from slimformer.latency_lut._fidelity import _example, reference_config, reference_runner
     from slimformer.latency_lut._measure import (
         _batched,
@@ -167,10 +168,11 @@ def subnet_cost(n: int, threads: int, batch: int, space, export_batched: bool, c
             phases[name] += b - a
         if compare:
             differ += onnx_nodes(onnx) != onnx_nodes(export_onnx(module, x if export_batched else xb))
-    scale = 60 / n
+    rounds = calibration_rounds(None, paired=True)
+    scale = 30 * rounds / n
     print(f"{n} calibration subnets ({'export at the batch' if export_batched else 'export on one image'}): "
           + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
-          + "; scaled to a build's 30 x 2 rounds: " + ", ".join(f"{k} {v * scale:.0f} s" for k, v in phases.items())
+          + f"; scaled to a build's 30 x {rounds} round(s): " + ", ".join(f"{k} {v * scale:.0f} s" for k, v in phases.items())
           + f", in all {sum(phases.values()) * scale:.0f} s"
           + (f"; graphs exported on one image and at batch {batch}: {differ} of {n} subnets differ" if compare else ""))
 

@@ -80,7 +80,7 @@ def schedule(keys: list[str], n_calibration: int, rounds: int = 1, seed: int = O
     inherit it; shuffled, the drift becomes independent noise that averages out over a network's ops.
     Calibration subnets measured throughout the build fit the correction to the build's average level
     rather than to its last minute's, and a subnet measured in two rounds, half a build apart, keeps the
-    faster one (see :func:`._fidelity.fastest`)."""
+    faster one (see :func:`._fidelity.fastest`; unpaired builds only, :func:`calibration_rounds`)."""
     order: list[str | int] = list(keys)
     random.Random(seed).shuffle(order)
     total = n_calibration * rounds
