@@ -2,14 +2,16 @@
 
 For ``--ops`` random ops of ``--space`` (default: the default space; seed ``--seed``) at ``--threads`` x ``--batch``, each op is built,
 exported to ONNX, opened in a session and measured as ``lut build`` measures it (paired with the space's
-reference op, ``--ref-warm`` untimed reference calls before each timed one, up to ``--retries`` retries of a
-spread over 10 %). Prints the seconds of each phase, the attempts, and the phases scaled to the 1964 ops of a
+reference op, ``--ref-warm`` untimed reference calls before each timed one, ``--repeats`` timed calls, default
+``OP_REPEATS``, and ``--retries`` retries of a spread over 10 %, default none; ``--repeats 15 --retries 2`` is how
+builds timed ops before the twentieth session). Prints the seconds of each phase, the attempts, and the phases scaled to the 1964 ops of a
 table. Then each op once more, 15 paired calls: the median over ops of the spread (interquartile range / median)
 of the op's own times, of the reference's, and of the per-call ratios op / reference: a noise retry judged by
 the ratio would fire as often as the ratio's spread is over 10 %.
 
     python benchmarks/lut_op_cost.py --threads 2 --batch 4 --ops 80
-    python benchmarks/lut_op_cost.py --threads 2 --batch 4 --ops 80 --ref-warm 0 --retries 0
+    python benchmarks/lut_op_cost.py --threads 2 --batch 4 --ops 80 --seed 4 --repeats 15 --retries 2
+    python benchmarks/lut_op_cost.py --threads 2 --batch 4 --ops 80 --ref-warm 0
     python benchmarks/lut_op_cost.py --threads 2 --batch 16 --ops 40 --ref-op mb4d-r14-c320-mlp320
     python benchmarks/lut_op_cost.py --threads 2 --batch 4 --ops 20 --context 6
     python benchmarks/lut_op_cost.py --threads 2 --batch 4 --ops 80 --subnets 6 [--export-batched]
@@ -43,7 +45,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--space", default="default", help="the search space whose ops are timed (default: default)")
     ap.add_argument("--ref-warm", type=int, default=None, help="untimed reference calls (default: the build's)")
-    ap.add_argument("--retries", type=int, default=2)
+    ap.add_argument("--retries", type=int, default=0, help="noise retries per op (default 0, a build's; 2 before the "
+                    "twentieth session)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="timed calls per op (default: a build's, OP_REPEATS; 15 before the twentieth session)")
     ap.add_argument("--ref-op", default=None, help="the op to pair with (default: the build's reference op)")
     ap.add_argument("--context", type=int, default=0,
                     help="also time the in-context profile of this many calibration subnets (default 0)")
@@ -70,11 +75,12 @@ def main() -> None:
         time_paired_calls,
     )
     from slimformer.latency_lut._ops import build_op
-    from slimformer.latency_lut._runner import REF_WARM, TIME_CAP_S, paired_figures, summary
+    from slimformer.latency_lut._runner import OP_REPEATS, REF_WARM, TIME_CAP_S, paired_figures, summary
     from slimformer.supernet import get_space
 
     torch.set_num_threads(args.threads)
     ref_warm = REF_WARM if args.ref_warm is None else args.ref_warm
+    args.repeats = OP_REPEATS if args.repeats is None else args.repeats
     space = get_space(args.space)
     all_keys = sorted(space_ops(space))
     keys = random.Random(args.seed).sample(all_keys, args.ops)
@@ -101,7 +107,7 @@ def main() -> None:
         feeds = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), batched)}
         t.append(time.perf_counter())
         fn = functools.partial(sess.run, None, feeds)
-        r = measure_callable(fn, repeats=15, min_time_s=0.02, max_time_s=TIME_CAP_S, noise=0.1,
+        r = measure_callable(fn, repeats=args.repeats, min_time_s=0.02, max_time_s=TIME_CAP_S, noise=0.1,
                              retries=args.retries, reference=ref, ref_warm=ref_warm)
         t.append(time.perf_counter())
         attempts += r["attempts"]
@@ -116,7 +122,7 @@ def main() -> None:
                         per_call["spread_ms"] / per_call["median_ms"], paired_figures(a, b)["ratio"]))
         repeat.append(abs(paired_figures(a, b)["ratio"] / r["ratio"] - 1))
     total, scale = sum(phases.values()), len(all_keys) / len(keys)
-    print(f"{args.threads} x {args.batch}, {len(keys)} ops (seed {args.seed}), reference op {ref_key}, ref_warm {ref_warm}, retries "
+    print(f"{args.threads} x {args.batch}, {len(keys)} ops (seed {args.seed}), reference op {ref_key}, ref_warm {ref_warm}, repeats {args.repeats}, retries "
           f"{args.retries}: {total:.1f} s = " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
           + f"; {attempts} attempts ({attempts - len(keys)} retries)")
     if args.compare_graphs:

@@ -7,7 +7,7 @@ import sys
 import time
 
 from .._validate import NONNEG_FLOAT, NONNEG_INT, POSITIVE_INT, SEED
-from ..latency_lut._runner import BACKENDS
+from ..latency_lut._runner import BACKENDS, OP_REPEATS
 from . import _lut_remote
 from ._options import add_json, add_quiet, add_run_folder, add_table, print_json
 
@@ -33,7 +33,9 @@ def register(sub) -> None:
                    help="times each calibration subnet is measured, minutes apart; the faster is kept (default 1: "
                         "each is timed beside the table's reference subnet, which takes the machine's drift out)")
     b.add_argument("--repeats", type=POSITIVE_INT, default=15,
-                   help="timed runs per op or subnet (at least, unless --max-time-s cuts them)")
+                   help="timed runs per calibration subnet (at least, unless --max-time-s cuts them; default 15)")
+    b.add_argument("--op-repeats", type=POSITIVE_INT, default=OP_REPEATS,
+                   help=f"timed runs per op (default {OP_REPEATS}: a network sums many ops, so their noise averages out)")
     b.add_argument("--pair-ops", action=argparse.BooleanOptionalAction, default=None,
                    help="time every op in alternation with a reference op (default: at more than one thread)")
     _add_time_cap(b)
@@ -114,7 +116,7 @@ def _build(args) -> int:
     t = build_table(name=name, backend=args.backend, threads=args.threads, batch=args.batch, clock=args.clock,
                     space=args.space,
                     lut_dir=folder, resume=args.resume, progress=not args.quiet, calibration=args.calibration,
-                    rounds=args.rounds, repeats=args.repeats, max_time_s=_time_cap(args), pair_ops=args.pair_ops)
+                    rounds=args.rounds, repeats=args.repeats, op_repeats=args.op_repeats, max_time_s=_time_cap(args), pair_ops=args.pair_ops)
     if args.json:
         return print_json({"name": t.name, "path": str(t.path), "space": t.space.name, "entries": len(t.entries),
                            "backend": t.backend, "threads": t.threads, "batch": t.batch, "clock": t.clock,

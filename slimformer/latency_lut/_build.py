@@ -46,7 +46,7 @@ from ._measure import (
 )
 from ._ops import build_op
 from ._registry import check_name, partial_path, table_path
-from ._runner import REF_WARM, TIME_CAP_S, moved_ops, pairs_ops
+from ._runner import OP_REPEATS, REF_WARM, TIME_CAP_S, moved_ops, pairs_ops
 from ._table import READABLE, SCHEMA, LatencyTable
 
 _JOURNALLED = ("entries", "calibration", "context", "seconds", "retaken")  # kept in the journal, not the partial file
@@ -179,10 +179,11 @@ class _Run:
     state: dict[str, Any]
     cal_cfgs: list[ArchConfig]
     mkw: dict[str, Any]  # backend, threads, batch, clock
-    tkw: dict[str, Any]  # repeats, min_time_s, max_time_s, noise, retries
+    tkw: dict[str, Any]  # repeats, min_time_s, max_time_s, noise, retries (whole subnets)
     journal: Any
     bar: Any
     on_entry: Callable[[str, dict], None] | None
+    op_repeats: int = OP_REPEATS  # timed calls per op, no noise retry
     ref: Callable[[], Any] | None = None  # the reference subnet calibration subnets alternate with
     ref_op: Callable[[], Any] | None = None  # the reference op every op alternates with
 
@@ -238,8 +239,8 @@ class _Run:
         if self.ref_op is None and self.state.get("reference_op"):
             self.ref_op = runner(*build_op(self.state["reference_op"]), **self.mkw_runner())
         module, example = build_op(key)
-        r = measure_module(module, example, **self.mkw, **self.tkw, reference=self.ref_op,
-                           ref_warm=self.state.get("ref_warm") or 0)
+        r = measure_module(module, example, **self.mkw, **{**self.tkw, "repeats": self.op_repeats, "retries": 0},
+                           reference=self.ref_op, ref_warm=self.state.get("ref_warm") or 0)
         overhead = self.state["overhead"]["median_ms"]
         entries = self.state["entries"]
         entries[key] = {"median_ms": max(r["median_ms"] - overhead, 0.0), "spread_ms": r["spread_ms"],
@@ -266,7 +267,7 @@ def calibration_rounds(rounds: int | None, paired: bool) -> int:
 def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, batch: int = 1, clock: str = "wall",
                 space: str | SearchSpace = "default", lut_dir: str | Path | None = None, resume: bool = True,
                 progress: bool = True, calibration: int = 30, rounds: int | None = None, repeats: int = 15,
-                min_time_s: float = 0.02, max_time_s: float | None = TIME_CAP_S, noise: float = 0.1, retries: int = 2,
+                op_repeats: int = OP_REPEATS, min_time_s: float = 0.02, max_time_s: float | None = TIME_CAP_S, noise: float = 0.1, retries: int = 2,
                 context: int | None = None, paired: bool = True, pair_ops: bool | None = None,
                 on_entry: Callable[[str, dict], None] | None = None) -> LatencyTable:
     """Measure every op of ``space`` with ``backend`` and write the table ``name`` into the user folder.
@@ -276,8 +277,10 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
     ``context`` calibration subnets (default: half of them, none when ops are paired) are profiled node by node
     (:mod:`._context`); the table keeps the per-kind in-context factors if they fit its calibration subnets
     better than the ops alone do.
-    Each measurement times at least ``repeats`` calls, fewer when that would take over ``max_time_s``
-    (:func:`._measure.time_calls`; ``None``: no cap). With ``paired`` (the default) calibration subnets are
+    Each calibration subnet is timed at least ``repeats`` calls and each op ``op_repeats``, fewer when that would
+    take over ``max_time_s`` (:func:`._measure.time_calls`; ``None``: no cap); a subnet whose calls spread over
+    ``noise`` of their median is timed again, up to ``retries`` times, an op is not (:data:`._runner.OP_REPEATS`:
+    a network sums many ops, and their noise averages out). With ``paired`` (the default) calibration subnets are
     timed in alternation with the table's reference subnet and fitted at the build's level
     (:func:`._fidelity.at_reference`). With ``pair_ops`` (default ``None``: at more than one thread,
     :func:`._runner.pairs_ops`) every op is timed in alternation with the reference op too and its entry
@@ -288,6 +291,8 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
     ``on_entry(key, entry)`` is called after each op is measured (progress hooks, tests)."""
     rounds = calibration_rounds(rounds, paired)
     _check_options(name, backend, threads, batch, rounds, clock)
+    if repeats < 1 or op_repeats < 1:
+        raise SlimformerError("--repeats and --op-repeats must be at least 1")
     sp = get_space(space) if isinstance(space, (str, Path)) or space is None else space
     keys = space_ops(sp)
     ppath = partial_path(name, lut_dir)
@@ -303,7 +308,7 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
         run = _Run(state, cal_cfgs, {"backend": backend, "threads": threads, "batch": batch, "clock": clock},
                    {"repeats": repeats, "min_time_s": min_time_s, "max_time_s": max_time_s, "noise": noise,
                     "retries": retries},
-                   journal, bar, on_entry)
+                   journal, bar, on_entry, op_repeats)
         run.measure_overhead(ppath)
         for item in todo:
             run.step(item)
@@ -312,6 +317,7 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
         if backend == "onnxruntime":  # the per-node profiler is onnxruntime's; each family attributes its nodes
             _profile_context(state, cal_cfgs, context, threads, batch, run.record, bar)
     table = _finish(state, sp, name, backend, threads, batch, clock, run.tkw)
+    table.meta["build"]["op_repeats"] = op_repeats  # beside "timing", which whole subnets are timed with again
     table.save(table_path(name, lut_dir))
     ppath.unlink(missing_ok=True)
     journal_path(ppath).unlink(missing_ok=True)

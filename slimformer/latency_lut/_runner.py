@@ -44,6 +44,11 @@ PROFILE_WARMUP, PROFILE_RUNS = 3, 7  # a calibration subnet profiled node by nod
 #: first CUDA GPU (``torch-cuda``: each call ends with ``torch.cuda.synchronize()`` so the host clock times the GPU).
 BACKENDS = ("onnxruntime", "torch", "torch-cuda")
 TIME_CAP_S, MIN_REPEATS = 1.0, 5  # seconds of timed calls per measurement, and the fewest calls the cap leaves
+# timed calls per op in ``lut build`` (whole subnets keep 15), with no noise retry: a network's prediction sums ~40 ops
+# (about 22 of even weight) whose timing errors are independent, so an op's ratio repeating within 2-3 % at 5 calls
+# against 1.3-1.6 % at 15 puts 0.4-0.7 % on a network, under the 2-3 % its own timing repeats within, and takes the
+# ops' timing from 190 to 84 s at 2 threads x batch 4 (docs/lut-fidelity.md, twentieth session)
+OP_REPEATS = 5
 # an op is timed in alternation with the reference op, which is called once untimed before each timed call: a
 # large op pushes a small reference out of cache, and that slowdown is the op's, not the machine's (issue 17)
 REF_WARM = 1
@@ -282,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-o", "--output", default=None, help="results JSON (default: BUNDLE/results.json)")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--op-repeats", type=int, default=None,
+                    help="timed calls per op, with no noise retry (default: --repeats, retried; lut build times ops "
+                         f"{OP_REPEATS} calls: a network sums many ops, so their noise averages out)")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (onnxruntime)")
     ap.add_argument("--noise", type=float, default=0.1, help="re-measure when IQR > noise * median")
     ap.add_argument("--retries", type=int, default=2)
@@ -354,7 +362,8 @@ def measure_item(item, results: dict, cal: list, load, args, ref=None, ref_op=No
                                                  **measure(fn, *timing, ref=ref)}
         return f"calibration subnet {ci}", r
     fn = load(os.path.join(args.bundle, item["file"]), item["inputs"])
-    r = results["entries"][item["key"]] = measure(fn, *timing, ref=ref_op, ref_warm=REF_WARM if ref_op else 0)
+    op_timing = (args.warmup, args.op_repeats, args.noise, 0, args.max_time_s) if args.op_repeats is not None else timing
+    r = results["entries"][item["key"]] = measure(fn, *op_timing, ref=ref_op, ref_warm=REF_WARM if ref_op else 0)
     return item["key"], r
 
 
@@ -425,10 +434,10 @@ def profile_calibration(results: dict, cal: list, args, out: str) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if (args.warmup < 0 or args.repeats < 1 or args.threads < 1 or args.retries < 0 or (args.profile or 0) < 0
-            or not args.max_time_s >= 0):
-        fail("--warmup >= 0, --repeats >= 1, --threads >= 1, --retries >= 0, --profile >= 0 and --max-time-s >= 0, "
-             "please")
+    if (args.warmup < 0 or args.repeats < 1 or (args.op_repeats is not None and args.op_repeats < 1) or args.threads < 1 or args.retries < 0
+            or (args.profile or 0) < 0 or not args.max_time_s >= 0):
+        fail("--warmup >= 0, --repeats >= 1, --op-repeats >= 1, --threads >= 1, --retries >= 0, --profile >= 0 and "
+             "--max-time-s >= 0, please")
     manifest = read_bundle_manifest(args.bundle)
     fmt = manifest["format"]
     load, info = onnx_loader(args.threads) if fmt == "onnx" else coreml_loader(args.compute_units)
@@ -441,7 +450,8 @@ def main(argv=None) -> int:
                 "retries": args.retries, "compute_units": args.compute_units if fmt == "coreml" else None,
                 "profile": args.profile, "max_time_s": args.max_time_s,
                 "pair_ops": bool(manifest.get("reference_op"))
-                and pairs_ops({"auto": None, "on": True, "off": False}[args.pair_ops], args.threads, fmt)}
+                and pairs_ops({"auto": None, "on": True, "off": False}[args.pair_ops], args.threads, fmt),
+                **({"op_repeats": args.op_repeats} if args.op_repeats is not None else {})}  # absent: results of older runners resume
     results = load_results(out, mid, settings, args.fresh)
     if results is None:
         results = new_results(manifest, mid, info, settings, args.device_name)

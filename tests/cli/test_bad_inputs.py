@@ -118,6 +118,7 @@ CASES = [
     "lut build --table cpu-x --calibration -1",
     "lut build --table cpu-x --repeats 0",
     "lut build --table cpu-x --repeats -3",
+    "lut build --table cpu-x --op-repeats 0",
     "lut build --table cpu-x --threads 0",
     "lut build --table cpu-x --batch nan",
     "lut build --table cpu-x --rounds 0",

@@ -4,7 +4,7 @@ import pytest
 
 from slimformer.supernet import SearchSpace
 
-FAST = {"repeats": 3, "min_time_s": 0.0, "retries": 0, "calibration": 3}
+FAST = {"repeats": 3, "op_repeats": 3, "min_time_s": 0.0, "retries": 0, "calibration": 3}
 
 
 def micro_space() -> SearchSpace:

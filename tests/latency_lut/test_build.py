@@ -39,6 +39,19 @@ def test_built_table_covers_the_space_and_predicts(micro_table):
     assert loaded.hash == t.hash and loaded.meta["build"]["calibration"]
     assert loaded.meta["build"]["timing"] == {"repeats": 3, "min_time_s": 0.0, "max_time_s": TIME_CAP_S, "noise": 0.1,
                                               "retries": 0}
+    assert loaded.meta["build"]["op_repeats"] == 3
+
+
+def test_ops_are_timed_op_repeats_calls_without_retries_and_subnets_repeats_with_them(tmp_path):
+    """A network sums many ops, so an op is timed ``op_repeats`` calls and never retried; a calibration subnet
+    weighs alone in the fit and is timed ``repeats`` calls, retried while its calls spread over ``noise``."""
+    t = build_table(name="reps", space=micro_space(), lut_dir=tmp_path, progress=False,
+                    **{**FAST, "repeats": 4, "op_repeats": 2, "noise": 0.0, "retries": 1})
+    assert all(e["count"] == 2 and e["attempts"] == 1 for e in t.entries.values())
+    cal = t.meta["build"]["calibration"]
+    assert cal and all(c["count"] == 4 and c["attempts"] == 2 for c in cal)  # noise 0: every subnet retried once
+    with pytest.raises(SlimformerError, match="at least 1"):
+        build_table(name="reps0", space=micro_space(), lut_dir=tmp_path, progress=False, **{**FAST, "op_repeats": 0})
 
 
 def _as_measured(entry: dict) -> dict:

@@ -20,7 +20,7 @@ def measured_bundle(tmp_path_factory):
     d = tmp_path_factory.mktemp("bundle")
     manifest = write_bundle(d / "b", space=get_space("tiny"), fmt="onnx", progress=False)
     out = subprocess.run([sys.executable, str(d / "b" / "run_bundle.py"), "--warmup", "1", "--repeats", "3",
-                          "--device-name", "test-device", "--pair-ops", "on"], check=False, capture_output=True, text=True, timeout=300)
+                          "--op-repeats", "2", "--device-name", "test-device", "--pair-ops", "on"], check=False, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return manifest.parent, d / "b" / "results.json"
 
@@ -94,8 +94,8 @@ def test_runner_resumes_after_a_kill_and_refuses_a_foreign_folder(measured_bundl
     cut = dict(before, complete=False, entries=dict(list(before["entries"].items())[:-3]))  # as if killed
     (tmp_path / "partial.json").write_text(json.dumps(cut))
     out = subprocess.run([sys.executable, str(b / "run_bundle.py"), "-o", str(tmp_path / "partial.json"),
-                          "--warmup", "1", "--repeats", "3", "--device-name", "test-device", "--pair-ops", "on"],
-                         check=False, capture_output=True, text=True, timeout=120)
+                          "--warmup", "1", "--repeats", "3", "--op-repeats", "2", "--device-name", "test-device",
+                          "--pair-ops", "on"], check=False, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     after = json.loads((tmp_path / "partial.json").read_text())
     assert after["complete"] and set(after["entries"]) == set(before["entries"])
@@ -167,6 +167,19 @@ def test_runner_caps_long_calls_as_lut_build_does(measured_bundle):
     bad = subprocess.run([sys.executable, str(measured_bundle[0] / "run_bundle.py"), "--max-time-s", "nan"],
                          check=False, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--max-time-s >= 0" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_runner_times_ops_op_repeats_calls_without_retries_and_subnets_repeats(measured_bundle):
+    """``--op-repeats`` as ``lut build`` times ops: that many calls, no noise retry; calibration subnets keep
+    ``--repeats``; and the setting is recorded, so a run with other op repeats does not resume into this one."""
+    _, results = measured_bundle
+    r = json.loads(results.read_text())
+    assert r["settings"]["op_repeats"] == 2
+    assert all(e["count"] == 2 and e["attempts"] == 1 for e in r["entries"].values())
+    assert all(c["count"] == 3 for c in r["calibration"].values())
+    bad = subprocess.run([sys.executable, str(measured_bundle[0] / "run_bundle.py"), "--op-repeats", "0"],
+                         check=False, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--op-repeats >= 1" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def _variant(results, tmp_path, edit) -> str:
