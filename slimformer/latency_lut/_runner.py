@@ -44,8 +44,8 @@ PROFILE_WARMUP, PROFILE_RUNS = 3, 7  # a calibration subnet profiled node by nod
 #: first CUDA GPU (``torch-cuda``: each call ends with ``torch.cuda.synchronize()`` so the host clock times the GPU).
 BACKENDS = ("onnxruntime", "torch", "torch-cuda")
 TIME_CAP_S, MIN_REPEATS = 1.0, 5  # seconds of timed calls per measurement, and the fewest calls the cap leaves
-# timed calls per op in ``lut build`` (whole subnets keep 15), with no noise retry: a network's prediction sums ~40 ops
-# (about 22 of even weight) whose timing errors are independent, so an op's ratio repeating within 2-3 % at 5 calls
+# timed calls per op in ``lut build`` (whole subnets keep 15), with no noise retry: a network's prediction sums 15-65 ops
+# (median 33, about 22 of even weight) whose timing errors are independent, so an op's ratio repeating within 2-3 % at 5 calls
 # against 1.3-1.6 % at 15 puts 0.4-0.7 % on a network, under the 2-3 % its own timing repeats within, and takes the
 # ops' timing from 190 to 84 s at 2 threads x batch 4 (docs/lut-fidelity.md, twentieth session)
 OP_REPEATS = 5
