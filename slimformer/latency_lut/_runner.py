@@ -8,8 +8,8 @@ Needs only numpy plus onnxruntime (ONNX bundles), or coremltools on macOS (CoreM
     python run_bundle.py BUNDLE_DIR -o results.json --warmup 10 --repeats 50 --threads 1
 
 For each op: load the model, run it ``warmup`` times, then time ``repeats`` single calls (fewer, never under
-5, when they would take over ``--max-time-s``, as ``lut build`` times them); record the median, the spread
-(interquartile range) and the count. The bundle's calibration subnets (whole networks)
+5, when they would take over ``--max-time-s``, as ``lut build`` times them; ``--op-repeats N``: N calls and no
+noise retry, as ``lut build`` times its ops); record the median, the spread (interquartile range) and the count. The bundle's calibration subnets (whole networks)
 are measured the same way, spread among the ops, which are taken in a shuffled order (see ``schedule``):
 ``slimformer lut import`` fits the table's composition correction on them. As ``lut build`` times them, each
 calibration subnet alternates call by call with the bundle's reference subnet, and each op with its reference
