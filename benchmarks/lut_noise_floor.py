@@ -16,7 +16,9 @@ Two measurements, both on the default space at the table's setting:
    ops were paired with a reference op, it also scores each op's own median (``own_ms``) the same way.
    A validation of a paired table (its samples timed in alternation with the table's reference subnet) is
    scored against the samples at the build's level (``paired_ms``), and the calibration subnets likewise;
-   ``--unpaired`` scores the samples' own medians instead.
+   ``--unpaired`` scores the samples' own medians instead. It also prints how many ops a validation subnet sums
+   and how many of even weight (what an op's timing noise is divided by the root of), and where the build's
+   seconds went.
 
     python benchmarks/lut_noise_floor.py --seconds 150
     python benchmarks/lut_noise_floor.py --table matrix-default-1x1-onnxruntime --validation runs/lut-matrix-default/1x1-onnxruntime
@@ -236,11 +238,22 @@ def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired
         print(f"  its median {np.median(ratio):.3f} (p10-p90 {np.percentile(ratio, 10):.2f}-{np.percentile(ratio, 90):.2f}); "
               f"by blocks of 20 subnets in measuring order: {blocks} (a median off 1 is the machine drifting between rounds)")
     _calibration_repeat(table.meta["build"]["calibration"])
+    _ops_per_subnet(table, [arch_from_dict(r["arch"]) for r in rows])
     _build_time(table)
     rep = repeatability(rows, "ratio")
     if rep["repeat_sd"] is not None:
         print(f"the same for the ratio to the reference subnet (paired): sd {100 * rep['repeat_sd']:.2f} %, "
               f"{100 * rep['repeat_within_5pct']:.0f} % of subnets agree within ±5 %")
+
+
+def _ops_per_subnet(table, cfgs: list) -> None:
+    """How many ops a validation subnet sums, and how many of even weight, (sum of ms)^2 / sum of ms^2: an op's
+    own timing noise, independent from op to op, reaches the subnet's prediction divided by the root of that."""
+    n = np.array([len(table.breakdown(c)) for c in cfgs])
+    even = np.array([sum(w) ** 2 / max(sum(x * x for x in w), 1e-12)
+                     for w in ([ms for _, ms in table.breakdown(c)] for c in cfgs)])
+    print(f"ops per validation subnet {n.min()}-{n.max()}, median {np.median(n):.0f}; of even weight "
+          f"{even.min():.0f}-{even.max():.0f}, median {np.median(even):.0f}")
 
 
 def _build_time(table) -> None:
