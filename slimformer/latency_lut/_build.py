@@ -316,8 +316,7 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
             run.retake_moved()
         if backend == "onnxruntime":  # the per-node profiler is onnxruntime's; each family attributes its nodes
             _profile_context(state, cal_cfgs, context, threads, batch, run.record, bar)
-    table = _finish(state, sp, name, backend, threads, batch, clock, run.tkw)
-    table.meta["build"]["op_repeats"] = op_repeats  # beside "timing", which whole subnets are timed with again
+    table = _finish(state, sp, name, backend, threads, batch, clock, run.tkw, op_repeats)
     table.save(table_path(name, lut_dir))
     ppath.unlink(missing_ok=True)
     journal_path(ppath).unlink(missing_ok=True)
@@ -343,7 +342,9 @@ def _profile_context(state: dict, cal_cfgs: list[ArchConfig], context: int | Non
 
 
 def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int, batch: int,
-            clock: str, timing: dict[str, Any]) -> LatencyTable:
+            clock: str, timing: dict[str, Any], op_repeats: int) -> LatencyTable:
+    """The finished table: entries, provenance (``timing``, which whole subnets are timed with again by searches
+    and validations, and ``op_repeats`` beside it) and the composition correction fitted on the calibration."""
     ref_ms = reference_ms(state["calibration"])
     reference = {"arch": state["reference"], "median_ms": ref_ms} if state.get("reference") and ref_ms else None
     op_level = entries_at_reference(state["entries"], state["overhead"]["median_ms"])
@@ -353,7 +354,7 @@ def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int,
         name=name, kind="measured", device=name, backend=backend, space=sp, entries=state["entries"],
         overhead_ms=state["overhead"]["median_ms"], threads=threads, batch=batch, clock=clock, cpu=cpu_model(),
         runtime=runtime_versions(backend), date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        meta={"build": {"started": state.get("started"), "overhead": state["overhead"], "timing": dict(timing),
+        meta={"build": {"started": state.get("started"), "overhead": state["overhead"], "timing": dict(timing), "op_repeats": op_repeats,
                         "seconds": round(state.get("seconds", 0.0), 1),
                         "calibration": state["calibration"], "reference": reference, "reference_op": ref_op,
                         "retaken": len(state["retaken"]) if state.get("reference_op") else None}})

@@ -47,7 +47,7 @@ TIME_CAP_S, MIN_REPEATS = 1.0, 5  # seconds of timed calls per measurement, and 
 # timed calls per op in ``lut build`` (whole subnets keep 15), with no noise retry: a network's prediction sums 15-65 ops
 # (median 33, about 22 of even weight) whose timing errors are independent, so an op's ratio repeating within 2-3 % at 5 calls
 # against 1.3-1.6 % at 15 puts 0.4-0.7 % on a network, under the 2-3 % its own timing repeats within, and takes the
-# ops' timing from 190 to 84 s at 2 threads x batch 4 (docs/lut-fidelity.md, twentieth session)
+# ops' timing from 185-198 to 81-86 s at 2 threads x batch 4 (docs/lut-fidelity.md, twentieth session)
 OP_REPEATS = 5
 # an op is timed in alternation with the reference op, which is called once untimed before each timed call: a
 # large op pushes a small reference out of cache, and that slowdown is the op's, not the machine's (issue 17)
