@@ -274,7 +274,7 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
 
     Ops are measured in a shuffled order with ``rounds`` measurements (default :func:`calibration_rounds`) of
     each of the ``calibration`` subnets spread among them (:func:`schedule`). With onnxruntime, the first
-    ``context`` calibration subnets (default: half of them, none when ops are paired) are profiled node by node
+    ``context`` calibration subnets (default: none when they are paired, else half) are profiled node by node
     (:mod:`._context`); the table keeps the per-kind in-context factors if they fit its calibration subnets
     better than the ops alone do.
     Each calibration subnet is timed at least ``repeats`` calls and each op ``op_repeats``, fewer when that would
@@ -326,10 +326,12 @@ def build_table(*, name: str, backend: str = "onnxruntime", threads: int = 1, ba
 def _profile_context(state: dict, cal_cfgs: list[ArchConfig], context: int | None, threads: int, batch: int,
                      record: Callable[[dict], None], bar) -> None:
     """Profile the first ``context`` calibration subnets node by node, journalled one by one. Default: half of
-    them, none where ops are paired: the in-context factors never fitted a paired build's calibration subnets
-    better than its ops alone (2 x 1, 2 x 4, 2 x 16 and EfficientViT 2 x 1 tables, docs/lut-fidelity.md), and
-    profiling 15 of them costs about 46 s at 2 x 4 (``benchmarks/lut_op_cost.py --context``)."""
-    default = 0 if state.get("reference_op") else (len(cal_cfgs) + 1) // 2
+    them in an unpaired build, none where calibration subnets are paired with the reference subnet: the
+    in-context factors never fitted a paired build's calibration subnets better than its ops alone (22 tables,
+    1 and 2 threads, batch 1, 4 and 16, both spaces: within +-5 % in sample 47-83 % against 67-100 %,
+    docs/lut-fidelity.md), and profiling 15 of them costs 65 s at 1 x 4, 46 s at 2 x 4 and 231 s at 1 x 16
+    (``benchmarks/lut_op_cost.py --context 15``)."""
+    default = 0 if state.get("reference") else (len(cal_cfgs) + 1) // 2
     n_ctx = default if context is None else min(context, len(cal_cfgs))
     for i in range(len(state["context"]), n_ctx):
         bar.set_postfix_str(f"in context {i + 1}/{n_ctx}", refresh=True)

@@ -17,9 +17,10 @@ op when the manifest names one (``write_bundle(pair_ops=True)``; ``ratio`` and `
 puts those measurements at the run's level. Paired ops whose reference op ran more than 25 % off its median over
 the run are measured again, once, at its end (``retaken`` lists them). A measurement whose spread exceeds ``--noise``
 times its median is taken again (up to ``--retries`` times) and the attempt with the lowest median is kept.
-With an ONNX bundle, the first half of the calibration subnets (``--profile N``) then run with onnxruntime's
-per-node profiler, as ``lut build`` runs them: the import gives each node's time to its op and keeps the
-ops' in-context factors where they fit the calibration subnets better than the ops timed alone.
+With an ONNX bundle, the first ``--profile N`` calibration subnets then run with onnxruntime's per-node profiler
+(by default, as ``lut build`` does: none when the bundle pairs them with a reference subnet, else half of them):
+the import gives each node's time to its op and keeps the ops' in-context factors where they fit the calibration
+subnets better than the ops timed alone.
 The per-call overhead of the runtime is measured on the bundle's no-op model the same way. The results
 file is rewritten atomically after every op, so a killed run resumes where it stopped (``--fresh`` to start
 over). Bring the results back and run ``slimformer lut import results.json --name MY-DEVICE``.
@@ -298,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                          f"repeats, never under {MIN_REPEATS}; 0 for no cap")
     ap.add_argument("--profile", type=int, default=None,
                     help="ONNX: calibration subnets also run with onnxruntime's per-node profiler, so that the "
-                         "import can time the ops in context as lut build does (default: half of them; 0: none)")
+                         "import can time the ops in context as lut build does (default, as lut build: none when the bundle "
+                         "pairs them with its reference subnet, else half of them; 0: none)")
     ap.add_argument("--pair-ops", choices=("auto", "on", "off"), default="auto",
                     help="time every op in alternation with the bundle's reference op: auto (default) at more than "
                          "one thread and for CoreML, on, or off")
@@ -432,6 +434,13 @@ def profile_calibration(results: dict, cal: list, args, out: str) -> None:
               file=sys.stderr, flush=True)
 
 
+def default_profile(manifest: dict) -> int:
+    """How many calibration subnets an ONNX bundle's run profiles node by node unless told, as ``lut build``:
+    none when they are paired with the bundle's reference subnet (the in-context factors never fitted a paired
+    build better than the ops alone), else half of them."""
+    return 0 if manifest.get("reference") else (len(manifest.get("calibration", [])) + 1) // 2
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if (args.warmup < 0 or args.repeats < 1 or (args.op_repeats is not None and args.op_repeats < 1) or args.threads < 1 or args.retries < 0
@@ -445,7 +454,7 @@ def main(argv=None) -> int:
     mid = manifest_id(manifest)
     cal = manifest.get("calibration", [])
     if fmt != "onnx" or args.profile is None:
-        args.profile = (len(cal) + 1) // 2 if fmt == "onnx" else 0  # CoreML has no per-node profiler to call
+        args.profile = default_profile(manifest) if fmt == "onnx" else 0  # CoreML has no per-node profiler to call
     settings = {"warmup": args.warmup, "repeats": args.repeats, "threads": args.threads, "noise": args.noise,
                 "retries": args.retries, "compute_units": args.compute_units if fmt == "coreml" else None,
                 "profile": args.profile, "max_time_s": args.max_time_s,

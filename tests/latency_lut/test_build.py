@@ -111,15 +111,16 @@ def test_fastest_keeps_the_faster_round_of_each_subnet():
     assert [r["median_ms"] for r in fastest(recs)] == [4.5, 2.0, 9.0]
 
 
-def test_a_paired_build_times_its_calibration_subnets_once_an_unpaired_one_twice(tmp_path):
-    """Paired calibration subnets are ratios to the reference subnet: a second round bought nothing there
-    (docs/lut-fidelity.md), so it is only the default where the timings are not paired."""
+def test_a_paired_build_times_its_calibration_subnets_once_and_profiles_none_an_unpaired_one_twice_and_half(tmp_path):
+    """Paired calibration subnets are ratios to the reference subnet: a second round bought nothing there, nor
+    did their in-context profiles (docs/lut-fidelity.md), so both are only the default where timings are not paired."""
     assert (calibration_rounds(None, True), calibration_rounds(None, False), calibration_rounds(3, True)) == (1, 2, 3)
     t = build_table(name="p", space=micro_space(), lut_dir=tmp_path, progress=False, **FAST)
     u = build_table(name="u", space=micro_space(), lut_dir=tmp_path, progress=False, paired=False, **FAST)
     assert [c["round"] for c in t.meta["build"]["calibration"]] == [0, 0, 0]
     assert sorted(c["round"] for c in u.meta["build"]["calibration"]) == [0, 0, 0, 1, 1, 1]
     assert t.correction["samples"] == u.correction["samples"] == 3
+    assert "context" not in t.meta and u.meta["context"]["subnets"] == 2  # (3 + 1) // 2 profiled node by node
 
 
 def test_resume_refuses_other_settings_and_no_resume_starts_over(tmp_path):
@@ -269,7 +270,7 @@ def test_an_efficientvit_table_is_built_and_profiled_in_context_like_a_metablock
     sp = EfficientViTSpace(stage_widths=((16,), (32,), (48,)), depths=(1, 1, 1), heads=(1, 2), qk_dims=(4,),
                            v_dims=(8,), ffn_ratios=(1.0,), kernels=(3,), img_size=32, window=2, num_classes=10,
                            name="evit-micro")
-    t = build_table(name="evit-micro", space=sp, lut_dir=tmp_path, progress=False, **FAST)
+    t = build_table(name="evit-micro", space=sp, lut_dir=tmp_path, progress=False, context=2, **FAST)
     assert set(t.entries) == set(space_ops(sp)) and t.space_hash == sp.hash
     ctx = t.meta["context"]
     assert ctx["subnets"] == 2 and set(ctx["factors"]) <= {op_kind(k) for k in t.entries}

@@ -20,7 +20,7 @@ def measured_bundle(tmp_path_factory):
     d = tmp_path_factory.mktemp("bundle")
     manifest = write_bundle(d / "b", space=get_space("tiny"), fmt="onnx", progress=False)
     out = subprocess.run([sys.executable, str(d / "b" / "run_bundle.py"), "--warmup", "1", "--repeats", "3",
-                          "--op-repeats", "2", "--device-name", "test-device", "--pair-ops", "on"], check=False, capture_output=True, text=True, timeout=300)
+                          "--op-repeats", "2", "--device-name", "test-device", "--pair-ops", "on", "--profile", "5"], check=False, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return manifest.parent, d / "b" / "results.json"
 
@@ -95,7 +95,7 @@ def test_runner_resumes_after_a_kill_and_refuses_a_foreign_folder(measured_bundl
     (tmp_path / "partial.json").write_text(json.dumps(cut))
     out = subprocess.run([sys.executable, str(b / "run_bundle.py"), "-o", str(tmp_path / "partial.json"),
                           "--warmup", "1", "--repeats", "3", "--op-repeats", "2", "--device-name", "test-device",
-                          "--pair-ops", "on"], check=False, capture_output=True, text=True, timeout=120)
+                          "--pair-ops", "on", "--profile", "5"], check=False, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     after = json.loads((tmp_path / "partial.json").read_text())
     assert after["complete"] and set(after["entries"]) == set(before["entries"])
@@ -111,14 +111,17 @@ def test_runner_resumes_after_a_kill_and_refuses_a_foreign_folder(measured_bundl
 
 
 def test_runner_profiles_calibration_subnets_node_by_node_as_lut_build_does(measured_bundle, tmp_path):
-    """Half the calibration subnets run with onnxruntime's profiler on the device; the import gives each node to
-    an op of that subnet, every node once, and fits the in-context factors exactly as a local build does."""
+    """``--profile 5``: half the calibration subnets run with onnxruntime's profiler on the device; the import gives
+    each node to an op of that subnet, every node once, and fits the in-context factors exactly as a local build
+    does. Unless told, the runner profiles as ``lut build`` does: none where the bundle pairs them, else half."""
     from slimformer.latency_lut import arch_ops
     from slimformer.latency_lut._context import attribute_runs
-    from slimformer.latency_lut._runner import PROFILE_RUNS
+    from slimformer.latency_lut._runner import PROFILE_RUNS, default_profile
     from slimformer.supernet import arch_from_dict
 
     b, results = measured_bundle
+    m = read_manifest(b)
+    assert default_profile(m) == 0 and default_profile({k: v for k, v in m.items() if k != "reference"}) == 5
     r = json.loads(results.read_text())
     assert r["settings"]["profile"] == 5 and [p["index"] for p in r["context"]] == list(range(5))
     for p in r["context"]:

@@ -101,7 +101,7 @@ def test_context_factors_are_per_kind_ratios_clipped():
 
 
 def test_a_build_profiles_in_context_and_keeps_what_fits_better(tmp_path):
-    t = build_table(name="ctx", space=micro_space(), lut_dir=tmp_path, progress=False, **FAST)
+    t = build_table(name="ctx", space=micro_space(), lut_dir=tmp_path, progress=False, context=2, **FAST)
     ctx = t.meta["context"]
     assert ctx["subnets"] == 2 and set(ctx["in_sample"]) == {"alone", "in_context"}
     assert all(0.5 <= v <= 3.0 for v in ctx["factors"].values())
@@ -130,13 +130,13 @@ def test_a_build_killed_while_profiling_resumes_there(tmp_path, monkeypatch):
 
     monkeypatch.setattr(B, "profile_arch", flaky)
     with pytest.raises(KeyboardInterrupt):
-        build_table(name="ctxr", space=micro_space(), lut_dir=tmp_path, progress=False, **FAST)
+        build_table(name="ctxr", space=micro_space(), lut_dir=tmp_path, progress=False, context=2, **FAST)
     lines = (tmp_path / "ctxr.partial.jsonl").read_text().splitlines()
     assert sum('"context"' in x for x in lines) == 1
     measured = []
     monkeypatch.setattr(B, "measure_module", lambda *a, **k: measured.append(1))
     monkeypatch.setattr(B, "profile_arch", real)
-    t = build_table(name="ctxr", space=micro_space(), lut_dir=tmp_path, progress=False, **FAST)
+    t = build_table(name="ctxr", space=micro_space(), lut_dir=tmp_path, progress=False, context=2, **FAST)
     assert not measured and t.meta["context"]["subnets"] == 2  # nothing measured twice, one profile left
 
 
