@@ -327,10 +327,10 @@ def _profile_context(state: dict, cal_cfgs: list[ArchConfig], context: int | Non
                      record: Callable[[dict], None], bar) -> None:
     """Profile the first ``context`` calibration subnets node by node, journalled one by one. Default: half of
     them in an unpaired build, none where calibration subnets are paired with the reference subnet: the
-    in-context factors never fitted a paired build's calibration subnets better than its ops alone (22 tables,
-    1 and 2 threads, batch 1, 4 and 16, both spaces: within +-5 % in sample 47-83 % against 67-100 %,
-    docs/lut-fidelity.md), and profiling 15 of them costs 65 s at 1 x 4, 46 s at 2 x 4 and 231 s at 1 x 16
-    (``benchmarks/lut_op_cost.py --context 15``)."""
+    in-context factors never fitted a paired build's calibration subnets better than its ops alone (21 tables,
+    1 and 2 threads, batch 1, 4 and 16, both spaces: in-sample MAPE 0.90-3.83 % alone against 2.53-5.60 % in
+    context, worse in every one; ``slimformer lut show``, docs/lut-fidelity.md), and profiling 15 of them costs
+    65 s at 1 x 4, 46 s at 2 x 4 and 231 s at 1 x 16 (``benchmarks/lut_op_cost.py --context 15``)."""
     default = 0 if state.get("reference") else (len(cal_cfgs) + 1) // 2
     n_ctx = default if context is None else min(context, len(cal_cfgs))
     for i in range(len(state["context"]), n_ctx):
