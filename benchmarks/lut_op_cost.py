@@ -75,7 +75,14 @@ def main() -> None:
         time_paired_calls,
     )
     from slimformer.latency_lut._ops import build_op
-    from slimformer.latency_lut._runner import OP_REPEATS, REF_WARM, TIME_CAP_S, paired_figures, summary
+    from slimformer.latency_lut._runner import (
+        OP_REPEATS,
+        REF_WARM,
+        TIME_CAP_S,
+        paired_figures,
+        summary,
+        warmed,
+    )
     from slimformer.supernet import get_space
 
     torch.set_num_threads(args.threads)
@@ -92,7 +99,7 @@ def main() -> None:
               f"reference subnet's median op ({median / 1e6:.1f} MFLOPs); x batch {args.batch}: "
               f"{flops[ref_key] * args.batch / 1e6:.0f} MFLOPs a call")
     differ = 0
-    ref = runner(*build_op(ref_key), threads=args.threads, batch=args.batch)
+    ref = warmed(runner(*build_op(ref_key), threads=args.threads, batch=args.batch))
     phases = dict.fromkeys(("build_op", "export", "session", "measure"), 0.0)
     attempts, spreads, repeat = 0, [], []
     for k in keys:

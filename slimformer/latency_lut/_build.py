@@ -46,7 +46,7 @@ from ._measure import (
 )
 from ._ops import build_op
 from ._registry import check_name, partial_path, table_path
-from ._runner import OP_REPEATS, REF_WARM, TIME_CAP_S, moved_ops, pairs_ops
+from ._runner import OP_REPEATS, REF_WARM, TIME_CAP_S, moved_ops, pairs_ops, warmed
 from ._table import READABLE, SCHEMA, LatencyTable
 
 _JOURNALLED = ("entries", "calibration", "context", "seconds", "retaken")  # kept in the journal, not the partial file
@@ -237,7 +237,7 @@ class _Run:
         build is paired (its ``ratio`` and ``ref_ms`` journalled, put at the build's level in ``_finish``)."""
         self.bar.set_postfix_str(key, refresh=False)
         if self.ref_op is None and self.state.get("reference_op"):
-            self.ref_op = runner(*build_op(self.state["reference_op"]), **self.mkw_runner())
+            self.ref_op = warmed(runner(*build_op(self.state["reference_op"]), **self.mkw_runner()))
         module, example = build_op(key)
         r = measure_module(module, example, **self.mkw, **{**self.tkw, "repeats": self.op_repeats, "retries": 0},
                            reference=self.ref_op, ref_warm=self.state.get("ref_warm") or 0)

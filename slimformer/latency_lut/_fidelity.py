@@ -37,6 +37,7 @@ import torch
 
 from ..supernet import ArchConfig, arch_from_dict, build_model
 from ._measure import measure_module, runner
+from ._runner import warmed
 
 REFERENCE_SEED = 20_261_206  # the reference subnet comes from its own stream, apart from calibration and validation
 
@@ -141,8 +142,9 @@ def entries_at_reference(entries: dict[str, dict[str, Any]], overhead_ms: float)
 
 def reference_runner(cfg: ArchConfig, *, backend: str = "onnxruntime", threads: int = 1,
                      batch: int = 1) -> Callable[[], Any]:
-    """A no-argument callable that runs the reference subnet ``cfg`` once, as :func:`measure_arch` runs a subnet."""
-    return runner(build_model(cfg).eval(), (_example(cfg),), backend=backend, threads=threads, batch=batch)
+    """A no-argument callable that runs the reference subnet ``cfg`` once, as :func:`measure_arch` runs a subnet;
+    warmed up (:func:`._runner.warmed`), as a paired measurement expects its reference."""
+    return warmed(runner(build_model(cfg).eval(), (_example(cfg),), backend=backend, threads=threads, batch=batch))
 
 
 def table_reference(table, *, backend: str | None = None, threads: int | None = None,

@@ -41,9 +41,8 @@ from ._runner import (  # the timing cap and the paired timer are the runner's, 
     BACKENDS,
     capped,
     onnx_session,
-    paired_call,
     paired_figures,
-    time_paired,
+    time_paired_sized,
     warm_up,
 )
 
@@ -166,11 +165,10 @@ def check_clock(clock: str, threads: int) -> None:
         raise SlimformerError("the cpu clock measures the calling thread only: use it with --threads 1")
 
 
-def _calls(fn: Callable[[], Any], warmup: int, repeats: int, min_time_s: float, max_repeats: int,
-           max_time_s: float | None) -> int:
-    """How many calls to time after warming ``fn`` up (see :func:`time_calls`)."""
-    per_call = max(warm_up(fn, max(1, warmup), max_time_s), 1e-7)
-    return capped(int(min(max_repeats, max(repeats, min_time_s / per_call))), per_call, max_time_s)
+def _count(per_call_s: float, repeats: int, min_time_s: float, max_repeats: int, max_time_s: float | None) -> int:
+    """How many calls of ``per_call_s`` seconds to time (see :func:`time_calls`)."""
+    per_call_s = max(per_call_s, 1e-7)
+    return capped(int(min(max_repeats, max(repeats, min_time_s / per_call_s))), per_call_s, max_time_s)
 
 
 def _now(clock: str):
@@ -181,7 +179,7 @@ def time_calls(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 15, min
                max_repeats: int = 300, max_time_s: float | None = None, clock: str = "wall") -> list[float]:
     """Per-call times in ms after warm-up; at least ``repeats`` calls and about ``min_time_s`` of timing,
     but with ``max_time_s`` no more than about that much timing (and never under :data:`._runner.MIN_REPEATS` calls)."""
-    n = _calls(fn, warmup, repeats, min_time_s, max_repeats, max_time_s)
+    n = _count(warm_up(fn, max(1, warmup), max_time_s), repeats, min_time_s, max_repeats, max_time_s)
     out = []
     now = _now(clock)
     for _ in range(n):
@@ -195,10 +193,12 @@ def time_paired_calls(fn: Callable[[], Any], ref: Callable[[], Any], *, warmup: 
                       min_time_s: float = 0.02, max_repeats: int = 300, max_time_s: float | None = None,
                       clock: str = "wall", ref_warm: int = 0) -> tuple[list[float], list[float]]:
     """Per-call ms of ``fn`` and of the reference ``ref``, called in alternation (:func:`._runner.time_paired`,
-    ``ref_warm`` untimed reference calls before each timed one); the number of calls as :func:`time_calls`
-    counts them for the pair."""
-    n = _calls(paired_call(fn, ref, ref_warm), warmup, repeats, min_time_s, max_repeats, max_time_s)
-    return time_paired(fn, ref, n, _now(clock), ref_warm)
+    ``ref_warm`` untimed reference calls before each timed one); ``fn`` is warmed up alone (``ref`` must be
+    :func:`._runner.warmed`) and the number of pairs is counted as :func:`time_calls` counts calls, from the
+    first timed pair (:func:`._runner.time_paired_sized`)."""
+    warm_up(fn, max(1, warmup), max_time_s)
+    return time_paired_sized(fn, ref, lambda s: _count(s, repeats, min_time_s, max_repeats, max_time_s),
+                             _now(clock), ref_warm)
 
 
 def summarize(times_ms: Sequence[float]) -> dict[str, float]:

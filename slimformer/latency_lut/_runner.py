@@ -236,14 +236,22 @@ def time_paired(fn, ref, n: int, now=time.perf_counter_ns, ref_warm: int = 0) ->
     return a, b
 
 
-def paired_call(fn, ref, ref_warm: int = 0):
-    """One call of ``fn``, then ``ref_warm`` + 1 of ``ref``: what a paired measurement costs per timed pair,
-    for warm-up and for counting how many pairs fit the time cap."""
-    def call():
-        fn()
-        for _ in range(ref_warm + 1):
-            ref()
-    return call
+def time_paired_sized(fn, ref, count, now=time.perf_counter_ns, ref_warm: int = 0) -> tuple:
+    """:func:`time_paired`, with the number of pairs ``count(s)`` where ``s`` is the seconds the first timed pair
+    took (its ``ref_warm`` untimed reference calls counted as long as the timed one). Only ``fn`` needs warming up
+    before it: the reference is warmed once where it is made (:func:`warmed`) and runs in every measurement after,
+    so sizing a measurement by its first pair costs no reference call (a warm-up of whole pairs cost two: 0.95 s each
+    for a calibration subnet at batch 16, docs/lut-fidelity.md)."""
+    a, b = time_paired(fn, ref, 1, now, ref_warm)
+    n = count((a[0] + (ref_warm + 1) * b[0]) / 1e3)
+    a2, b2 = time_paired(fn, ref, max(n - 1, 0), now, ref_warm)
+    return a + a2, b + b2
+
+
+def warmed(ref, warmup: int = 3, max_time_s: float | None = TIME_CAP_S):
+    """``ref`` after :func:`warm_up`: a reference is warmed once where it is made, not in each measurement."""
+    warm_up(ref, warmup, max_time_s)
+    return ref
 
 
 def paired_figures(a: list, b: list) -> dict:
@@ -256,15 +264,15 @@ def measure(fn, warmup: int, repeats: int, noise: float, retries: int, max_time_
             ref=None, ref_warm: int = 0) -> dict:
     """Median, spread and count of ``repeats`` calls (:func:`capped` by ``max_time_s``, as ``lut build``
     times them); with a reference ``ref``, the calls alternate with it (``ref_warm`` untimed reference calls
-    before each timed one, :func:`time_paired`) and :func:`paired_figures` are added."""
-    pair = paired_call(fn, ref, ref_warm) if ref is not None else fn
-    repeats = capped(repeats, warm_up(pair, warmup, max_time_s), max_time_s)
+    before each timed one, :func:`time_paired_sized`: ``ref`` must be :func:`warmed`) and :func:`paired_figures`
+    are added."""
+    per_call = warm_up(fn, warmup, max_time_s)
     best = None
     for attempt in range(retries + 1):
         if ref is None:
-            cur = summary([time_one(fn) for _ in range(repeats)])
+            cur = summary([time_one(fn) for _ in range(capped(repeats, per_call, max_time_s))])
         else:
-            a, b = time_paired(fn, ref, repeats, ref_warm=ref_warm)
+            a, b = time_paired_sized(fn, ref, lambda s: capped(repeats, s, max_time_s), ref_warm=ref_warm)
             cur = {**summary(a), **paired_figures(a, b)}
         cur["attempts"] = attempt + 1
         if best is None or cur["median_ms"] < best["median_ms"]:
@@ -476,10 +484,10 @@ def main(argv=None) -> int:
                                       args.warmup, args.repeats, args.noise, args.retries, args.max_time_s)
         write_json(out, results)
     reference = manifest.get("reference")
-    ref = load(os.path.join(args.bundle, reference["file"]), reference["inputs"]) if reference and todo else None
+    ref = warmed(load(os.path.join(args.bundle, reference["file"]), reference["inputs"]), args.warmup, args.max_time_s) if reference and todo else None
     ref_op = manifest.get("reference_op") if settings["pair_ops"] else None
     results["reference_op"] = ref_op["key"] if ref_op else None
-    ref_op = load(os.path.join(args.bundle, ref_op["file"]), ref_op["inputs"]) if ref_op else None
+    ref_op = warmed(load(os.path.join(args.bundle, ref_op["file"]), ref_op["inputs"]), args.warmup, args.max_time_s) if ref_op else None
     measure_all(todo, len(order), results, cal, load, args, out, ref, ref_op)
     if ref_op is not None:
         retake_moved(manifest["ops"], results, load, args, out, ref_op)

@@ -16,7 +16,7 @@ from slimformer.latency_lut._fidelity import (
     reference_op,
 )
 from slimformer.latency_lut._measure import measure_callable
-from slimformer.latency_lut._runner import measure, paired_figures, time_paired
+from slimformer.latency_lut._runner import measure, paired_figures, time_paired, time_paired_sized
 
 from .conftest import FAST, micro_space
 
@@ -60,6 +60,27 @@ def test_the_ratio_to_the_reference_takes_out_a_shared_slowdown():
     slow = paired_figures(*time_paired(net, ref, 5, m.now))
     assert slow["ref_ms"] == pytest.approx(1.3 * quick["ref_ms"])
     assert quick["ratio"] == pytest.approx(1.5) and slow["ratio"] == pytest.approx(quick["ratio"])
+
+
+def test_a_paired_measurement_is_sized_by_its_first_timed_pair():
+    """The count sees one pair's seconds, the untimed reference calls counted as long as the timed one."""
+    m = _Machine()
+    seen = []
+    a, b = time_paired_sized(m.work("op", 3.0), m.work("ref", 2.0), lambda s: seen.append(s) or 4, m.now, ref_warm=1)
+    assert seen == [pytest.approx(0.007)] and len(a) == len(b) == 4
+    assert m.calls == ["op", "ref", "ref"] * 4
+
+
+def test_a_paired_measurement_warms_up_only_what_it_measures():
+    """The reference is warmed where it is made; warming whole pairs cost a reference call per warm-up call
+    (at batch 16, 0.95 s for each calibration subnet)."""
+    calls = []
+    fn, ref = (lambda: calls.append("f")), (lambda: calls.append("r"))
+    measure_callable(fn, warmup=3, repeats=5, min_time_s=0.0, retries=0, reference=ref, ref_warm=1)
+    assert calls == ["f"] * 3 + ["f", "r", "r"] * 5
+    calls.clear()
+    measure(fn, 3, 5, 0.1, 0, None, ref=ref, ref_warm=1)  # the bundle runner's timer, alike
+    assert calls == ["f"] * 3 + ["f", "r", "r"] * 5
 
 
 def test_measure_with_a_reference_adds_the_paired_figures_locally_and_in_the_runner():
