@@ -88,6 +88,7 @@ def main() -> None:
 
     from slimformer.latency_lut import arch_ops
     from slimformer.latency_lut._fidelity import reference_op
+    from slimformer.latency_lut._runner import warmed
     from slimformer.supernet import get_space
 
     sp, rng = get_space(args.space), random.Random(args.seed)
@@ -96,7 +97,7 @@ def main() -> None:
     t0 = time.time()
     fns = runners(keys, args.threads, args.batch)
     candidates = list(dict.fromkeys([reference_op(sp), *(REFERENCES if args.space == "default" else ())]))
-    refs = runners(candidates, args.threads, args.batch)
+    refs = {k: warmed(f) for k, f in runners(candidates, args.threads, args.batch).items()}  # references run warm
     print(f"{len(keys)} ops of {len(cfgs)} subnets, {args.threads} threads, batch {args.batch}; "
           f"sessions ready in {time.time() - t0:.0f} s", flush=True)
     whole = wholes(sp, cfgs, args.threads, args.batch)

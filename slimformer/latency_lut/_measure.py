@@ -17,6 +17,8 @@ a whole subnet at batch 16 takes 0.1-2 s a call here, and 15 of them, three time
 batch-16 table take 20 min and its validation 40. Calls that long get fewer repeats (never under
 :data:`._runner.MIN_REPEATS`) and fewer warm-ups (never under 2); calls under 1/15 s keep all 15 repeats.
 What the cap changed is measured in docs/lut-fidelity.md's matrices (the rows say which rule they were built with).
+A measurement paired with a reference (:func:`time_paired_calls`) warms up only the module it measures and counts
+its pairs from the first timed one; the reference is warmed once, where it is made.
 """
 from __future__ import annotations
 
