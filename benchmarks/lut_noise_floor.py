@@ -185,7 +185,8 @@ def _calibration_variants(table, records: list, rows: list, line) -> None:
         line(f"correction refit on calibration {name}", [t.predict(arch_from_dict(r["arch"])) for r in rows])
 
 
-def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired: bool = False) -> None:
+def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired: bool = False,
+                warm_alone: bool = False) -> None:
     from slimformer.latency_lut import fidelity, get_table, repeatability
     from slimformer.latency_lut._fidelity import at_reference, fastest
     from slimformer.supernet import arch_from_dict
@@ -239,7 +240,7 @@ def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired
               f"by blocks of 20 subnets in measuring order: {blocks} (a median off 1 is the machine drifting between rounds)")
     _calibration_repeat(table.meta["build"]["calibration"])
     _ops_per_subnet(table, [arch_from_dict(r["arch"]) for r in rows])
-    _build_time(table)
+    _build_time(table, warm_alone)
     rep = repeatability(rows, "ratio")
     if rep["repeat_sd"] is not None:
         print(f"the same for the ratio to the reference subnet (paired): sd {100 * rep['repeat_sd']:.2f} %, "
@@ -256,14 +257,16 @@ def _ops_per_subnet(table, cfgs: list) -> None:
           f"{even.min():.0f}-{even.max():.0f}, median {np.median(even):.0f}")
 
 
-def _build_time(table) -> None:
+def _build_time(table, warm_alone: bool = False) -> None:
     """Where a build's seconds went, estimated from what it recorded: timed calls of the ops (and of the
-    reference op beside them, one warm-up and one timed call each), of the calibration subnets (and the
-    reference subnet), and the rest (export, sessions, profiling)."""
+    reference op beside them, one untimed and one timed call each), of the calibration subnets (and the
+    reference subnet), and the rest (export, sessions, profiling). Builds since the twenty-second session
+    (``build.warm_up == "alone"``, or ``warm_alone``) warm up the measured call alone, the reference not at all."""
     b, e = table.meta["build"], table.entries.values()
+    wr = 0 if warm_alone or b.get("warm_up") == "alone" else 1  # the reference beside the warm-up calls too
     ops = sum((x["count"] + 3) * x.get("raw_ms", x["median_ms"]) * x.get("attempts", 1) for x in e) / 1e3
-    ref = sum((x["count"] + 3) * 2 * x["ref_ms"] * x.get("attempts", 1) for x in e if "ref_ms" in x) / 1e3
-    cal = sum((c["count"] + 2) * (c["median_ms"] + c.get("ref_ms", 0.0)) * c.get("attempts", 1)
+    ref = sum((x["count"] + 3 * wr) * 2 * x["ref_ms"] * x.get("attempts", 1) for x in e if "ref_ms" in x) / 1e3
+    cal = sum(((c["count"] + 2) * c["median_ms"] + (c["count"] + 2 * wr) * c.get("ref_ms", 0.0)) * c.get("attempts", 1)
               for c in b["calibration"]) / 1e3
     print(f"build {b['seconds']:.0f} s: ops' timed calls about {ops:.0f} s, the reference op's beside them {ref:.0f} s, "
           f"calibration subnets (with the reference subnet) {cal:.0f} s, the rest (export, sessions, profiling) "
@@ -291,6 +294,8 @@ def main() -> None:
     ap.add_argument("--lut-dir", default=None)
     ap.add_argument("--validation", type=Path, default=None, help="a lut validate run directory")
     ap.add_argument("--unpaired", action="store_true", help="score a paired validation's own medians")
+    ap.add_argument("--warm-alone", action="store_true",
+                    help="the build warmed up measured calls alone (built at 6fc2656, before tables recorded it)")
     args = ap.parse_args()
     if args.seconds <= 0 and args.validation is None:
         raise SystemExit("give --seconds S, or --table NAME --validation DIR (or both)")
@@ -299,7 +304,7 @@ def main() -> None:
     if args.validation is not None:
         if not args.table:
             raise SystemExit("--validation needs --table (the table that run validated)")
-        composition(args.table, args.lut_dir, args.validation, args.unpaired)
+        composition(args.table, args.lut_dir, args.validation, args.unpaired, args.warm_alone)
 
 
 if __name__ == "__main__":

@@ -357,6 +357,7 @@ def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int,
         overhead_ms=state["overhead"]["median_ms"], threads=threads, batch=batch, clock=clock, cpu=cpu_model(),
         runtime=runtime_versions(backend), date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         meta={"build": {"started": state.get("started"), "overhead": state["overhead"], "timing": dict(timing), "op_repeats": op_repeats,
+                        "warm_up": "alone",  # paired measurements warm up the measured call alone (twenty-second session)
                         "seconds": round(state.get("seconds", 0.0), 1),
                         "calibration": state["calibration"], "reference": reference, "reference_op": ref_op,
                         "retaken": len(state["retaken"]) if state.get("reference_op") else None}})
