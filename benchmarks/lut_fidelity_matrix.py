@@ -76,7 +76,8 @@ def run_cell(cell: str, args, space) -> dict:
         build_s, reused = table.meta.get("build", {}).get("seconds") or time.perf_counter() - t0, False
     load1, t1 = os.getloadavg(), time.perf_counter()
     r = validate_table(table, samples=args.samples, seed=VALIDATION_SEED, run_dir=Path(args.out) / cell,
-                       progress=not args.quiet, max_time_s=args.max_time_s or None, rounds=args.rounds)
+                       progress=not args.quiet, max_time_s=args.max_time_s or None, rounds=args.rounds,
+                       repeats=args.repeats)
     head = r[r["headline"]]
     unpaired = r["recalibrated"] if r["level"] and r["level"].get("moved") else r["corrected"] or r["uncorrected"]
     ctx = table.meta.get("context") or {}
@@ -147,6 +148,8 @@ def main() -> None:
                          "the rule before the eighth session)")
     ap.add_argument("--rounds", type=int, default=None,
                     help="rounds per validation sample (default: 1 for paired tables, 2 otherwise)")
+    ap.add_argument("--repeats", type=int, default=15,
+                    help="timed calls per validation sample (at least, unless --max-time-s cuts them; default 15)")
     ap.add_argument("--pair-ops", action=argparse.BooleanOptionalAction, default=None,
                     help="time every op in alternation with the reference op in builds (default: as lut build, "
                          "at more than one thread)")
