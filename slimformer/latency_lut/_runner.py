@@ -484,10 +484,13 @@ def main(argv=None) -> int:
                                       args.warmup, args.repeats, args.noise, args.retries, args.max_time_s)
         write_json(out, results)
     reference = manifest.get("reference")
-    ref = warmed(load(os.path.join(args.bundle, reference["file"]), reference["inputs"]), args.warmup, args.max_time_s) if reference and todo else None
     ref_op = manifest.get("reference_op") if settings["pair_ops"] else None
     results["reference_op"] = ref_op["key"] if ref_op else None
-    ref_op = warmed(load(os.path.join(args.bundle, ref_op["file"]), ref_op["inputs"]), args.warmup, args.max_time_s) if ref_op else None
+
+    def warm_ref(item):  # a reference is warmed once, here, not in every measurement beside it
+        return warmed(load(os.path.join(args.bundle, item["file"]), item["inputs"]), args.warmup, args.max_time_s)
+    ref = warm_ref(reference) if reference and todo else None
+    ref_op = warm_ref(ref_op) if ref_op else None
     measure_all(todo, len(order), results, cal, load, args, out, ref, ref_op)
     if ref_op is not None:
         retake_moved(manifest["ops"], results, load, args, out, ref_op)
