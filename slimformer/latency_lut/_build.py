@@ -358,6 +358,7 @@ def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int,
         runtime=runtime_versions(backend), date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         meta={"build": {"started": state.get("started"), "overhead": state["overhead"], "timing": dict(timing), "op_repeats": op_repeats,
                         "warm_up": "alone",  # paired measurements warm up the measured call alone (twenty-second session)
+                        "ratio": "pairs",  # a paired ratio is the median of the pairs' ratios (twenty-third session)
                         "seconds": round(state.get("seconds", 0.0), 1),
                         "calibration": state["calibration"], "reference": reference, "reference_op": ref_op,
                         "retaken": len(state["retaken"]) if state.get("reference_op") else None}})
