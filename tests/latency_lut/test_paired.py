@@ -334,7 +334,7 @@ def test_ops_are_paired_by_default_only_where_it_was_measured_to_help():
 
 def test_the_paired_ratio_divides_each_call_by_the_reference_call_beside_it():
     """Where the machine's speed moves from pair to pair and each call also jitters on its own, the median of the
-    pairs' ratios repeats better than the ratio of the two medians (measured: sd 0.54 % against 1.21 % at 2
+    pairs' ratios repeats better than the ratio of the two medians (measured: sd 1.64 % against 2.62 % at 2
     threads, benchmarks/paired_ratio.py)."""
     rng = np.random.default_rng(0)
 
