@@ -31,9 +31,12 @@ STATS = ("own median", "ratio of medians", "median of pair ratios")
 
 
 def statistics_of(a: list, b: list) -> dict:
-    """The three statistics of one paired measurement (``a`` the subnet's calls in ms, ``b`` the reference's)."""
+    """The three statistics of one paired measurement (``a`` the subnet's calls in ms, ``b`` the reference's); the
+    last is the package's own (:func:`slimformer.latency_lut._runner.paired_figures`)."""
+    from slimformer.latency_lut._runner import paired_figures
+
     return {"own median": statistics.median(a), "ratio of medians": statistics.median(a) / statistics.median(b),
-            "median of pair ratios": statistics.median(x / y for x, y in zip(a, b))}
+            "median of pair ratios": paired_figures(a, b)["ratio"]}
 
 
 def measure_round(cfgs: list, ref, *, threads: int, batch: int, pairs: int) -> list[dict]:
