@@ -41,17 +41,14 @@ def statistics_of(a: list, b: list) -> dict:
 
 def measure_round(cfgs: list, ref, *, threads: int, batch: int, pairs: int) -> list[dict]:
     """Each subnet exported anew, warmed up and timed ``pairs`` times beside ``ref``."""
-    import torch
-
+    from slimformer.latency_lut._fidelity import _example
     from slimformer.latency_lut._measure import runner
-    from slimformer.latency_lut._runner import time_paired, warm_up
+    from slimformer.latency_lut._runner import time_paired, warmed
     from slimformer.supernet import build_model
 
     out = []
-    for cfg in cfgs:
-        x = torch.randn(1, 3, cfg.img_size, cfg.img_size)
-        fn = runner(build_model(cfg).eval(), (x,), threads=threads, batch=batch)
-        warm_up(fn, 3, 1.0)
+    for cfg in cfgs:  # as measure_arch makes a subnet's runner, warmed as a reference is
+        fn = warmed(runner(build_model(cfg).eval(), (_example(cfg),), threads=threads, batch=batch))
         out.append(statistics_of(*time_paired(fn, ref, pairs)))
     return out
 
