@@ -259,7 +259,8 @@ def paired_figures(a: list, b: list) -> dict:
     call divided by the reference call beside it. A pair shares the machine's speed of its moment, so each pair's
     ratio takes out the level the pair ran at, where the ratio of the two medians takes it out only on the whole:
     the same subnets measured in six rounds at 2 threads, batch 1 moved by sd 1.64 % against 2.62 % (default space)
-    and 2.25 % against 2.84 % (EfficientViT; ``benchmarks/paired_ratio.py``, docs/lut-fidelity.md)."""
+    and 2.25 % against 2.84 % (EfficientViT), and at batch 4 with another seed 1.24 % against 2.83 %
+    (``benchmarks/paired_ratio.py``, docs/lut-fidelity.md)."""
     ref_ms = summary(b)["median_ms"]
     return {"ref_ms": ref_ms, "ratio": summary([x / max(y, 1e-9) for x, y in zip(a, b)])["median_ms"]}
 
