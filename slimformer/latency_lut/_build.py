@@ -22,6 +22,7 @@ from typing import Any
 from .._errors import SlimformerError
 from .._io import atomic_write_json, exclusive_lock, read_json
 from ..supernet import ArchConfig, SearchSpace, arch_from_dict, get_space
+from ._alloc import steady_allocator
 from ._context import apply_context, profile_arch
 from ._fidelity import (
     at_reference,
@@ -359,6 +360,7 @@ def _finish(state: dict, sp: SearchSpace, name: str, backend: str, threads: int,
         meta={"build": {"started": state.get("started"), "overhead": state["overhead"], "timing": dict(timing), "op_repeats": op_repeats,
                         "warm_up": "alone",  # paired measurements warm up the measured call alone (twenty-second session)
                         "ratio": "pairs",  # a paired ratio is the median of the pairs' ratios (twenty-third session)
+                        **({"allocator": steady_allocator()} if backend == "torch" else {}),  # as its runners ran (._alloc)
                         "seconds": round(state.get("seconds", 0.0), 1),
                         "calibration": state["calibration"], "reference": reference, "reference_op": ref_op,
                         "retaken": len(state["retaken"]) if state.get("reference_op") else None}})

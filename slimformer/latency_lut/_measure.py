@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .._errors import SlimformerError
+from ._alloc import steady_allocator
 from ._runner import (  # the timing cap and the paired timer are the runner's, so devices time alike
     ALLOW_SPINNING,
     BACKENDS,
@@ -132,7 +133,7 @@ def runner(module: nn.Module, example, *, backend: str = "onnxruntime", threads:
     torch.set_num_threads(threads)
     if backend == "torch-cuda":
         return _cuda_runner(module, batched)
-
+    steady_allocator()  # eager torch's activations: no per-call page faults, whatever the process ran before
     def fwd():
         with torch.inference_mode():
             return module(*batched)

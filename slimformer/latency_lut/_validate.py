@@ -34,6 +34,7 @@ import numpy as np
 from .._errors import SlimformerError
 from .._io import atomic_write_json, atomic_write_text, make_run_dir, read_json
 from ..supernet import ArchConfig, arch_from_dict
+from ._alloc import allocator_policy
 from ._fidelity import correction_text, fastest, fidelity, fit_level, measure_arch, table_reference
 from ._runner import BACKENDS, TIME_CAP_S
 from ._table import LatencyTable
@@ -222,6 +223,8 @@ def validate_table(table: LatencyTable, *, samples: int = 100, seed: int = VALID
     result = _result(table, rows, v.level(min_level), seed=seed, rounds=rounds, mismatch=mismatch, out=out,
                      ref_ms=v.ref_ms)
     result["timing"] = {"repeats": repeats, "min_time_s": min_time_s, "max_time_s": max_time_s}
+    if kw["backend"] == "torch":  # eager torch's allocator policy, now and at build time (._alloc)
+        result["allocator"] = {"now": allocator_policy(), "table": (table.meta.get("build") or {}).get("allocator")}
     atomic_write_json(out / "validate.json", result)
     if not mismatch:
         _remember(table, result)
@@ -267,6 +270,10 @@ def figure_lines(result: dict[str, Any], *, bullet: str = "  ") -> list[str]:
         lines.append(f"{bullet}paired with the reference subnet (each sample's ratio to it x its build-time "
                      f"{p['reference_ms']:.3f} ms; the reference runs x{p['reference_level']:.3f} of that now): "
                      f"{format_figures(p)}")
+    al = result.get("allocator")
+    if al and al["now"] != al["table"]:
+        lines.append(f"{bullet}note: measured with the allocator policy {al['now'] or 'of glibc by default'}, the "
+                     f"table was built with {al['table'] or 'glibc by default'}: rebuild it to compare like with like")
     lv = result.get("level")
     if lv and "noise" in lv:
         lines.append(f"{bullet}level check: " + (
