@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..latency_lut._alloc import allocator_policy, steady_allocator  # the tables' malloc policy
 from ..latency_lut._measure import measure_callable, ort_session  # one session setup and one timer
 
 NOISE, RETRIES = 0.1, 2  # an attempt with IQR > NOISE x median is taken again, up to RETRIES times
@@ -61,6 +62,8 @@ def torch_runner(model, batch: int, img_size: int, in_chans: int = 3, device: st
 
     x = torch.randn(batch, in_chans, img_size, img_size, device=device)
     model = model.to(device).eval()
+    if device == "cpu":
+        steady_allocator()
 
     def run():
         with torch.inference_mode():
@@ -77,6 +80,8 @@ def measure_torch(model, *, img_size: int, batch: int = 1, threads: int = 1, war
     with torch_threads(threads):
         out = time_fn(torch_runner(model, batch, img_size, in_chans, device), warmup=warmup, repeats=repeats)
     out.update(backend="torch", batch=batch, threads=threads, device=device)
+    if device == "cpu":
+        out["allocator"] = allocator_policy()
     return out
 
 

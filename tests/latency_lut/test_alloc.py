@@ -5,9 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+glibc_only = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                                 reason="the policy is glibc's")
 
 # a module whose forward makes a 48 MiB activation: above glibc's largest dynamic mmap threshold (32 MiB), so by
@@ -43,6 +44,7 @@ def _faults(how: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@glibc_only
 def test_a_torch_runner_keeps_large_activations_in_the_heap_without_page_faults():
     steady, plain = _faults("runner"), _faults("plain")
     assert steady["policy"] and "mmap_max 0" in steady["policy"]
@@ -61,3 +63,17 @@ def test_a_torch_table_records_the_policy_and_a_validation_says_when_it_differs(
     same = figure_lines({**base, "allocator": {"now": "p", "table": "p"}})
     old = figure_lines({**base, "allocator": {"now": "p", "table": None}})
     assert len(old) == len(same) + 1 and "rebuild" in old[-1] and "glibc by default" in old[-1]
+
+
+def test_the_allocator_benchmark_summarises_faults_and_the_ratio_spread_over_processes():
+    from tests.conftest import load_benchmark
+
+    bench = load_benchmark("torch_allocator")
+    runs = [{"policy": None, "subnets": [{"ratio": 1.0 + d, "ms": 10.0, "faults": f}, {"ratio": 2.0, "ms": 20.0,
+                                                                                       "faults": 0}]}
+            for d, f in ((0.0, 0), (0.1, 5000), (-0.1, 100))]
+    s = bench.summary(runs)
+    assert s["faults_per_call"] == 0 and s["faults_max"] == 5000
+    assert s["ms"] == [10.0, 20.0]
+    # subnet 1: sd of (1.0, 1.1, 0.9) = 8.16 % of its mean; subnet 2: 0 %; the median of the two
+    assert s["ratio_sd_pct"] == pytest.approx(100 * np.std([1.0, 1.1, 0.9]) / 2)
