@@ -154,6 +154,9 @@ def describe(table: LatencyTable, cfg: ArchConfig | None = None) -> str:
                      + (f"; {retaken} op(s) whose reference moved measured again" if retaken is not None else "")
                      + (f"; its slowdown beside an op of the op's size taken out (slope {ref_op['beside']['slope']:+.4f})"
                         if ref_op.get("beside") else ""))
+    if table.backend == "torch" and table.kind == "measured":  # eager torch's malloc policy (._alloc)
+        alloc = (table.meta.get("build") or {}).get("allocator")
+        lines.append(f"  allocator: {alloc or 'glibc defaults (built before the twenty-fourth session, or not glibc)'}")
     ctx = table.meta.get("context")
     if ctx:
         mape = {k: f"{v['mape_pct']:.2f} %" if v else "-" for k, v in ctx.get("in_sample", {}).items()}

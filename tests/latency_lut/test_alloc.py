@@ -77,3 +77,16 @@ def test_the_allocator_benchmark_summarises_faults_and_the_ratio_spread_over_pro
     assert s["ms"] == [10.0, 20.0]
     # subnet 1: sd of (1.0, 1.1, 0.9) = 8.16 % of its mean; subnet 2: 0 %; the median of the two
     assert s["ratio_sd_pct"] == pytest.approx(100 * np.std([1.0, 1.1, 0.9]) / 2)
+
+
+def test_lut_show_names_a_torch_tables_allocator_policy():
+    from slimformer.latency_lut._report import describe
+    from slimformer.supernet import get_space
+    from tests.latency_lut.test_table import fake_table
+
+    t = fake_table(get_space("tiny"))
+    assert "allocator" not in describe(t)  # onnxruntime keeps its own arena
+    t.backend = "torch"
+    assert "allocator: glibc defaults" in describe(t)
+    t.meta["build"] = {"allocator": "glibc malloc: mmap_max 0, trim_threshold 1 GiB"}
+    assert "allocator: glibc malloc: mmap_max 0" in describe(t)
