@@ -4,8 +4,8 @@ Eager PyTorch on the CPU takes each activation from ``malloc`` and frees it afte
 above its *mmap threshold* with a fresh ``mmap``, whose pages the kernel faults in and zeroes on first touch,
 and it moves that threshold up each time such a block is freed (to at most 32 MiB). So whether a subnet's
 activations cost thousands of page faults per call depends on what the process freed before: the same subnet
-at 2 threads / batch 4, timed beside the same reference subnet in fresh processes, took 0, 1165 or 7062 minor
-faults per call and moved its ratio to the reference by up to 11 % (``benchmarks/torch_allocator.py``). A
+at 2 threads / batch 4, timed beside the same reference subnet in four fresh processes, took 5 728 to 25 319 minor
+faults per call and its ratio to the reference ranged over 12 % (``benchmarks/torch_allocator.py``). A
 table's ops and calibration subnets are timed after minutes of other ops, its validation in a new process:
 the torch cells at batch 4 and 16 measured their subnets 3-8 % over their predictions.
 
