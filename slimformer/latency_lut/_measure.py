@@ -134,6 +134,7 @@ def runner(module: nn.Module, example, *, backend: str = "onnxruntime", threads:
     if backend == "torch-cuda":
         return _cuda_runner(module, batched)
     steady_allocator()  # eager torch's activations: no per-call page faults, whatever the process ran before
+
     def fwd():
         with torch.inference_mode():
             return module(*batched)
