@@ -123,6 +123,15 @@ def _width_trend(rows: list, truth: str) -> None:
           f"{100 * np.median(err[~wide]):+.1f} %; correlation with the sum of stage widths {np.corrcoef(err, width)[0, 1]:+.2f}")
 
 
+def _absolute(rows: list, truth: str) -> None:
+    """The errors in milliseconds (the build's correction): a space of short subnets can be as true in ms as one of
+    long subnets and still miss in %, since a fixed jitter is a larger share of a short call."""
+    m = np.array([r[truth] for r in rows])
+    err = np.abs(m - np.array([r["corrected_ms"] for r in rows]))
+    print(f"|measured - predicted|: median {np.median(err):.3f} ms, 90th pct {np.percentile(err, 90):.3f} ms "
+          f"(subnets' median {np.median(m):.2f} ms)")
+
+
 def _beside_fit(beside: dict | None, ratios: list) -> str:
     """The build's fit of the reference's slowdown beside an op of its size, at the 5th and 95th percentile op."""
     if not beside:
@@ -230,6 +239,7 @@ def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired
         _pairing_variants(table, cal, rows, line)
         _reference_op_moves(table)
     _width_trend(rows, truth)
+    _absolute(rows, truth)
     rep = repeatability(rows)
     if rep["repeat_sd"] is not None:
         print(f"round 2 / round 1 of the same subnet: sd {100 * rep['repeat_sd']:.2f} %, "
