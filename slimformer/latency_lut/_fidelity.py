@@ -246,11 +246,30 @@ def fit_level(then: Sequence[float], now: Sequence[float]) -> dict[str, Any]:
                       "standard error of that median (1.4826 MAD / sqrt n)"}
 
 
+def per_subnet(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per calibration subnet: paired records (``ratio``) averaged over their rounds, unpaired ones
+    the fastest round (:func:`fastest`). A paired ratio has the machine's drift taken out already, so the faster
+    of two is only the one biased low, and its rounds differ by noise that a mean shrinks: EfficientViT at
+    2 x 1, built in 3 rounds (twenty-fifth session, ``benchmarks/lut_noise_floor.py``; docs/lut-fidelity.md), its
+    correction validated at 84 % within +-5 % fitted on the rounds' mean, 76-83 % on one round, 74 % on the fastest."""
+    by: dict[Any, list[dict[str, Any]]] = {}
+    for i, r in enumerate(records):
+        by.setdefault(r.get("index", f"#{i}"), []).append(r)
+    out = []
+    for rs in by.values():
+        if len(rs) == 1 or not all("ratio" in r for r in rs):
+            out.extend(fastest(rs))
+            continue
+        out.append({**rs[0], "median_ms": float(np.mean([r["median_ms"] for r in rs])),
+                    "ratio": float(np.mean([r["ratio"] for r in rs])), "rounds": len(rs)})
+    return out
+
+
 def calibrate(table, records: Sequence[dict[str, Any]], *, method: str) -> None:
-    """Fit ``table.correction`` on calibration ``records`` (``{"arch", "median_ms", "index"?}``; the faster
-    round of each subnet) and store the in-sample figures in ``table.error``. Fewer than 3 subnets: no-op.
+    """Fit ``table.correction`` on calibration ``records`` (``{"arch", "median_ms", "index"?}``; one per subnet,
+    :func:`per_subnet`) and store the in-sample figures in ``table.error``. Fewer than 3 subnets: no-op.
     Used by ``lut build`` and by ``lut import`` of a bundle's results."""
-    cal = fastest(records)
+    cal = per_subnet(records)
     if len(cal) < 3:
         return
     cfgs = [arch_from_dict(c["arch"]) for c in cal]

@@ -7,12 +7,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from slimformer._errors import SlimformerError
 from slimformer.latency_lut import LatencyTable, arch_ops, build_table, get_table, space_ops, validate_table
 from slimformer.latency_lut._build import calibration_rounds, schedule
-from slimformer.latency_lut._fidelity import fastest, fit_level
+from slimformer.latency_lut._fidelity import calibrate, fastest, fit_level, per_subnet
 from slimformer.latency_lut._measure import ONNX_EXPORT, OPSET
 from slimformer.latency_lut._report import describe
 from slimformer.latency_lut._runner import TIME_CAP_S
@@ -109,6 +110,25 @@ def test_fastest_keeps_the_faster_round_of_each_subnet():
     recs = [{"index": 0, "median_ms": 5.0}, {"index": 1, "median_ms": 2.0}, {"index": 0, "median_ms": 4.5},
             {"index": 1, "median_ms": 2.4}, {"median_ms": 9.0}]
     assert [r["median_ms"] for r in fastest(recs)] == [4.5, 2.0, 9.0]
+
+
+def test_paired_rounds_are_averaged_and_unpaired_ones_keep_the_faster():
+    recs = [{"index": 0, "median_ms": 5.0, "ratio": 0.50}, {"index": 1, "median_ms": 2.0},
+            {"index": 0, "median_ms": 4.0, "ratio": 0.40}, {"index": 1, "median_ms": 2.4}, {"median_ms": 9.0}]
+    got = per_subnet(recs)
+    assert [(r["median_ms"], r.get("ratio"), r.get("rounds")) for r in got] == [(4.5, 0.45, 2), (2.0, None, None),
+                                                                               (9.0, None, None)]
+
+
+def test_a_paired_build_in_two_rounds_fits_each_subnets_mean(tmp_path):
+    t = build_table(name="p2", space=micro_space(), lut_dir=tmp_path, progress=False, rounds=2, **FAST)
+    cal = t.meta["build"]["calibration"]
+    assert sorted(c["round"] for c in cal) == [0, 0, 0, 1, 1, 1] and all("ratio" in c for c in cal)
+    ref_ms = t.meta["build"]["reference"]["median_ms"]
+    means = {i: ref_ms * np.mean([c["ratio"] for c in cal if c["index"] == i]) for i in range(3)}
+    refit = LatencyTable.from_dict(t.to_dict())
+    calibrate(refit, [{**c, "median_ms": means[c["index"]]} for c in cal if c["round"] == 0], method="means")
+    assert t.correction["samples"] == 3 and t.correction == pytest.approx(refit.correction)
 
 
 def test_a_paired_build_times_its_calibration_subnets_once_and_profiles_none_an_unpaired_one_twice_and_half(tmp_path):
