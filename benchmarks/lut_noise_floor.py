@@ -198,7 +198,7 @@ def _calibration_variants(table, records: list, rows: list, line) -> None:
              for k in sorted({r.get("round", 0) for r in records})]
     parts.append((f"subnets 1-{n_sub // 2} only",
                   [r for r in records if r.get("index", 0) < n_sub // 2]))
-    if len(parts) > 2:  # built in rounds: each subnet's rounds averaged (the build keeps the fastest)
+    if len(parts) > 2:  # built in rounds: each subnet's rounds averaged (what a paired build keeps, _fidelity.per_subnet)
         parts.append(("rounds averaged", _averaged(records)))
     for name, part in parts:
         t = _refit(table, part, name)
