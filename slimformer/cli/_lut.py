@@ -30,8 +30,9 @@ def register(sub) -> None:
                    help="continue an interrupted build (default) or start over")
     b.add_argument("--calibration", type=NONNEG_INT, default=30, help="whole subnets measured to fit the correction")
     b.add_argument("--rounds", type=POSITIVE_INT, default=None,
-                   help="times each calibration subnet is measured, minutes apart; the faster is kept (default 1: "
-                        "each is timed beside the table's reference subnet, which takes the machine's drift out)")
+                   help="times each calibration subnet is measured, minutes apart: the ratios to the table's "
+                        "reference subnet averaged (unpaired: the faster kept); default 1, the reference taking the "
+                        "machine's drift out (3 for a space of short subnets at 2 threads, e.g. efficientvit)")
     b.add_argument("--repeats", type=POSITIVE_INT, default=15,
                    help="timed runs per calibration subnet (at least, unless --max-time-s cuts them; default 15)")
     b.add_argument("--op-repeats", type=POSITIVE_INT, default=OP_REPEATS,
