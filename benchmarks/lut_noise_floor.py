@@ -179,18 +179,11 @@ def _alone_table(table, calibration: list, field: str = "alone_ms"):
     return _refit(table, calibration, field, lambda e: e.get(field, e["median_ms"]))
 
 
-def _averaged(records: list) -> list:
-    """One record per calibration subnet, its ``median_ms`` the mean over its rounds (paired: of ratio x level)."""
-    by: dict = {}
-    for r in records:
-        by.setdefault(r.get("index"), []).append(r)
-    return [{**rs[0], "median_ms": float(np.mean([r["median_ms"] for r in rs]))} for rs in by.values()]
-
-
 def _calibration_variants(table, records: list, rows: list, line) -> None:
     """The build's correction refitted on part of its calibration measurements, scored on the validation: each
     round alone (half the calibration's timed calls), the first half of the subnets (all rounds) and, built in
     rounds, each subnet's rounds averaged."""
+    from slimformer.latency_lut._fidelity import per_subnet
     from slimformer.supernet import arch_from_dict
 
     n_sub = len({r.get("index") for r in records})
@@ -198,8 +191,8 @@ def _calibration_variants(table, records: list, rows: list, line) -> None:
              for k in sorted({r.get("round", 0) for r in records})]
     parts.append((f"subnets 1-{n_sub // 2} only",
                   [r for r in records if r.get("index", 0) < n_sub // 2]))
-    if len(parts) > 2:  # built in rounds: each subnet's rounds averaged (what a paired build keeps, _fidelity.per_subnet)
-        parts.append(("rounds averaged", _averaged(records)))
+    if len(parts) > 2 and all("ratio" in r for r in records):  # paired, in rounds: what the build keeps now
+        parts.append(("rounds averaged", per_subnet(records)))
     for name, part in parts:
         t = _refit(table, part, name)
         line(f"correction refit on calibration {name}", [t.predict(arch_from_dict(r["arch"])) for r in rows])
