@@ -95,6 +95,33 @@ def _variant_table(table, calibration: list, rule):
     return _refit(table, calibration, "variant", lambda e: rule(e, level))
 
 
+def _stem_variants(table, records: list, rows: list, line) -> None:
+    """The stems' entries by the rule of the twenty-sixth session (halfway between paired and own,
+    :func:`slimformer.latency_lut._fidelity.stems_halfway`) and by the one before (paired, like every other op),
+    both recomputed from what the build recorded, the correction refitted on the build's calibration ``records``
+    (rounds averaged, as ``calibrate`` does), so a table built under either rule scores both."""
+    from slimformer.latency_lut import LatencyTable
+    from slimformer.latency_lut._fidelity import calibrate, entries_at_reference
+    from slimformer.latency_lut._keys import STEM_KINDS, op_kind
+    from slimformer.supernet import arch_from_dict
+
+    now = {k: dict(e) for k, e in table.entries.items()}
+    got = entries_at_reference(now, table.overhead_ms)
+    b, level = got["beside"], got["median_ms"]
+    before = {k: dict(e) for k, e in now.items()}
+    for k, e in before.items():
+        if "ratio" in e and op_kind(k) in STEM_KINDS:
+            factor = np.exp(b["intercept"] + b["slope"] * np.log(max(e["ratio"], 1e-12)))
+            e["median_ms"] = max(float(e["ratio"] * level * factor) - table.overhead_ms, 0.0)
+    for name, entries in (("paired, like every op (before)", before), ("halfway to their own median (now)", now)):
+        t = LatencyTable.from_dict(table.to_dict())
+        for k, e in t.entries.items():
+            e["median_ms"] = entries[k]["median_ms"]
+        t.refresh()
+        calibrate(t, records, method=name)
+        line(f"stems {name}", [t.predict(arch_from_dict(r["arch"])) for r in rows])
+
+
 def _pairing_variants(table, calibration: list, rows: list, line) -> None:
     """Safeguards tried against the reference op running slow beside large ops: fall back to the op's own
     median where the reference moved by more than X, or clip every entry to ±25 % of its own median."""
@@ -241,6 +268,8 @@ def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired
         print(f"  in-sample MAPE on the calibration subnets: paired {table.error['corrected']['mape_pct']:.2f} %, "
               f"own medians {own.error['corrected']['mape_pct']:.2f} %")
         _pairing_variants(table, cal, rows, line)
+        _stem_variants(table, at_reference(table.meta["build"]["calibration"], ref if truth == "paired_ms" else None),
+                       rows, line)
         _reference_op_moves(table)
     _width_trend(rows, truth)
     _absolute(rows, truth)
