@@ -36,7 +36,6 @@ import numpy as np
 import torch
 
 from ..supernet import ArchConfig, arch_from_dict, build_model
-from ._keys import STEM_KINDS, op_kind
 from ._measure import measure_module, runner
 from ._runner import warmed
 
@@ -127,9 +126,8 @@ def entries_at_reference(entries: dict[str, dict[str, Any]], overhead_ms: float)
     place: ``own_ms`` keeps the op's own ``median_ms`` (the overhead taken off), ``median_ms`` becomes
     ``ratio * level * beside(ratio) - overhead``, where ``level`` is the reference op's median of medians and
     ``beside`` the reference's median beside an op of that size over ``level`` (:func:`reference_beside`).
-    A stem's entry is then the mean of that and its own median at the ops' level (:func:`stems_halfway`).
-    Returns ``{"median_ms": level, "beside": {...}, "stem_level": ...}``, or ``None`` when no entry was paired
-    (then nothing changes)."""
+    Returns ``{"median_ms": level, "beside": {...}}``, or ``None`` when no entry was paired (then nothing
+    changes)."""
     level = reference_ms(list(entries.values()))
     if level is None:
         return None
@@ -139,28 +137,7 @@ def entries_at_reference(entries: dict[str, dict[str, Any]], overhead_ms: float)
             e["own_ms"] = e.get("own_ms", e["median_ms"])
             factor = np.exp(beside["intercept"] + beside["slope"] * np.log(max(e["ratio"], 1e-12)))
             e["median_ms"] = max(float(e["ratio"] * level * factor) - overhead_ms, 0.0)
-    return {"median_ms": level, "beside": beside, "stem_level": stems_halfway(entries)}
-
-
-def stems_halfway(entries: dict[str, dict[str, Any]]) -> float | None:
-    """Each paired stem entry (:data:`._keys.STEM_KINDS`) becomes, in place, the mean of its paired estimate and its
-    own median times the ops' level (the median over paired ops of paired / own, returned; ``None`` with none).
-
-    Every subnet runs one stem, so an error in a stem's entry moves every subnet of that stem width together, and
-    in an EfficientViT subnet the stem is 7-28 % of the time. At 2 threads the two estimates of a stem differ
-    between builds by 10-15 % each and err apart: refitted on their mean, six EfficientViT 2 x 1 builds validated
-    at 71-87 % within +-5 % on eight validations against 59-84 % on the paired entry, better on each by 3-12
-    points (the paired entry alone for every op: no better; both estimates for every op: worse on half; a stem
-    averaged over other builds: no better); MetaBlock's fifteen paired validations moved by at most one point
-    (twenty-sixth session, ``benchmarks/lut_noise_floor.py``'s stem lines; docs/lut-fidelity.md)."""
-    ops = [(e["median_ms"], e["own_ms"]) for e in entries.values() if "ratio" in e and e.get("own_ms", 0.0) > 0]
-    if not ops:
-        return None
-    level = float(np.median([p / o for p, o in ops]))
-    for k, e in entries.items():
-        if "ratio" in e and op_kind(k) in STEM_KINDS:
-            e["median_ms"] = 0.5 * (e["median_ms"] + e["own_ms"] * level)
-    return level
+    return {"median_ms": level, "beside": beside}
 
 
 def reference_runner(cfg: ArchConfig, *, backend: str = "onnxruntime", threads: int = 1,

@@ -32,8 +32,6 @@ from ._evit_keys import EVIT_FIELDS, EVIT_OP_KINDS
 
 OP_KINDS = ("stem", "ds", "ds.tok", "mb4d", "flat", "mb3d.qkv", "mb3d.attn", "mb3d.proj", "mb3d.mlp", "head")
 ALL_OP_KINDS = (*OP_KINDS, *EVIT_OP_KINDS)  # every family's
-#: each family's first op, the one that reads the input image (every subnet runs exactly one)
-STEM_KINDS = ("stem", "evit.stem")
 # op keys of the other model families (a config or space names its family; EfficientFormer's are here)
 FAMILY_KEYS = {"efficientvit": _evit_keys}
 _FIELDS = {

@@ -15,7 +15,6 @@ from slimformer.latency_lut._fidelity import (
     reference_ms,
     reference_op,
 )
-from slimformer.latency_lut._keys import STEM_KINDS, op_kind
 from slimformer.latency_lut._measure import measure_callable
 from slimformer.latency_lut._runner import measure, paired_figures, time_paired, time_paired_sized
 
@@ -138,25 +137,6 @@ def test_entries_at_reference_puts_paired_ops_at_the_builds_level_less_the_overh
     assert entries_at_reference(alone, 0.1) is None and alone == {"a": {"median_ms": 1.0}}
 
 
-def test_a_stems_entry_is_halfway_between_its_paired_and_its_own_estimate():
-    """Every subnet runs one stem, so its entry's error moves a whole stem width's subnets together; at 2 threads
-    the mean of its two estimates validated better than the paired one (twenty-sixth session)."""
-    entries = {f"mb4d-r56-c{48 + i}-h{192 + i}": {"median_ms": 1.0, "ratio": 0.5, "ref_ms": 2.0}
-               for i in range(5)}
-    entries["stem-r224-i3-s24-c48"] = {"median_ms": 3.0, "ratio": 1.0, "ref_ms": 2.0}
-    entries["evit.stem-r224-i3-c64"] = {"median_ms": 1.0, "ratio": 1.0, "ref_ms": 2.0}
-    got = entries_at_reference(entries, 0.0)
-    ops = [e for k, e in entries.items() if "stem" not in k]
-    level = got["stem_level"]
-    assert level == pytest.approx(1.0)  # the median of paired / own over the paired ops: 1, 1, 1, 1, 1, 2/3, 2
-    assert entries["stem-r224-i3-s24-c48"]["median_ms"] == pytest.approx(0.5 * (2.0 + 3.0 * level))  # not 2.0
-    assert entries["evit.stem-r224-i3-c64"]["median_ms"] == pytest.approx(0.5 * (2.0 + 1.0 * level))
-    assert all(e["median_ms"] == pytest.approx(e["ratio"] * 2.0) for e in ops)  # other ops: paired, as before
-    again = {k: dict(e) for k, e in entries.items()}
-    entries_at_reference(again, 0.0)  # idempotent: a bundle's import may put them at the level again
-    assert all(again[k]["median_ms"] == pytest.approx(e["median_ms"]) for k, e in entries.items())
-
-
 def test_the_references_slowdown_beside_large_ops_is_taken_out():
     """Ops come in a shuffled order, so a reference that runs slower beside larger ops is the ops' doing, not
     the machine's: a paired entry is put at the level the reference has beside an op of its size."""
@@ -216,14 +196,11 @@ def test_a_build_pairs_every_op_with_the_reference_op(paired_table):
     assert f"{t.meta['build']['retaken']} op(s) whose reference moved measured again" in describe(t)
     assert f"(slope {ref_op['beside']['slope']:+.4f})" in describe(t)
     assert ref_op["median_ms"] == pytest.approx(reference_ms(list(t.entries.values())))
-    for k, e in t.entries.items():
+    for e in t.entries.values():
         level_ms = e.get("alone_ms", e["median_ms"])  # before in-context factors, when the build kept them
         b = ref_op["beside"]  # the reference's slowdown beside an op of this size
         at_level = e["ratio"] * ref_op["median_ms"] * np.exp(b["intercept"] + b["slope"] * np.log(e["ratio"]))
-        paired = max(at_level - t.overhead_ms, 0.0)
-        if op_kind(k) in STEM_KINDS:  # a stem: halfway to its own median at the ops' level
-            paired = 0.5 * (paired + e["own_ms"] * ref_op["stem_level"])
-        assert level_ms == pytest.approx(paired)
+        assert level_ms == pytest.approx(max(at_level - t.overhead_ms, 0.0))
         assert e["own_ms"] == pytest.approx(max(e["raw_ms"] - t.overhead_ms, 0.0))
 
 
