@@ -120,7 +120,7 @@ def _stem_variants(table, records: list, rows: list, line) -> None:
         line(f"stems {name}", [t.predict(arch_from_dict(r["arch"])) for r in rows])
 
 
-def _oracle_out_of_sample(xv, mv, raw, n_ops, line, splits: int = 200) -> None:
+def _oracle_out_of_sample(xv, mv, raw, n_ops, splits: int = 200) -> None:
     """The oracle above is fitted in-sample; here per-kind scales, and the build's form of correction (one scale,
     offset, per-op term), are fitted on half the validation subnets and scored on the other half: the mean share
     within +-5 % / +-10 % over ``splits`` random halves. What any per-kind linear composition of these entries can
@@ -279,7 +279,7 @@ def composition(table_name: str, lut_dir: str | None, validation: Path, unpaired
     line("oracle: per-kind scales fitted on these subnets", xv @ _fit(xv, mv, 0.0))
     vcfg = [arch_from_dict(r["arch"]) for r in rows]
     _oracle_out_of_sample(xv, mv, np.array([table.predict(c, corrected=False) for c in vcfg]),
-                          np.array([table.n_ops(c) for c in vcfg], float), line)
+                          np.array([table.n_ops(c) for c in vcfg], float))
     _calibration_variants(table, at_reference(table.meta["build"]["calibration"], ref if truth == "paired_ms" else None),
                           rows, line)
     if any("alone_ms" in e for e in table.entries.values()):
