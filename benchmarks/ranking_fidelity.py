@@ -124,7 +124,7 @@ def recipe(args, out: Path):
 
     return TrainConfig(space=args.space, data=args.data, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                        batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
-                       num_random=args.num_random, kd_weight=args.kd_weight, gumbel=args.gumbel,
+                       num_random=args.num_random, kd_weight=args.kd_weight, gumbel=args.gumbel, sampling=args.sampling,
                        seed=args.seed, eval_batches=4, val_size=512 if args.data == "builtin" else None,
                        quiet=True, workers=0, device="cpu", run_root=str(out))
 
@@ -428,6 +428,8 @@ def main() -> None:
     ap.add_argument("--num-random", type=int, default=2, help="random subnets per sandwich step")
     ap.add_argument("--kd-weight", type=float, default=0.5)
     ap.add_argument("--gumbel", action="store_true")
+    ap.add_argument("--sampling", choices=("sandwich", "uniform"), default="sandwich",
+                    help="the supernet's rule: sandwich + in-place KD, or 2 + --num-random uniform subnets, no teacher")
     ap.add_argument("--supernet-seed", type=int, default=None,
                     help="train the supernet with this seed (default: --seed; the subnets and stand-alone runs keep --seed)")
     ap.add_argument("--supernet-epochs", type=int, default=None,
@@ -502,7 +504,8 @@ def main() -> None:
         row["inherited_top1"] = acc
     stats = rank_stats([r["standalone_top1"] for r in rows], [r["inherited_top1"] for r in rows])
     text = (f"{total} updates" + (f" ({sn_total} for the supernet)" if sn_total != total else "")
-            + f", sandwich of {2 + args.num_random}{' + Gumbel' if args.gumbel else ''}, KD weight {args.kd_weight:g}"
+            + (f", sandwich of {2 + args.num_random}{' + Gumbel' if args.gumbel else ''}, KD weight {args.kd_weight:g}"
+               if args.sampling == "sandwich" else f", {2 + args.num_random} uniform subnets per update, no KD")
             + (f", one supernet per stem width ({len(space.stem_widths)})" if args.split_stem else "")
             + (f", each subnet fine-tuned {ft_updates} updates (LR {ft_lr:g}) before scoring" if tune else "")
             + (f"; stand-alone mean of {args.standalone_seeds} seeds" if args.standalone_seeds > 1 else ""))

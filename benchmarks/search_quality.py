@@ -181,6 +181,19 @@ def summarize(seeds: list[dict], default: str) -> dict:
     return out
 
 
+def each_against_random(seeds: list[dict]) -> dict[str, dict]:
+    """Every search strategy held to the goal as if it were the default: ``{name: {"met": k, "of": n, "diffs":
+    [(mean, se), ...]}}``, each against the best of as many random subnets as *it* evaluated (its own N)."""
+    out = {}
+    for name in ("slim", "fast", "tpe", "nsga2", "evolution"):
+        if not all(r["evaluations"].get(name) for s in seeds for r in s["rows"]):
+            continue  # absent, or no supernet evaluations (``fast`` ranks by alpha): no random of equal N
+        b = summarize(seeds, name)["budgets"]
+        out[name] = {"met": sum(x["meets_random"] for x in b), "of": len(b),
+                     "diffs": [(x["default_minus_random"]["mean"], x["default_minus_random"]["se"]) for x in b]}
+    return out
+
+
 def plot(path: Path, summary: dict, title: str) -> None:
     import matplotlib
 
@@ -219,6 +232,12 @@ def report(out: Path, summary: dict, args) -> str:
         dr = b["default_minus_random"]
         lines.append(f"| {b['budget_ms']:.4f} | " + " | ".join(cells) + f" | {dr['mean']:+.1f} +- {dr['se']:.1f} | "
                      f"{'yes' if b['meets_random'] else 'no'} | {('yes' if b.get('beats_uniform') else 'no') if 'beats_uniform' in b else 'does not fit'} |")
+    if summary.get("each"):
+        lines += ["", ("Each strategy against the best of as many random subnets as it evaluated (its own N), "
+                       "paired mean +- SE per budget:"), ""]
+        for k, e in summary["each"].items():
+            lines.append(f"- `{k}`: >= random within one SE at {e['met']}/{e['of']} budgets ("
+                         + ", ".join(f"{m:+.1f} +- {se:.1f}" for m, se in e["diffs"]) + ")")
     n_r = sum(b["meets_random"] for b in summary["budgets"])
     fit = [b for b in summary["budgets"] if "beats_uniform" in b]
     n_u = sum(b["beats_uniform"] for b in fit)
@@ -264,6 +283,7 @@ def main() -> None:
     from slimformer.search._api import default_strategy
 
     summary = summarize(seeds, default_strategy(has_supernet=True, has_alpha=True))
+    summary["each"] = each_against_random(seeds)
     atomic_write_json(out / "results.json", {"summary": summary, "per_seed": seeds, "args": vars(args)})
     plot(out / "search_quality.png", summary, f"search quality, tiny space, {args.data}, {len(seeds)} seeds")
     print(report(out, summary, args))

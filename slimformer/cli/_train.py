@@ -57,6 +57,9 @@ def register(sub) -> None:
     p.add_argument("--space", default="default", help="search space (default, tiny) or a space JSON file")
     _common(p, TrainConfig)
     p.add_argument("--num-random", type=NONNEG_INT, default=2, help="random subnets per step besides largest/smallest")
+    p.add_argument("--sampling", choices=("sandwich", "uniform"), default="sandwich",
+                   help="subnets per step: the sandwich rule with in-place KD (default), or 2 + --num-random random "
+                        "subnets from the labels alone (single-path one-shot)")
     p.add_argument("--gumbel", action="store_true", help="learn per-position architecture logits (Gumbel-softmax)")
     p.add_argument("--tau0", type=POSITIVE_FLOAT, default=5.0, help="initial Gumbel temperature")
     p.add_argument("--tau-min", type=POSITIVE_FLOAT, default=0.5, help="final Gumbel temperature")

@@ -111,6 +111,7 @@ class TrainConfig(_Common):
 
     space: str = "default"                # space name or JSON file
     num_random: int = 2                   # random subnets per sandwich step (besides largest and smallest)
+    sampling: str = "sandwich"            # or "uniform": 2 + num_random random subnets, no teacher (SPOS)
     gumbel: bool = False                  # learn architecture logits alpha per block position
     tau0: float = 5.0
     tau_min: float = 0.5
@@ -127,6 +128,11 @@ class TrainConfig(_Common):
         super().check()
         if self.num_random < 0:
             raise SlimformerError("num_random must be >= 0")
+        if self.sampling not in ("sandwich", "uniform"):
+            raise SlimformerError(f"--sampling must be sandwich or uniform, got {self.sampling!r}")
+        if self.sampling == "uniform" and self.gumbel:
+            raise SlimformerError("--gumbel trains alpha on the largest subnet, which --sampling uniform does not "
+                                  "fix: use the sandwich rule")
         if self.gumbel and not 0 < self.tau_min <= self.tau0:
             raise SlimformerError("Gumbel temperatures need 0 < tau_min <= tau0")
         if self.lat_weight and not self.lut:

@@ -57,17 +57,21 @@ from ._state import (
 )
 
 
-def subnets_for_step(space, seed: int, step: int, num_random: int) -> list[ArchConfig]:
-    """Largest, smallest and ``num_random`` random subnets; a function of (seed, step): same on every rank
-    and after a resume."""
+def subnets_for_step(space, seed: int, step: int, num_random: int, sampling: str = "sandwich") -> list[ArchConfig]:
+    """``"sandwich"``: the largest, the smallest and ``num_random`` random subnets; ``"uniform"``: ``2 + num_random``
+    random subnets (as many passes, none fixed; single-path one-shot NAS's rule, no teacher). A function of
+    (seed, step): the same on every rank and after a resume."""
     rng = random.Random(seed * 1_000_003 + step)
+    if sampling == "uniform":
+        return [space.sample(rng) for _ in range(2 + num_random)]
     return [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(num_random))]
 
 
 def sandwich_step(model: Supernet, optim: Optim, x: torch.Tensor, target: torch.Tensor, cfgs: list[ArchConfig], *,
                   kd_weight: float, temperature: float = 1.0, arch: ArchParams | None = None, tau: float = 1.0,
-                  hard: bool = False, lat_weight: float = 0.0, step: int = 0) -> dict[str, float]:
-    """One update (gradients accumulated over ``cfgs``, the first being the teacher); returns the losses."""
+                  hard: bool = False, lat_weight: float = 0.0, step: int = 0, distil: bool = True) -> dict[str, float]:
+    """One update (gradients accumulated over ``cfgs``, the first being the teacher); returns the losses.
+    ``distil=False``: no teacher, every subnet learns from the labels with both heads (``kd_weight`` unused)."""
     optim.zero_grad()
     model.set_mixture(None)
     out: dict[str, float] = {}
@@ -81,6 +85,9 @@ def sandwich_step(model: Supernet, optim: Optim, x: torch.Tensor, target: torch.
                 loss = 0.5 * (soft_ce(cls, target) + soft_ce(dist, target))
                 teacher = torch.softmax(((cls + dist) / 2).detach().float() / temperature, dim=-1)
                 out["loss_largest"] = float(loss.detach())
+            elif not distil:
+                loss = 0.5 * (soft_ce(cls, target) + soft_ce(dist, target))
+                ce_sum += float(loss.detach())
             else:
                 ce = soft_ce(cls, target)
                 kd = kd_loss(dist, teacher, temperature)
@@ -89,7 +96,8 @@ def sandwich_step(model: Supernet, optim: Optim, x: torch.Tensor, target: torch.
         optim.backward(loss)
     n_students = max(len(cfgs) - 1, 1)
     out["loss_ce"], out["loss_kd"] = ce_sum / n_students, kd_sum / n_students
-    total = out["loss_largest"] + (1 - kd_weight) * out["loss_ce"] + kd_weight * out["loss_kd"]
+    kd_w = kd_weight if distil else 0.0
+    total = out["loss_largest"] + (1 - kd_w) * out["loss_ce"] + kd_w * out["loss_kd"]
     if arch is not None:
         model.set_active(cfgs[0])
         model.set_mixture(arch.sample(tau, hard=hard))
@@ -167,7 +175,7 @@ class _SupernetRun:
         cfg, space, world = self.cfg, self.space, self.world
         say(cfg, f"training the {space.name!r} supernet on {self.loaders.source} ({len(self.loaders.train.dataset)} "
                  f"images, {space.img_size}px) on {self.device}{f' x{world}' if world > 1 else ''}: {cfg.epochs} "
-                 f"epochs x {self.steps} steps, sandwich of {2 + cfg.num_random}{' + Gumbel' if self.arch else ''}; "
+                 f"epochs x {self.steps} steps, {cfg.sampling} of {2 + cfg.num_random}{' + Gumbel' if self.arch else ''}; "
                  f"run directory: {self.run_dir}")
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
@@ -181,9 +189,10 @@ class _SupernetRun:
             self.tau = tau_at(self.step, total_steps, cfg.tau0, cfg.tau_min)
             x, t = self.targets(x, y)
             out = sandwich_step(self.model, self.optim, x, t,
-                                subnets_for_step(self.space, cfg.seed, self.step, cfg.num_random),
+                                subnets_for_step(self.space, cfg.seed, self.step, cfg.num_random, cfg.sampling),
                                 kd_weight=cfg.kd_weight, temperature=cfg.kd_temperature, arch=arch, tau=self.tau,
-                                hard=cfg.gumbel_hard, lat_weight=cfg.lat_weight, step=self.step)
+                                hard=cfg.gumbel_hard, lat_weight=cfg.lat_weight, step=self.step,
+                                distil=cfg.sampling == "sandwich")
             self.step += 1
             return out
 

@@ -51,6 +51,32 @@ def test_sandwich_step_updates_shared_weights(tiny_space):
     assert any(k.startswith("head.head_dist") for k in changed)  # the distillation head learns the teacher
 
 
+def test_uniform_sampling_draws_every_subnet_and_each_learns_from_the_labels(tiny_space):
+    """Single-path one-shot's rule (``--sampling uniform``): as many passes as the sandwich, none of them fixed,
+    no teacher; both heads of every subnet learn from the labels."""
+    cfgs = subnets_for_step(tiny_space, 0, 0, 2, "uniform")
+    assert len(cfgs) == 4 and cfgs == subnets_for_step(tiny_space, 0, 0, 2, "uniform")
+    draws = [c for step in range(20) for c in subnets_for_step(tiny_space, 0, step, 2, "uniform")]
+    assert len({c.key() for c in draws}) > 60 and tiny_space.largest() not in draws[:8]
+    x, y = _batch()
+
+    def update(cfgs, **kw):
+        model, optim, targets = _setup(tiny_space)
+        _, t = targets(x, y)
+        return model, sandwich_step(model, optim, x, t, cfgs, **kw)
+
+    model, out = update(cfgs, kd_weight=0.5, distil=False)
+    assert out["loss_kd"] == 0 and out["loss_ce"] > 0 and out["loss"] == out["loss_largest"] + out["loss_ce"]
+    same, _ = update(cfgs, kd_weight=0.0, distil=False)  # no teacher: the KD weight is unused
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), same.state_dict().values()))
+    kd, _ = update(cfgs, kd_weight=0.5)  # with a teacher it would differ
+    assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), kd.state_dict().values()))
+    with pytest.raises(SlimformerError, match="sampling"):
+        TrainConfig(space="tiny", sampling="random").check()
+    with pytest.raises(SlimformerError, match="gumbel"):
+        TrainConfig(space="tiny", sampling="uniform", gumbel=True).check()
+
+
 def test_inplace_kd_is_used(tiny_space):
     """The students' distillation loss changes the update; the teacher alone is unaffected by it."""
     x, y = _batch()
