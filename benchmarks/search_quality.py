@@ -253,6 +253,7 @@ def report(out: Path, summary: dict, args) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST .. FIRST + SEEDS - 1")
     ap.add_argument("--data", default="builtin", help="'builtin' or an ImageFolder root with train/ and val/")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--steps-per-epoch", type=int, default=None, help="cap updates per epoch (default: all 40)")
@@ -279,7 +280,7 @@ def main() -> None:
         one_seed(args, args.only_seed, out, table, batches)
         print(f"seed {args.only_seed} done; run without --only-seed to summarise")
         return
-    seeds = [one_seed(args, s, out, table, batches) for s in range(args.seeds)]
+    seeds = [one_seed(args, s, out, table, batches) for s in range(args.first_seed, args.first_seed + args.seeds)]
     from slimformer.search._api import default_strategy
 
     summary = summarize(seeds, default_strategy(has_supernet=True, has_alpha=True))
