@@ -6,6 +6,8 @@ teacher; the smallest and ``num_random`` random subnets learn from the labels (c
 teacher (distillation head; ``kd_weight`` balances the two); in Gumbel mode one more pass of the largest
 widths mixes the block kinds of every position with ``gumbel_softmax(alpha, tau)`` (plus the expected LUT
 latency when a table is given). All gradients are accumulated, then one optimiser step (and one for alpha).
+``sampling="uniform"`` (``--sampling uniform``) replaces the sandwich by as many uniformly drawn subnets, each
+learning from the labels alone (single-path one-shot NAS; no teacher, no Gumbel).
 """
 from __future__ import annotations
 
