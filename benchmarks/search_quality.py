@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_speed import cpu_table
 
 METHODS = ("slim", "fast", "tpe", "nsga2", "evolution", "random", "uniform")
+METHOD_OF = {"slim": "slim", "optuna": "tpe", "evolution": "evolution"}  # search's strategy -> the column it runs as
 
 
 def uniform_width(space, table, budget):
@@ -115,7 +116,7 @@ def one_seed(args, seed: int, out: Path, table, batches) -> dict:
     loaders = types.SimpleNamespace(train=recal, val=search_val, num_classes=nc)
     sel, test = SupernetAccuracy(ck.model, recal, search_val), SupernetAccuracy(ck.model, recal, heldout)
     lo, hi = table.predict(sp.smallest()), table.predict(sp.largest())
-    default = default_strategy(has_supernet=True, has_alpha=bool(ck.arch_logits))
+    default = METHOD_OF[default_strategy(has_supernet=True)]
     rows = []
     for f in (float(x) for x in args.fractions.split(",")):
         budget = round(lo + f * (hi - lo), 4)
@@ -283,7 +284,7 @@ def main() -> None:
     seeds = [one_seed(args, s, out, table, batches) for s in range(args.first_seed, args.first_seed + args.seeds)]
     from slimformer.search._api import default_strategy
 
-    summary = summarize(seeds, default_strategy(has_supernet=True, has_alpha=True))
+    summary = summarize(seeds, METHOD_OF[default_strategy(has_supernet=True)])
     summary["each"] = each_against_random(seeds)
     atomic_write_json(out / "results.json", {"summary": summary, "per_seed": seeds, "args": vars(args)})
     plot(out / "search_quality.png", summary, f"search quality, tiny space, {args.data}, {len(seeds)} seeds")

@@ -24,9 +24,9 @@ def register(sub) -> None:
     p.add_argument("--lut-dir", default=None, help="folder of user tables (default: the cache folder)")
     p.add_argument("--supernet", default=None, help="trained supernet checkpoint (file or training run dir)")
     p.add_argument("--strategy", choices=("slim", "optuna", "evolution"), default=None,
-                   help="slim: EfficientFormer's latency-driven slimming (default with alpha or without a "
-                        "supernet); optuna: TPE/NSGA-II (default for a supernet without alpha); evolution: "
-                        "once-for-all's evolutionary search over the supernet (--trials subnets scored)")
+                   help="slim: EfficientFormer's latency-driven slimming (default without a supernet, and with "
+                        "--fast); optuna: TPE/NSGA-II (default with a supernet); evolution: once-for-all's "
+                        "evolutionary search over the supernet (--trials subnets scored)")
     p.add_argument("--fast", action="store_true", help="slim: rank actions by alpha alone, no evaluation")
     p.add_argument("--sampler", choices=("tpe", "nsga2"), default="tpe", help="optuna sampler (default tpe)")
     p.add_argument("--objectives", choices=("constrained", "pareto"), default="constrained",

@@ -43,9 +43,15 @@ TRAIN_HINT = ("train a supernet for an accuracy-driven search: `slimformer train
 
 
 
-def default_strategy(*, has_supernet: bool, has_alpha: bool) -> str:
-    """The strategy ``search`` runs when none is named."""
-    return "optuna" if has_supernet and not has_alpha else "slim"
+def default_strategy(*, has_supernet: bool, fast: bool = False) -> str:
+    """The strategy ``search`` runs when none is named: with a supernet, optuna's TPE on inherited accuracy; slimming
+    without one (a proxy scorer) and with ``fast`` (slimming ranked by alpha).
+
+    Why TPE (twenty-sixth session, ``benchmarks/search_quality.py``, each strategy against the best of as many random
+    subnets as it evaluated, 5 budgets x 3 seeds per row): >= random within one standard error at 19 of 20 budgets
+    (built-in 4/5, by 0.01 points; MNIST-5k 5/5; photo10 5/5 on seeds 0-2 and again on seeds 3-5), slimming at 16
+    (4, 5, 4, 3), evolution at 17, NSGA-II at 18, with 7-40 evaluations where slimming used 9-100 (docs/accuracy.md)."""
+    return "optuna" if has_supernet and not fast else "slim"
 
 
 class CachedPredictor:
@@ -185,7 +191,7 @@ def _measure_answer(job: _Job, best: ArchConfig, trace: list[dict], pareto):
 
 
 def _strategy(opts: SearchOptions, ck, has_alpha: bool) -> str:
-    strategy = opts.strategy or default_strategy(has_supernet=ck is not None, has_alpha=has_alpha)
+    strategy = opts.strategy or default_strategy(has_supernet=ck is not None, fast=opts.evaluation.fast)
     if strategy not in STRATEGIES:
         raise SlimformerError(f"unknown strategy {strategy!r}: choose from {', '.join(STRATEGIES)}")
     if opts.evaluation.fast and (strategy != "slim" or ck is None):

@@ -113,10 +113,11 @@ def test_cli_with_a_supernet_on_builtin_data(capsys, tmp_path, tiny_table, tiny_
     lo, hi = tiny_table.predict(tiny_table.space.smallest()), tiny_table.predict(tiny_table.space.largest())
     budget = f"{(lo + hi) / 2:.5f}"
     argv = ["search", "--budget-ms", budget, "--table", str(table), "--supernet", str(tiny_ckpt), "--batch-size",
-            "16", "--recal-batches", "1", "--val-batches", "1", "--out", str(tmp_path / "run"), "--quiet"]
+            "16", "--recal-batches", "1", "--val-batches", "1", "--trials", "6", "--out", str(tmp_path / "run"), "--quiet"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "top-1" in text and "accuracy-driven | yes" in text
     data = json.loads((tmp_path / "run" / "arch.json").read_text())
-    assert data["strategy"] == "slim" and data["accuracy_driven"] and data["predicted_ms"] <= float(budget)
+    assert data["strategy"] == "optuna" and data["accuracy_driven"] and data["predicted_ms"] <= float(budget)
+    assert data["options"]["sampler"] == "tpe"  # the default with a supernet (twenty-sixth session)
     assert data["options"]["data"] == "builtin" and (tmp_path / "run" / "subnet.pt").is_file()

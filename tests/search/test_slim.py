@@ -95,7 +95,8 @@ def test_fast_slim_uses_alpha_and_is_deterministic(tmp_path, tiny_table, tiny_ck
 
 def test_evaluated_slim_is_accuracy_driven(tmp_path, tiny_table, tiny_ckpt, tiny_loaders):
     b = budgets(tiny_table)[1]
-    r = search(budget_ms=b, table=tiny_table, supernet=tiny_ckpt, loaders=tiny_loaders, out=tmp_path / "r")
+    r = search(budget_ms=b, table=tiny_table, supernet=tiny_ckpt, loaders=tiny_loaders, out=tmp_path / "r",
+               strategy="slim")
     assert r.accuracy_driven and r.strategy == "slim" and 0.0 <= r.score <= 1.0
     assert r.predicted_ms <= b
     data = json.loads((tmp_path / "r" / "arch.json").read_text())
