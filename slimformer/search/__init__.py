@@ -3,7 +3,8 @@ evolution (once-for-all).
 
 ``search(budget_ms=1.6, table="iphone-lut")`` returns a :class:`SearchResult`; with ``out=`` (or
 ``runs_root=``) it also writes a run directory (``arch.json``, trace, plots, per-op breakdown,
-``report.md``/``report.html`` and, with a supernet, ``subnet.pt``).
+``report.md``/``report.html`` and, with a supernet, ``subnet.pt``). Unless ``strategy`` is named, a search with a
+supernet runs optuna's TPE on inherited accuracy and one without it slims on a proxy (:func:`default_strategy`).
 
 On a table measured on this machine the answer is timed here and searched again at a re-scaled budget while it
 misses (:mod:`._measured`; ``measure=False`` turns that off).
