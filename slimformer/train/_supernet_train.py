@@ -83,13 +83,13 @@ def sandwich_step(model: Supernet, optim: Optim, x: torch.Tensor, target: torch.
         model.set_active(cfg)
         with optim.autocast():
             cls, dist = heads(model(x))
-            if i == 0:
+            if i == 0 or not distil:  # from the labels, both heads
                 loss = 0.5 * (soft_ce(cls, target) + soft_ce(dist, target))
-                teacher = torch.softmax(((cls + dist) / 2).detach().float() / temperature, dim=-1)
-                out["loss_largest"] = float(loss.detach())
-            elif not distil:
-                loss = 0.5 * (soft_ce(cls, target) + soft_ce(dist, target))
-                ce_sum += float(loss.detach())
+                if i == 0:
+                    teacher = torch.softmax(((cls + dist) / 2).detach().float() / temperature, dim=-1)
+                    out["loss_largest"] = float(loss.detach())
+                else:
+                    ce_sum += float(loss.detach())
             else:
                 ce = soft_ce(cls, target)
                 kd = kd_loss(dist, teacher, temperature)
